@@ -1,0 +1,66 @@
+//! The `migrate` and `admin` subcommands: one store call each, JSON on stdout.
+
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::config::{
+    AccountCommand, AdminArgs, AdminCommand, DatabaseConfig, KeyCommand, ProjectCommand,
+};
+use crate::domain::{AccountId, ApiKeyId, Name, ProjectId, Scopes};
+use crate::store::{self, Store};
+use crate::tenancy;
+
+pub type CliError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn open(database: &DatabaseConfig) -> Result<std::sync::Arc<dyn Store>, CliError> {
+    let store = store::connect(&database.url, &database.pool()).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub async fn migrate(database: &DatabaseConfig) -> Result<(), CliError> {
+    let store = open(database).await?;
+    store.close().await;
+    Ok(())
+}
+
+fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, CliError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{what} must be a UUID, got {raw:?}").into())
+}
+
+/// Runs one admin command and returns what it prints.
+pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
+    let store = open(&args.database).await?;
+    let now = Clock.now();
+    let result = match &args.command {
+        AdminCommand::Account(AccountCommand::Create { name }) => {
+            let name = Name::parse(name).map_err(|e| format!("--name {e}"))?;
+            let id = tenancy::create_account(store.as_ref(), name, now).await?;
+            json!({ "id": id.to_string() })
+        }
+        AdminCommand::Project(ProjectCommand::Create { account, name }) => {
+            let account: AccountId = parse_id("--account", account)?;
+            let name = Name::parse(name).map_err(|e| format!("--name {e}"))?;
+            let id = tenancy::create_project(store.as_ref(), account, name, now).await?;
+            json!({ "id": id.to_string() })
+        }
+        AdminCommand::Key(KeyCommand::Create { project, scopes }) => {
+            let project: ProjectId = parse_id("--project", project)?;
+            let scopes = match scopes {
+                None => Scopes::all(),
+                Some(list) => Scopes::parse(list).map_err(|e| format!("--scopes {e}"))?,
+            };
+            let issued = tenancy::create_key(store.as_ref(), project, scopes, now).await?;
+            json!({ "id": issued.id.to_string(), "key": issued.key.expose() })
+        }
+        AdminCommand::Key(KeyCommand::Revoke { id }) => {
+            let id: ApiKeyId = parse_id("key id", id)?;
+            store.revoke_api_key(id, now).await?;
+            json!({ "id": id.to_string(), "revoked": true })
+        }
+    };
+    store.close().await;
+    Ok(result)
+}

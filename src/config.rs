@@ -1,0 +1,223 @@
+//! The command line: every setting is a flag and a HOOKRELAY_* (or DATABASE_URL) variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::PoolSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "A multi-tenant webhook subscription service speaking the DevTune API v2 webhook API.",
+    long_about = "A multi-tenant webhook subscription service speaking the DevTune API v2 webhook API.\n\n\
+        Tenants register HTTPS endpoints for event types with `dtk_live_` API keys; hookrelay signs \
+        and delivers every event to every subscribed endpoint. Without a subcommand it runs `serve`, \
+        on a SQLite file hookrelay.db in the working directory unless DATABASE_URL says otherwise.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default). Applies migrations first; bootstraps an empty database.
+    Serve(ServeConfig),
+    /// Apply the database migrations and exit.
+    Migrate(MigrateArgs),
+    /// Provision accounts, projects and API keys; prints JSON on stdout.
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database to use: postgres://user@host/db, or sqlite://path/to/file.db (created if missing).
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://hookrelay.db"
+    )]
+    pub url: String,
+
+    /// Most database connections this process opens.
+    #[arg(
+        long = "db-max-connections",
+        env = "HOOKRELAY_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub max_connections: u32,
+
+    /// How long a request waits for a free database connection before answering 503.
+    #[arg(
+        long = "db-acquire-timeout-ms",
+        env = "HOOKRELAY_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log line format.
+    #[arg(long = "log-format", env = "HOOKRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `hookrelay=debug,info`.
+    #[arg(long = "log", env = "HOOKRELAY_LOG", default_value = "info")]
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "HOOKRELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// On the first start against an empty database, create a default account, project and
+    /// all-scope API key, and print the project id and the key once.
+    #[arg(long, env = "HOOKRELAY_BOOTSTRAP", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub bootstrap: bool,
+
+    /// Enables the /admin/v1 provisioning API, guarded by this value as a bearer token.
+    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Accept plain http:// webhook URLs (for local development).
+    #[arg(long, env = "HOOKRELAY_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_http: bool,
+
+    /// Accept webhook URLs on loopback, private, link-local and similar addresses.
+    #[arg(long, env = "HOOKRELAY_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_private_targets: bool,
+
+    /// Requests per minute allowed per API key; 0 turns rate limiting off.
+    #[arg(long, env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    pub rate_limit_per_minute: u32,
+
+    /// Most active webhooks one project may have.
+    #[arg(long, env = "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT", default_value_t = 25)]
+    pub max_webhooks_per_project: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account; prints {"id": …}.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project in an account; prints {"id": …}.
+    Create {
+        /// The owning account's id.
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for a project; prints {"id": …, "key": "dtk_live_…"} (the key only once).
+    Create {
+        /// The project the key acts on.
+        #[arg(long)]
+        project: String,
+        /// Comma-separated scopes: webhooks.read, webhooks.write, events.write (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+    },
+    /// Revoke an API key at once; prints {"id": …, "revoked": true}.
+    Revoke {
+        /// The key's id (not the key itself).
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boolean_flags_accept_bare_and_explicit_values() {
+        let cli = Cli::try_parse_from(["hookrelay", "serve", "--allow-http", "--bootstrap=false"])
+            .unwrap();
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("expected serve");
+        };
+        assert!(serve.allow_http);
+        assert!(!serve.bootstrap);
+    }
+}

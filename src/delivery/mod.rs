@@ -1,0 +1,3 @@
+//! Getting events to receivers: the network policy for webhook targets.
+
+pub mod net;

@@ -1,0 +1,150 @@
+//! Webhook endpoint URLs: absolute, https (unless allowed otherwise), public hosts only.
+
+use std::fmt;
+
+use url::{Host, Url};
+
+use super::address::forbidden_reason;
+
+const MAX_CHARS: usize = 2048;
+
+/// What a deployment allows as webhook targets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UrlPolicy {
+    /// Plain http endpoints, for local development.
+    pub allow_http: bool,
+    /// Loopback, private and link-local targets, for local development and tests.
+    pub allow_private: bool,
+}
+
+/// A validated endpoint URL. Names are checked again at resolution time by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(Url);
+
+impl EndpointUrl {
+    pub fn parse(raw: &str, policy: UrlPolicy) -> Result<Self, String> {
+        if raw.chars().count() > MAX_CHARS {
+            return Err(format!("must be at most {MAX_CHARS} characters"));
+        }
+        let url = Url::parse(raw).map_err(|e| format!("must be an absolute URL ({e})"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if policy.allow_http => {}
+            "http" => return Err("must use https".into()),
+            other => return Err(format!("must use https, not {other}")),
+        }
+        let host = url.host().ok_or_else(|| "must include a host".to_owned())?;
+        if !policy.allow_private {
+            if let Some(reason) = host_reason(&host) {
+                return Err(format!(
+                    "must point at a public host; {host} is a {reason} address"
+                ));
+            }
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The host name to resolve, when the URL names a host rather than an IP literal.
+    pub fn domain(&self) -> Option<&str> {
+        self.0.domain()
+    }
+
+    pub fn port_or_default(&self) -> u16 {
+        self.0.port_or_known_default().unwrap_or(443)
+    }
+}
+
+impl fmt::Display for EndpointUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_str().fmt(f)
+    }
+}
+
+fn host_reason(host: &Host<&str>) -> Option<&'static str> {
+    match host {
+        Host::Ipv4(ip) => forbidden_reason((*ip).into()),
+        Host::Ipv6(ip) => forbidden_reason((*ip).into()),
+        Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            (name == "localhost" || name.ends_with(".localhost")).then_some("loopback")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRICT: UrlPolicy = UrlPolicy {
+        allow_http: false,
+        allow_private: false,
+    };
+
+    #[test]
+    fn accepts_a_public_https_url() {
+        let url = EndpointUrl::parse("https://your-app.com/webhooks/devtune", STRICT).unwrap();
+        assert_eq!(url.as_str(), "https://your-app.com/webhooks/devtune");
+        assert_eq!(url.domain(), Some("your-app.com"));
+        assert_eq!(url.port_or_default(), 443);
+    }
+
+    #[test]
+    fn rejects_relative_plain_http_and_other_schemes() {
+        assert!(EndpointUrl::parse("/webhooks", STRICT).is_err());
+        assert!(
+            EndpointUrl::parse("http://example.com/", STRICT)
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(EndpointUrl::parse("ftp://example.com/", STRICT).is_err());
+        let lenient = UrlPolicy {
+            allow_http: true,
+            ..STRICT
+        };
+        assert!(EndpointUrl::parse("http://example.com/", lenient).is_ok());
+    }
+
+    #[test]
+    fn rejects_urls_longer_than_2048_characters() {
+        let base = "https://example.com/";
+        let ok = format!("{base}{}", "a".repeat(2048 - base.len()));
+        assert!(EndpointUrl::parse(&ok, STRICT).is_ok());
+        assert!(EndpointUrl::parse(&format!("{ok}a"), STRICT).is_err());
+    }
+
+    #[test]
+    fn rejects_private_literals_in_every_spelling() {
+        for raw in [
+            "https://127.0.0.1/",
+            "https://0x7f000001/",
+            "https://2130706433/",
+            "https://0177.0.0.1/",
+            "https://[::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.1.2.3/",
+            "https://localhost/",
+            "https://LOCALHOST./",
+            "https://api.localhost/",
+            "https://0.0.0.0/",
+        ] {
+            assert!(
+                EndpointUrl::parse(raw, STRICT).is_err(),
+                "{raw} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn private_targets_pass_when_the_policy_allows_them() {
+        let lenient = UrlPolicy {
+            allow_http: true,
+            allow_private: true,
+        };
+        assert!(EndpointUrl::parse("http://127.0.0.1:9000/hook", lenient).is_ok());
+    }
+}

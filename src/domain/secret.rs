@@ -1,0 +1,72 @@
+//! Webhook signing secrets: 32 random bytes from the OS, shown as 64 lowercase hex characters.
+
+use std::fmt;
+
+use rand::RngCore;
+use rand::rngs::OsRng;
+
+/// A signing secret. Debug output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+
+    /// Wraps a secret read back from storage.
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// An ellipsis and the last four characters, enough to tell secrets apart.
+    pub fn preview(&self) -> String {
+        let tail: String = self
+            .0
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("\u{2026}{tail}")
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_are_64_lowercase_hex_and_distinct() {
+        let a = WebhookSecret::generate();
+        let b = WebhookSecret::generate();
+        assert_eq!(a.expose().len(), 64);
+        assert!(
+            a.expose()
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn preview_and_debug_hide_the_secret() {
+        let s = WebhookSecret::from_stored("0123456789abcdef".into());
+        assert_eq!(s.preview(), "\u{2026}cdef");
+        assert_eq!(format!("{s:?}"), "WebhookSecret(***)");
+    }
+}

@@ -1,0 +1,190 @@
+//! Who is calling: API keys for /api/v2 (with scopes and rate limits), the admin token for /admin.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::AppState;
+use super::errors::ApiError;
+use super::extract::ApiPath;
+use super::rate_limit::RateLimitStatus;
+use crate::domain::{ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
+
+/// The authenticated key behind a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: ApiKeyId,
+    pub project_id: ProjectId,
+    pub scopes: Scopes,
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header; send Authorization: Bearer dtk_live_…".into(),
+        )
+    })?;
+    let value = value.to_str().map_err(|_| {
+        ApiError::Unauthorized("the Authorization header is not readable text".into())
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(ApiError::Unauthorized(
+            "the Authorization header must use the Bearer scheme".into(),
+        )),
+    }
+}
+
+async fn resolve_principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let key = ApiKey::parse(bearer_token(headers)?).ok_or_else(|| {
+        ApiError::Unauthorized("the API key is malformed; keys look like dtk_live_…".into())
+    })?;
+    let record = state
+        .store
+        .find_api_key(&key.hash())
+        .await?
+        .filter(|record| !record.revoked)
+        .ok_or_else(|| ApiError::Unauthorized("the API key is unknown or revoked".into()))?;
+    Ok(Principal {
+        key_id: record.id,
+        project_id: record.project_id,
+        scopes: record.scopes,
+    })
+}
+
+/// Authenticates every /api/v2 request, applies the per-key rate limit and sets its headers.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let principal = match resolve_principal(&state, req.headers()).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let now = state.clock.unix_secs();
+    let limit = state
+        .rate_limiter
+        .as_ref()
+        .map(|limiter| limiter.check(principal.key_id, now));
+    let mut response = match limit {
+        Some(status) if !status.allowed => ApiError::RateLimited {
+            retry_after_secs: status.retry_after_secs(now),
+        }
+        .into_response(),
+        _ => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+    };
+    if let Some(status) = limit {
+        set_rate_limit_headers(response.headers_mut(), status);
+    }
+    response
+}
+
+fn set_rate_limit_headers(headers: &mut HeaderMap, status: RateLimitStatus) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(status.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(status.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(status.reset));
+}
+
+/// A scope a handler requires, named by a marker type.
+pub trait RequiredScope {
+    const SCOPE: Scope;
+}
+
+pub struct WebhooksRead;
+pub struct WebhooksWrite;
+
+impl RequiredScope for WebhooksRead {
+    const SCOPE: Scope = Scope::WebhooksRead;
+}
+
+impl RequiredScope for WebhooksWrite {
+    const SCOPE: Scope = Scope::WebhooksWrite;
+}
+
+/// A caller allowed to act on the path's project with scope `S`.
+pub struct Authorized<S> {
+    pub project_id: ProjectId,
+    pub key_id: ApiKeyId,
+    _scope: PhantomData<S>,
+}
+
+#[derive(Deserialize)]
+struct ProjectPath {
+    #[serde(rename = "projectId")]
+    project_id: Uuid,
+}
+
+impl<St, S> FromRequestParts<St> for Authorized<S>
+where
+    St: Send + Sync,
+    S: RequiredScope,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Internal("route is not behind the authentication layer".into())
+            })?;
+        let ApiPath(path) = ApiPath::<ProjectPath>::from_request_parts(parts, state).await?;
+        if ProjectId::from(path.project_id) != principal.project_id {
+            return Err(ApiError::Forbidden(
+                "this API key does not belong to that project".into(),
+            ));
+        }
+        if !principal.scopes.contains(S::SCOPE) {
+            return Err(ApiError::Forbidden(format!(
+                "this API key lacks the {} scope",
+                S::SCOPE.as_str()
+            )));
+        }
+        Ok(Self {
+            project_id: principal.project_id,
+            key_id: principal.key_id,
+            _scope: PhantomData,
+        })
+    }
+}
+
+/// The operator's admin token, compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8; 32]>);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        Self(Arc::new(Sha256::digest(token.as_bytes()).into()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        // Comparing digests keeps the comparison constant-time whatever the presented length.
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(self.0.ct_eq(&presented))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// Guards /admin/v1 with the admin token as a bearer token.
+pub async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
+    match bearer_token(req.headers()) {
+        Ok(presented) if token.matches(presented) => next.run(req).await,
+        Ok(_) => ApiError::Unauthorized("the admin token is not valid".into()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

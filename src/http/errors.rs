@@ -1,0 +1,185 @@
+//! The API's one error type and the one place it becomes the documented Error body.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    WebhookLimitReached(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("too many requests; retry after {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the service cannot reach its database; try again shortly")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<DetailBody<'a>>>,
+}
+
+#[derive(Serialize)]
+struct DetailBody<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "validation_error"),
+            ApiError::WebhookLimitReached(_) => (StatusCode::BAD_REQUEST, "webhook_limit_reached"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Validation(details) => {
+                let fields: Vec<&str> = details.iter().map(|d| d.field.as_str()).collect();
+                format!("Invalid request: check {}.", fields.join(", "))
+            }
+            ApiError::Internal(_) => {
+                "The service hit an unexpected error; it has been logged.".to_owned()
+            }
+            other => sentence(&other.to_string()),
+        }
+    }
+}
+
+/// Capitalised and ending with a period, so every message reads as a sentence.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            ApiError::Internal(_) => {
+                tracing::error!(error = %source_chain(&self), "request failed")
+            }
+            ApiError::Unavailable(_) => {
+                tracing::warn!(error = %source_chain(&self), "database unavailable")
+            }
+            _ => {}
+        }
+        let details = match &self {
+            ApiError::Validation(details) => Some(
+                details
+                    .iter()
+                    .map(|d| DetailBody {
+                        field: &d.field,
+                        message: &d.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: code,
+            message: self.message(),
+            status: status.as_u16(),
+            details,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(what) => ApiError::NotFound(format!(
+                "{what} not found{}",
+                if what == "webhook" {
+                    " in this project (it may have been deleted)"
+                } else {
+                    ""
+                }
+            )),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::WebhookLimitReached { limit } => ApiError::WebhookLimitReached(format!(
+                "this project already has {limit} active webhooks, the most allowed; delete one before creating another"
+            )),
+            error @ StoreError::Unavailable(_) => ApiError::Unavailable(error),
+            error @ StoreError::Internal(_) => ApiError::Internal(Box::new(error)),
+        }
+    }
+}
+
+impl From<Vec<FieldError>> for ApiError {
+    fn from(details: Vec<FieldError>) -> Self {
+        ApiError::Validation(details)
+    }
+}
+
+pub async fn route_not_found() -> ApiError {
+    ApiError::NotFound("no route matches this path; see /openapi.yaml for the API".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

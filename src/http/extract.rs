@@ -1,0 +1,151 @@
+//! Extractors whose rejections are `ApiError`s, so malformed requests get the documented body.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::errors::ApiError;
+
+/// Largest body the management API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body: `application/json` (or `+json`), at most `MAX_BODY_BYTES`, a JSON object.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(&req) {
+            return Err(wrong_content_type());
+        }
+        let bytes = read_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be absent: an empty body gives `None`.
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = has_json_content_type(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(None));
+        }
+        if !is_json {
+            return Err(wrong_content_type());
+        }
+        parse_json(&bytes).map(|value| OptionalApiJson(Some(value)))
+    }
+}
+
+fn wrong_content_type() -> ApiError {
+    ApiError::BadRequest(
+        "send the body as JSON with the header Content-Type: application/json".into(),
+    )
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit_bytes: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+fn has_json_content_type(req: &Request) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::BadRequest(format!("the request body must be a JSON object ({e})"))
+        }
+        _ => ApiError::BadRequest(format!("the request body is not valid JSON ({e})")),
+    })
+}
+
+/// Path parameters; a value that does not parse (e.g. a non-UUID id) is a 400 naming it.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(path_error)
+    }
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    match rejection {
+        PathRejection::FailedToDeserializePathParams(inner) => match inner.kind() {
+            ErrorKind::ParseErrorAtKey { key, value, .. }
+            | ErrorKind::DeserializeError { key, value, .. } => ApiError::BadRequest(format!(
+                "path parameter {key} must be a UUID, got \"{value}\""
+            )),
+            _ => ApiError::BadRequest(format!("invalid path parameter: {}", inner.body_text())),
+        },
+        other => ApiError::Internal(Box::new(other)),
+    }
+}
+
+/// Query parameters; a value of the wrong type is a 400 naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection: QueryRejection| {
+                ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+            })
+    }
+}

@@ -1,0 +1,158 @@
+//! The HTTP API: shared state, the route table and the router built from it.
+
+pub mod admin;
+pub mod auth;
+pub mod errors;
+pub mod extract;
+pub mod health;
+pub mod rate_limit;
+pub mod webhooks;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::http::{Method, Request};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::clock::Clock;
+use crate::domain::UrlPolicy;
+use crate::store::Store;
+use auth::AdminToken;
+use rate_limit::RateLimiter;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<ApiSettings>,
+    /// `None` when rate limiting is turned off.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    pub clock: Clock,
+}
+
+/// The request-path knobs of the API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub url_policy: UrlPolicy,
+    pub max_webhooks_per_project: u32,
+}
+
+/// One documented operation: the route table is the single source for the router and for the
+/// test that keeps openapi/openapi.yaml equal to it.
+struct Route {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("routes use standard methods");
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+const WEBHOOKS: &str = "/api/v2/projects/{projectId}/webhooks";
+const WEBHOOK: &str = "/api/v2/projects/{projectId}/webhooks/{webhookId}";
+
+fn api_routes() -> Vec<Route> {
+    vec![
+        route(Method::POST, WEBHOOKS, webhooks::create_webhook),
+        route(Method::GET, WEBHOOKS, webhooks::list_webhooks),
+        route(Method::GET, WEBHOOK, webhooks::get_webhook),
+        route(Method::PATCH, WEBHOOK, webhooks::update_webhook),
+        route(Method::DELETE, WEBHOOK, webhooks::delete_webhook),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/rotate-secret",
+            webhooks::rotate_webhook_secret,
+        ),
+    ]
+}
+
+fn operational_routes() -> Vec<Route> {
+    vec![
+        route(Method::GET, "/healthz", health::get_health),
+        route(Method::GET, "/readyz", health::get_readiness),
+        route(Method::GET, "/openapi.yaml", health::get_open_api),
+    ]
+}
+
+fn admin_routes() -> Vec<Route> {
+    vec![
+        route(Method::POST, "/admin/v1/accounts", admin::create_account),
+        route(Method::POST, "/admin/v1/projects", admin::create_project),
+        route(
+            Method::POST,
+            "/admin/v1/projects/{projectId}/keys",
+            admin::create_api_key,
+        ),
+        route(
+            Method::DELETE,
+            "/admin/v1/keys/{keyId}",
+            admin::revoke_api_key,
+        ),
+    ]
+}
+
+/// Every (method, path) the router serves when the admin API is enabled.
+pub fn route_inventory() -> Vec<(Method, &'static str)> {
+    [api_routes(), operational_routes(), admin_routes()]
+        .into_iter()
+        .flatten()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+fn build(routes: Vec<Route>) -> Router<AppState> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+}
+
+/// The whole service; the admin API exists only when an admin token is configured.
+pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
+    let api =
+        build(api_routes()).route_layer(from_fn_with_state(state.clone(), auth::authenticate));
+    let mut app = build(operational_routes()).merge(api);
+    if let Some(token) = admin_token {
+        let admin =
+            build(admin_routes()).route_layer(from_fn_with_state(token, auth::require_admin));
+        app = app.merge(admin);
+    }
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request<_>| {
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id,
+            )
+        })
+        .on_response(DefaultOnResponse::new().level(Level::INFO));
+    app.fallback(errors::route_not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(trace)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}

@@ -1,0 +1,326 @@
+//! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
+use super::errors::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::wire::{ApiTime, Envelope};
+use crate::delivery::net::refuse_private_resolution;
+use crate::domain::{EndpointUrl, EventTypes, FieldError, WebhookId, WebhookSecret};
+use crate::store::{NewWebhook, Webhook, WebhookChanges, WebhookStats};
+
+/// The create and update body. Fields stay loose JSON so every bad field is reported at once.
+#[derive(Deserialize)]
+pub struct WebhookInput {
+    url: Option<Value>,
+    events: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub struct WebhookPath {
+    #[serde(rename = "webhookId")]
+    webhook_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    #[serde(default)]
+    include_inactive: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    id: String,
+    url: String,
+    events: Vec<&'static str>,
+    is_active: bool,
+    created_at: ApiTime,
+    updated_at: ApiTime,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            id: webhook.id.to_string(),
+            url: webhook.url.clone(),
+            events: webhook.events.iter().map(|e| e.as_str()).collect(),
+            is_active: webhook.is_active,
+            created_at: ApiTime(webhook.created_at),
+            updated_at: ApiTime(webhook.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    secret: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDetails {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    deleted_at: Option<ApiTime>,
+    secret_preview: String,
+    stats: StatsView,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    total_deliveries: i64,
+    successful_deliveries: i64,
+    failed_deliveries: i64,
+    last_success_at: Option<ApiTime>,
+    last_failure_at: Option<ApiTime>,
+    consecutive_failures: i64,
+}
+
+impl From<&WebhookStats> for StatsView {
+    fn from(stats: &WebhookStats) -> Self {
+        Self {
+            total_deliveries: stats.total_deliveries,
+            successful_deliveries: stats.successful_deliveries,
+            failed_deliveries: stats.failed_deliveries,
+            last_success_at: stats.last_success_at.map(ApiTime),
+            last_failure_at: stats.last_failure_at.map(ApiTime),
+            consecutive_failures: stats.consecutive_failures,
+        }
+    }
+}
+
+impl From<&Webhook> for WebhookDetails {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            webhook: webhook.into(),
+            deleted_at: webhook.deleted_at.map(ApiTime),
+            secret_preview: webhook.secret.preview(),
+            stats: (&webhook.stats).into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct WebhookList {
+    webhooks: Vec<WebhookView>,
+}
+
+#[derive(Serialize)]
+pub struct Deleted {
+    deleted: bool,
+}
+
+#[derive(Serialize)]
+pub struct RotatedSecret {
+    secret: String,
+}
+
+/// The validated parts of a `WebhookInput`; absent fields stay `None`.
+struct CheckedInput {
+    url: Option<EndpointUrl>,
+    events: Option<EventTypes>,
+}
+
+async fn check_input(
+    state: &AppState,
+    input: &WebhookInput,
+    partial: bool,
+) -> Result<CheckedInput, ApiError> {
+    let mut errors = Vec::new();
+    if partial && input.url.is_none() && input.events.is_none() {
+        errors.push(FieldError::new(
+            "body",
+            "give url, events or both to change",
+        ));
+    }
+    let url = match &input.url {
+        None if !partial => Err("is required".to_owned()),
+        None => Ok(None),
+        Some(Value::String(raw)) => EndpointUrl::parse(raw, state.settings.url_policy).map(Some),
+        Some(_) => Err("must be a string".to_owned()),
+    };
+    let url = match url {
+        Ok(Some(url)) => match resolve_check(state, &url).await {
+            Ok(()) => Some(url),
+            Err(message) => {
+                errors.push(FieldError::new("url", message));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(message) => {
+            errors.push(FieldError::new("url", message));
+            None
+        }
+    };
+    let events = match &input.events {
+        None if !partial => Err("is required".to_owned()),
+        None => Ok(None),
+        Some(Value::Array(items)) => {
+            match items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+                Some(names) => EventTypes::parse(&names).map(Some),
+                None => Err("must be an array of event type strings".to_owned()),
+            }
+        }
+        Some(_) => Err("must be an array of event type strings".to_owned()),
+    }
+    .unwrap_or_else(|message| {
+        errors.push(FieldError::new("events", message));
+        None
+    });
+    if errors.is_empty() {
+        Ok(CheckedInput { url, events })
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+async fn resolve_check(state: &AppState, url: &EndpointUrl) -> Result<(), String> {
+    match url.domain() {
+        Some(host) if !state.settings.url_policy.allow_private => {
+            refuse_private_resolution(host, url.port_or_default()).await
+        }
+        _ => Ok(()),
+    }
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id))]
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiJson(input): ApiJson<WebhookInput>,
+) -> Result<(StatusCode, Json<Envelope<CreatedWebhook>>), ApiError> {
+    let checked = check_input(&state, &input, false).await?;
+    let (Some(url), Some(events)) = (checked.url, checked.events) else {
+        return Err(ApiError::Internal(
+            "validated input lost a required field".into(),
+        ));
+    };
+    let now = state.clock.now();
+    let new = NewWebhook {
+        id: WebhookId::generate(),
+        url,
+        events,
+        secret: WebhookSecret::generate(),
+        created_at: now,
+    };
+    let limit = state.settings.max_webhooks_per_project;
+    let webhook = state
+        .store
+        .create_webhook(auth.project_id, new, limit)
+        .await?;
+    tracing::info!(webhook_id = %webhook.id, "webhook created");
+    let created = CreatedWebhook {
+        webhook: (&webhook).into(),
+        secret: webhook.secret.expose().to_owned(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(Envelope::new(created, auth.project_id, now)),
+    ))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id))]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Envelope<WebhookList>>, ApiError> {
+    let webhooks = state
+        .store
+        .list_webhooks(auth.project_id, query.include_inactive)
+        .await?;
+    let list = WebhookList {
+        webhooks: webhooks.iter().map(WebhookView::from).collect(),
+    };
+    Ok(Json(Envelope::new(
+        list,
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
+    let webhook = state
+        .store
+        .get_webhook(auth.project_id, path.webhook_id.into())
+        .await?;
+    Ok(Json(Envelope::new(
+        (&webhook).into(),
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn update_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    ApiJson(input): ApiJson<WebhookInput>,
+) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
+    let checked = check_input(&state, &input, true).await?;
+    let now = state.clock.now();
+    let changes = WebhookChanges {
+        url: checked.url,
+        events: checked.events,
+        updated_at: now,
+    };
+    let webhook = state
+        .store
+        .update_webhook(auth.project_id, path.webhook_id.into(), changes)
+        .await?;
+    tracing::info!("webhook updated");
+    Ok(Json(Envelope::new((&webhook).into(), auth.project_id, now)))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Deleted>, ApiError> {
+    state
+        .store
+        .delete_webhook(auth.project_id, path.webhook_id.into(), state.clock.now())
+        .await?;
+    tracing::info!("webhook deleted");
+    Ok(Json(Deleted { deleted: true }))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Envelope<RotatedSecret>>, ApiError> {
+    let secret = WebhookSecret::generate();
+    let now = state.clock.now();
+    state
+        .store
+        .rotate_webhook_secret(auth.project_id, path.webhook_id.into(), secret.clone(), now)
+        .await?;
+    tracing::info!("webhook secret rotated");
+    let rotated = RotatedSecret {
+        secret: secret.expose().to_owned(),
+    };
+    Ok(Json(Envelope::new(rotated, auth.project_id, now)))
+}

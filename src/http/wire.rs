@@ -1,0 +1,48 @@
+//! Shapes shared by many responses: the envelope, its meta block and timestamps.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::domain::ProjectId;
+
+/// A timestamp as the DevTune documents write it: `2026-02-08T12:00:00.000Z`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiTime(pub DateTime<Utc>);
+
+impl Serialize for ApiTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub timestamp: ApiTime,
+    pub project_id: String,
+}
+
+/// `{data, meta}`, the body of every successful project-scoped response.
+#[derive(Serialize)]
+pub struct Envelope<T> {
+    pub data: T,
+    pub meta: Meta,
+}
+
+impl<T> Envelope<T> {
+    pub fn new(data: T, project_id: ProjectId, now: DateTime<Utc>) -> Self {
+        Self {
+            data,
+            meta: Meta {
+                timestamp: ApiTime(now),
+                project_id: project_id.to_string(),
+            },
+        }
+    }
+}
+
+/// `{data}`, the body of admin responses.
+#[derive(Serialize)]
+pub struct Data<T> {
+    pub data: T,
+}

@@ -1,0 +1,162 @@
+//! Keys, scopes, tenancy and rate limits: 401, 403 and 429 in the Error shape.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::common::{TestApp, assert_error};
+
+const BODY: fn() -> serde_json::Value =
+    || json!({ "url": "https://example.com/hook", "events": ["action.created"] });
+
+backend_tests! {
+    async fn a_missing_key_is_a_401(backend) {
+        let app = TestApp::spawn(backend).await;
+        let response = app.call(Method::GET, &app.project_path("/webhooks"), None, None).await;
+        let body = assert_error(response, 401, "unauthorized").await;
+        assert!(body["message"].as_str().unwrap().contains("Authorization"));
+    }
+
+    async fn malformed_and_unknown_keys_are_401s(backend) {
+        let app = TestApp::spawn(backend).await;
+        let path = app.project_path("/webhooks");
+        let unknown = format!("dtk_live_{}", "A".repeat(40));
+        for key in ["nonsense", "dtk_live_short", "dtk_test_0123456789abcdef0123456789abcdef", unknown.as_str()] {
+            let response = app.call(Method::GET, &path, Some(key), None).await;
+            assert_error(response, 401, "unauthorized").await;
+        }
+        let basic = app
+            .client
+            .get(app.url(&path))
+            .header("authorization", format!("Basic {}", app.key))
+            .send()
+            .await
+            .unwrap();
+        assert_error(basic, 401, "unauthorized").await;
+    }
+
+    async fn a_revoked_key_is_a_401_at_once(backend) {
+        let app = TestApp::spawn(backend).await;
+        let path = app.project_path("/webhooks");
+        assert_eq!(app.get(&path).await.status(), 200);
+        let record = app
+            .store
+            .find_api_key(&hookrelay::domain::ApiKey::parse(&app.key).unwrap().hash())
+            .await
+            .unwrap()
+            .unwrap();
+        app.store.revoke_api_key(record.id, chrono::Utc::now()).await.unwrap();
+        assert_error(app.get(&path).await, 401, "unauthorized").await;
+    }
+
+    async fn the_bearer_scheme_is_case_insensitive(backend) {
+        let app = TestApp::spawn(backend).await;
+        let response = app
+            .client
+            .get(app.url(&app.project_path("/webhooks")))
+            .header("authorization", format!("bearer {}", app.key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn a_read_only_key_cannot_write(backend) {
+        let app = TestApp::spawn(backend).await;
+        let created = app.create_webhook("https://example.com/hook", &["action.created"]).await;
+        let read_only = app.key_with_scopes(&["webhooks.read"]).await;
+        let key = Some(read_only.as_str());
+        let list = app.call(Method::GET, &app.project_path("/webhooks"), key, None).await;
+        assert_eq!(list.status(), 200);
+        let create = app.call(Method::POST, &app.project_path("/webhooks"), key, Some(BODY())).await;
+        let body = assert_error(create, 403, "forbidden").await;
+        assert!(body["message"].as_str().unwrap().contains("webhooks.write"));
+        let path = app.project_path(&format!("/webhooks/{}", created["id"].as_str().unwrap()));
+        let rotate = app.call(Method::POST, &format!("{path}/rotate-secret"), key, None).await;
+        assert_error(rotate, 403, "forbidden").await;
+        assert_error(app.call(Method::DELETE, &path, key, None).await, 403, "forbidden").await;
+        let patch = app.call(Method::PATCH, &path, key, Some(json!({"events": ["action.updated"]}))).await;
+        assert_error(patch, 403, "forbidden").await;
+        let (_, details) = crate::common::status_and_json(app.get(&path).await).await;
+        assert_eq!(details["data"]["isActive"], true, "nothing changed");
+    }
+
+    async fn a_write_only_key_cannot_list(backend) {
+        let app = TestApp::spawn(backend).await;
+        let write_only = app.key_with_scopes(&["webhooks.write"]).await;
+        let key = Some(write_only.as_str());
+        let create = app.call(Method::POST, &app.project_path("/webhooks"), key, Some(BODY())).await;
+        assert_eq!(create.status(), 201);
+        let list = app.call(Method::GET, &app.project_path("/webhooks"), key, None).await;
+        let body = assert_error(list, 403, "forbidden").await;
+        assert!(body["message"].as_str().unwrap().contains("webhooks.read"));
+    }
+
+    async fn an_events_only_key_cannot_touch_webhooks(backend) {
+        let app = TestApp::spawn(backend).await;
+        let events_only = app.key_with_scopes(&["events.write"]).await;
+        let key = Some(events_only.as_str());
+        let list = app.call(Method::GET, &app.project_path("/webhooks"), key, None).await;
+        assert_error(list, 403, "forbidden").await;
+        let create = app.call(Method::POST, &app.project_path("/webhooks"), key, Some(BODY())).await;
+        assert_error(create, 403, "forbidden").await;
+    }
+
+    async fn a_key_on_another_projects_path_is_a_403_whether_it_exists_or_not(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (other_project, _) = app.other_project().await;
+        let missing_project = uuid::Uuid::new_v4();
+        for project in [other_project.to_string(), missing_project.to_string()] {
+            let path = format!("/api/v2/projects/{project}/webhooks");
+            let list = app.call(Method::GET, &path, Some(&app.key), None).await;
+            assert_error(list, 403, "forbidden").await;
+            let create = app.call(Method::POST, &path, Some(&app.key), Some(BODY())).await;
+            assert_error(create, 403, "forbidden").await;
+        }
+        let webhooks = app.store.list_webhooks(other_project, true).await.unwrap();
+        assert!(webhooks.is_empty(), "nothing was created in the other project");
+    }
+
+    async fn responses_carry_rate_limit_headers(backend) {
+        let app = TestApp::spawn_with(backend, |c| c.rate_limit_per_minute = 100).await;
+        let first = app.get(&app.project_path("/webhooks")).await;
+        assert_eq!(first.headers()["x-ratelimit-limit"], "100");
+        assert_eq!(first.headers()["x-ratelimit-remaining"], "99");
+        let reset: u64 = first.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        let now = chrono::Utc::now().timestamp() as u64;
+        assert!(reset > now && reset <= now + 61, "reset {reset} vs now {now}");
+        let error = app.get(&app.project_path("/webhooks/not-a-uuid")).await;
+        assert_eq!(error.headers()["x-ratelimit-remaining"], "98");
+    }
+
+    async fn over_the_limit_is_a_429_with_retry_after(backend) {
+        let app = TestApp::spawn_with(backend, |c| c.rate_limit_per_minute = 3).await;
+        let path = app.project_path("/webhooks");
+        // The window is a calendar minute: start well before its end so all four requests share it.
+        while chrono::Utc::now().timestamp() % 60 >= 57 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let mut statuses = Vec::new();
+        let mut last = None;
+        for _ in 0..4 {
+            let response = app.get(&path).await;
+            statuses.push(response.status().as_u16());
+            last = Some(response);
+        }
+        assert_eq!(statuses, [200, 200, 200, 429]);
+        let response = last.unwrap();
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry_after));
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
+        assert_error(response, 429, "rate_limited").await;
+        let other = app.key_with_scopes(&["webhooks.read"]).await;
+        let separate = app.call(Method::GET, &path, Some(&other), None).await;
+        assert_eq!(separate.status(), 200, "each key has its own budget");
+    }
+
+    async fn rate_limiting_off_sends_no_rate_headers(backend) {
+        let app = TestApp::spawn(backend).await;
+        let response = app.get(&app.project_path("/webhooks")).await;
+        assert!(!response.headers().contains_key("x-ratelimit-limit"));
+    }
+}

@@ -1,0 +1,238 @@
+//! The binary as a user runs it: help, bootstrap output, the admin CLI, migrate and SIGTERM.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::backend_tests;
+use crate::common::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
+
+fn hookrelay(database_url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("HOOKRELAY_LOG_FORMAT", "json")
+        .env("HOOKRELAY_LISTEN", "127.0.0.1:0");
+    command
+}
+
+/// A `serve` process, its address once it listens, and its stdout for after it exits.
+/// Dropping it kills the process, so a failing test leaves nothing running.
+struct Server {
+    child: Option<Child>,
+    address: String,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Server {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut server = Server {
+            child: Some(child),
+            address: String::new(),
+        };
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the test stops listening, so the server never blocks on stderr.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        while server.address.is_empty() {
+            let line = received
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server logs that it listens");
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if entry["message"] == "hookrelay listening" {
+                let address = entry["address"].as_str().expect("an address field");
+                server.address = format!("http://{address}");
+            }
+        }
+        server
+    }
+
+    /// Sends SIGTERM and returns (exit success, everything printed on stdout).
+    fn terminate(mut self) -> (bool, String) {
+        let mut child = self.child.take().expect("the server runs");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+        let status = child.wait().expect("the server exits");
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .expect("piped stdout")
+            .read_to_string(&mut stdout)
+            .expect("stdout is text");
+        (status.success(), stdout)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn value_after(stdout: &str, variable: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("export {variable}=")))
+        .map(str::to_owned)
+}
+
+fn run_json(command: &mut Command) -> Value {
+    let output = command.output().expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is one JSON document")
+}
+
+async fn list_status(address: &str, project: &str, key: &str) -> u16 {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{address}/api/v2/projects/{project}/webhooks"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn serve_help_lists_every_setting_with_its_variable() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "DATABASE_URL",
+        "HOOKRELAY_LISTEN",
+        "HOOKRELAY_BOOTSTRAP",
+        "HOOKRELAY_ADMIN_TOKEN",
+        "HOOKRELAY_ALLOW_HTTP",
+        "HOOKRELAY_ALLOW_PRIVATE_TARGETS",
+        "HOOKRELAY_RATE_LIMIT_PER_MINUTE",
+        "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT",
+        "HOOKRELAY_LOG_FORMAT",
+        "HOOKRELAY_LOG",
+        "HOOKRELAY_DB_MAX_CONNECTIONS",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable} missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn top_level_help_names_the_subcommands() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["serve", "migrate", "admin"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn an_unknown_database_scheme_fails_with_a_clear_message() {
+    let output = hookrelay("mysql://localhost/db")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("postgres://"), "{stderr}");
+}
+
+backend_tests! {
+    async fn first_start_prints_a_working_key_once(backend) {
+        let db = TestDb::create(backend).await;
+        // The key is printed before the listening line, so stdout is complete once we stop.
+        let (clean_exit, stdout) = Server::start(hookrelay(&db.url)).terminate();
+        assert!(clean_exit, "SIGTERM ends the server cleanly");
+        let project = value_after(&stdout, "HOOKRELAY_PROJECT_ID").expect("the project id is printed");
+        let key = value_after(&stdout, "HOOKRELAY_API_KEY").expect("the key is printed");
+        assert!(key.starts_with("dtk_live_"));
+
+        let server = Server::start(hookrelay(&db.url));
+        assert_eq!(list_status(&server.address, &project, &key).await, 200);
+        let (_, stdout) = server.terminate();
+        assert!(value_after(&stdout, "HOOKRELAY_API_KEY").is_none(), "printed once only: {stdout}");
+    }
+
+    async fn bootstrap_false_creates_nothing(backend) {
+        let db = TestDb::create(backend).await;
+        let mut command = hookrelay(&db.url);
+        command.env("HOOKRELAY_BOOTSTRAP", "false");
+        let (_, stdout) = Server::start(command).terminate();
+        assert!(value_after(&stdout, "HOOKRELAY_API_KEY").is_none(), "{stdout}");
+    }
+
+    async fn the_admin_cli_provisions_keys_that_the_server_honours(backend) {
+        let db = TestDb::create(backend).await;
+        let account = run_json(hookrelay(&db.url).args(["admin", "account", "create", "--name", "Acme"]));
+        let account_id = account["id"].as_str().unwrap();
+        let project = run_json(hookrelay(&db.url).args(["admin", "project", "create", "--account", account_id, "--name", "Web"]));
+        let project_id = project["id"].as_str().unwrap();
+        let key = run_json(hookrelay(&db.url).args(["admin", "key", "create", "--project", project_id, "--scopes", "webhooks.read,events.write"]));
+        let plaintext = key["key"].as_str().unwrap();
+        assert!(plaintext.starts_with("dtk_live_"));
+
+        let mut command = hookrelay(&db.url);
+        command.env("HOOKRELAY_BOOTSTRAP", "false");
+        let server = Server::start(command);
+        assert_eq!(list_status(&server.address, project_id, plaintext).await, 200);
+        let revoked = run_json(hookrelay(&db.url).args(["admin", "key", "revoke", key["id"].as_str().unwrap()]));
+        assert_eq!(revoked["revoked"], true);
+        assert_eq!(list_status(&server.address, project_id, plaintext).await, 401);
+        server.terminate();
+
+        let bad_scope = hookrelay(&db.url)
+            .args(["admin", "key", "create", "--project", project_id, "--scopes", "root"])
+            .output()
+            .unwrap();
+        assert!(!bad_scope.status.success());
+        assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("scope"));
+        let unknown = hookrelay(&db.url)
+            .args(["admin", "project", "create", "--account", &uuid::Uuid::new_v4().to_string(), "--name", "x"])
+            .output()
+            .unwrap();
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("account not found"));
+    }
+
+    async fn migrate_prepares_an_empty_database(backend) {
+        let db = TestDb::create(backend).await;
+        let output = hookrelay(&db.url).arg("migrate").output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let again = hookrelay(&db.url).arg("migrate").output().unwrap();
+        assert!(again.status.success());
+        let account = run_json(hookrelay(&db.url).args(["admin", "account", "create", "--name", "x"]));
+        assert!(account["id"].is_string());
+    }
+}

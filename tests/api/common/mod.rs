@@ -1,0 +1,335 @@
+//! The black-box harness: a real server on a random port over a fresh database of either backend.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookrelay::App;
+use hookrelay::clock::Clock;
+use hookrelay::config::{DatabaseConfig, LogConfig, LogFormat, ServeConfig};
+use hookrelay::domain::{AccountId, Name, ProjectId, Scopes};
+use hookrelay::store::Store;
+use hookrelay::tenancy;
+use reqwest::{Method, Response};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// True when Postgres tests cannot run here; fails instead when CI requires them.
+pub fn skip_postgres() -> bool {
+    if std::env::var("TEST_DATABASE_URL").is_ok() {
+        return false;
+    }
+    if std::env::var("HOOKRELAY_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("HOOKRELAY_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set");
+    }
+    eprintln!("skipped: set TEST_DATABASE_URL=postgres://… to run the Postgres variant");
+    true
+}
+
+/// Runs each test body once per backend, as `<name>::sqlite` and `<name>::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let $backend = $crate::common::Backend::Sqlite;
+                $body
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if $crate::common::skip_postgres() {
+                    return;
+                }
+                let $backend = $crate::common::Backend::Postgres;
+                $body
+            }
+        }
+    )*};
+}
+
+/// A database that exists for one test and is removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(PathBuf),
+    Database { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!(
+                    "hookrelay-test-{}.db",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    cleanup: Cleanup::File(path),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL")
+                    .expect("Postgres tests run only when TEST_DATABASE_URL is set");
+                let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("TEST_DATABASE_URL must accept connections");
+                sqlx::query(&format!("create database {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("the test role may create databases");
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                TestDb {
+                    url: url.to_string(),
+                    cleanup: Cleanup::Database { admin_url, name },
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Cleanup::Database { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime, so the async cleanup gets its own thread.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for cleanup");
+                    runtime.block_on(async {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                            let _ = sqlx::query(&format!(
+                                "drop database if exists {name} with (force)"
+                            ))
+                            .execute(&mut conn)
+                            .await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+pub fn test_config(database_url: &str) -> ServeConfig {
+    ServeConfig {
+        database: DatabaseConfig {
+            url: database_url.to_owned(),
+            max_connections: 5,
+            acquire_timeout_ms: 3000,
+        },
+        log: LogConfig {
+            format: LogFormat::Text,
+            filter: "warn".into(),
+        },
+        listen: "127.0.0.1:0".parse().expect("a literal socket address"),
+        bootstrap: false,
+        admin_token: None,
+        allow_http: false,
+        allow_private_targets: false,
+        rate_limit_per_minute: 0,
+        max_webhooks_per_project: 25,
+    }
+}
+
+/// A running server with one provisioned project and an all-scope key for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub account_id: AccountId,
+    pub project_id: ProjectId,
+    pub key: String,
+    shutdown: CancellationToken,
+    // Declared last: the database goes after the server has been told to stop.
+    _db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let db = TestDb::create(backend).await;
+        let mut config = test_config(&db.url);
+        configure(&mut config);
+        let app = App::build(&config).await.expect("the app builds");
+        let address = format!("http://{}", app.local_addr());
+        let store = app.store();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        let now = Clock.now();
+        let name = Name::parse("test").expect("valid name");
+        let account_id = tenancy::create_account(store.as_ref(), name.clone(), now)
+            .await
+            .expect("account");
+        let project_id = tenancy::create_project(store.as_ref(), account_id, name, now)
+            .await
+            .expect("project");
+        let key = tenancy::create_key(store.as_ref(), project_id, Scopes::all(), now)
+            .await
+            .expect("key");
+        TestApp {
+            address,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+            store,
+            account_id,
+            project_id,
+            key: key.key.expose().to_owned(),
+            shutdown,
+            _db: db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// The project's collection path, e.g. `webhooks_path("")`.
+    pub fn project_path(&self, rest: &str) -> String {
+        format!("/api/v2/projects/{}{rest}", self.project_id)
+    }
+
+    pub async fn key_with_scopes(&self, scopes: &[&str]) -> String {
+        let scopes = Scopes::parse(scopes).expect("valid scopes");
+        tenancy::create_key(self.store.as_ref(), self.project_id, scopes, Clock.now())
+            .await
+            .expect("key")
+            .key
+            .expose()
+            .to_owned()
+    }
+
+    /// Another project of the same account, with its own all-scope key.
+    pub async fn other_project(&self) -> (ProjectId, String) {
+        let now = Clock.now();
+        let name = Name::parse("other").expect("valid name");
+        let project = tenancy::create_project(self.store.as_ref(), self.account_id, name, now)
+            .await
+            .expect("project");
+        let key = tenancy::create_key(self.store.as_ref(), project, Scopes::all(), now)
+            .await
+            .expect("key");
+        (project, key.key.expose().to_owned())
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("the server answers")
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(&self.key), Some(body))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.call(Method::GET, path, Some(&self.key), None).await
+    }
+
+    /// Creates a webhook and returns the 201 body's `data`.
+    pub async fn create_webhook(&self, url: &str, events: &[&str]) -> Value {
+        let response = self
+            .post(
+                &self.project_path("/webhooks"),
+                serde_json::json!({ "url": url, "events": events }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "creating {url}");
+        response.json::<Value>().await.expect("json")["data"].clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Reads a response as `(status, JSON body)`.
+pub async fn status_and_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.expect("a JSON body");
+    (status, body)
+}
+
+/// Asserts the documented Error shape and returns the body for more checks.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
+    let (actual, body) = status_and_json(response).await;
+    assert_eq!(actual, status, "status of {body}");
+    assert_eq!(body["error"], code, "error code of {body}");
+    assert_eq!(body["status"], status, "status field of {body}");
+    let message = body["message"].as_str().expect("message is a string");
+    assert!(!message.is_empty(), "message is empty");
+    body
+}
+
+/// `2026-02-08T12:00:00.000Z`: RFC 3339, milliseconds, UTC.
+pub fn is_api_timestamp(value: &Value) -> bool {
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    text.len() == 24
+        && text.ends_with('Z')
+        && text.as_bytes()[19] == b'.'
+        && chrono::DateTime::parse_from_rfc3339(text).is_ok()
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: the real server over HTTP, on SQLite and (with TEST_DATABASE_URL) Postgres.
+
+mod common;
+
+mod admin;
+mod auth;
+mod cli;
+mod openapi;
+mod store_contract;
+mod validation;
+mod webhooks;

@@ -1,0 +1,195 @@
+//! The Store contract, run against both backends directly, below the HTTP layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use hookrelay::domain::{
+    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventTypes, Name, ProjectId, Scope, Scopes,
+    UrlPolicy, WebhookId, WebhookSecret,
+};
+use hookrelay::store::{
+    self, NewApiKey, NewWebhook, PoolSettings, Store, StoreError, WebhookChanges,
+};
+use hookrelay::tenancy;
+
+use crate::backend_tests;
+use crate::common::{Backend, TestDb};
+
+async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
+    let db = TestDb::create(backend).await;
+    let pool = PoolSettings {
+        max_connections: 5,
+        acquire_timeout: Duration::from_secs(3),
+    };
+    let store = store::connect(&db.url, &pool).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, db)
+}
+
+async fn new_project(store: &dyn Store) -> ProjectId {
+    let now = Utc::now();
+    let account = tenancy::create_account(store, Name::parse("a").unwrap(), now)
+        .await
+        .unwrap();
+    tenancy::create_project(store, account, Name::parse("p").unwrap(), now)
+        .await
+        .unwrap()
+}
+
+fn new_webhook(events: &[&str]) -> NewWebhook {
+    NewWebhook {
+        id: WebhookId::generate(),
+        url: EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
+        events: EventTypes::parse(events).unwrap(),
+        secret: WebhookSecret::generate(),
+        created_at: Utc::now(),
+    }
+}
+
+#[test]
+fn both_migration_folders_hold_the_same_file_names() {
+    let names = |dir: &str| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        names.sort();
+        names
+    };
+    assert!(!names("postgres").is_empty());
+    assert_eq!(names("postgres"), names("sqlite"));
+}
+
+backend_tests! {
+    async fn migrating_twice_is_harmless(backend) {
+        let (store, _db) = open(backend).await;
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+    }
+
+    async fn a_project_needs_an_existing_account(backend) {
+        let (store, _db) = open(backend).await;
+        let result = tenancy::create_project(store.as_ref(), AccountId::generate(), Name::parse("p").unwrap(), Utc::now()).await;
+        assert!(matches!(result, Err(StoreError::NotFound("account"))), "{result:?}");
+    }
+
+    async fn a_key_needs_an_existing_project(backend) {
+        let (store, _db) = open(backend).await;
+        let result = tenancy::create_key(store.as_ref(), ProjectId::generate(), Scopes::all(), Utc::now()).await;
+        assert!(matches!(result, Err(StoreError::NotFound("project"))), "{result:?}");
+    }
+
+    async fn keys_are_found_by_hash_with_their_scopes_until_revoked(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let scopes = Scopes::parse(&["webhooks.read", "events.write"]).unwrap();
+        let issued = tenancy::create_key(store.as_ref(), project, scopes, Utc::now()).await.unwrap();
+        let found = store.find_api_key(&issued.key.hash()).await.unwrap().unwrap();
+        assert_eq!(found.id, issued.id);
+        assert_eq!(found.project_id, project);
+        assert!(found.scopes.contains(Scope::EventsWrite));
+        assert!(!found.scopes.contains(Scope::WebhooksWrite));
+        assert!(!found.revoked);
+        store.revoke_api_key(issued.id, Utc::now()).await.unwrap();
+        assert!(store.find_api_key(&issued.key.hash()).await.unwrap().unwrap().revoked);
+        let again = store.revoke_api_key(issued.id, Utc::now()).await;
+        assert!(matches!(again, Err(StoreError::NotFound(_))));
+        assert!(store.find_api_key(&ApiKey::generate().hash()).await.unwrap().is_none());
+    }
+
+    async fn a_duplicate_key_hash_is_a_conflict(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let key = ApiKey::generate();
+        let record = || NewApiKey {
+            id: ApiKeyId::generate(),
+            project_id: project,
+            key_hash: key.hash(),
+            display_prefix: key.display_prefix(),
+            scopes: Scopes::all(),
+            created_at: Utc::now(),
+        };
+        store.create_api_key(record()).await.unwrap();
+        let duplicate = store.create_api_key(record()).await;
+        assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+    }
+
+    async fn bootstrap_runs_once_even_when_started_concurrently(backend) {
+        let (store, _db) = open(backend).await;
+        let mut starts = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let store = store.clone();
+            starts.spawn(async move { tenancy::bootstrap(store.as_ref(), Utc::now()).await });
+        }
+        let results = starts.join_all().await;
+        let created: Vec<_> = results.into_iter().filter_map(|r| r.unwrap()).collect();
+        assert_eq!(created.len(), 1);
+        let tenant = &created[0];
+        let found = store.find_api_key(&tenant.key.key.hash()).await.unwrap().unwrap();
+        assert_eq!(found.project_id, tenant.project_id);
+        assert_eq!(found.scopes, Scopes::all());
+        assert!(tenancy::bootstrap(store.as_ref(), Utc::now()).await.unwrap().is_none());
+    }
+
+    async fn bootstrap_skips_a_database_that_already_has_accounts(backend) {
+        let (store, _db) = open(backend).await;
+        new_project(store.as_ref()).await;
+        assert!(tenancy::bootstrap(store.as_ref(), Utc::now()).await.unwrap().is_none());
+    }
+
+    async fn webhooks_round_trip_and_are_scoped_to_their_project(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let other = new_project(store.as_ref()).await;
+        let new = new_webhook(&["action.created", "visibility.changed"]);
+        let (id, secret, created_at) = (new.id, new.secret.clone(), new.created_at);
+        let created = store.create_webhook(project, new, 10).await.unwrap();
+        assert_eq!(created.id, id);
+        assert_eq!(created.secret, secret);
+        assert_eq!(created.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(), ["action.created", "visibility.changed"]);
+        assert_eq!(created.created_at.timestamp_millis(), created_at.timestamp_millis());
+        assert!(created.is_active);
+        assert!(matches!(store.get_webhook(other, id).await, Err(StoreError::NotFound(_))));
+        assert!(store.list_webhooks(other, true).await.unwrap().is_empty());
+        assert_eq!(store.list_webhooks(project, false).await.unwrap().len(), 1);
+    }
+
+    async fn updates_rotations_and_deletes_touch_only_active_webhooks(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let changes = WebhookChanges {
+            url: None,
+            events: Some(EventTypes::parse(&["action.updated"]).unwrap()),
+            updated_at: Utc::now(),
+        };
+        let updated = store.update_webhook(project, webhook.id, changes).await.unwrap();
+        assert_eq!(updated.url, webhook.url);
+        assert_eq!(updated.events.len(), 1);
+        let secret = WebhookSecret::generate();
+        store.rotate_webhook_secret(project, webhook.id, secret.clone(), Utc::now()).await.unwrap();
+        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, secret);
+
+        store.delete_webhook(project, webhook.id, Utc::now()).await.unwrap();
+        let deleted = store.get_webhook(project, webhook.id).await.unwrap();
+        assert!(!deleted.is_active);
+        assert!(deleted.deleted_at.is_some());
+        assert!(matches!(store.delete_webhook(project, webhook.id, Utc::now()).await, Err(StoreError::NotFound(_))));
+        let rotate = store.rotate_webhook_secret(project, webhook.id, WebhookSecret::generate(), Utc::now()).await;
+        assert!(matches!(rotate, Err(StoreError::NotFound(_))));
+        let changes = WebhookChanges { url: None, events: None, updated_at: Utc::now() };
+        assert!(matches!(store.update_webhook(project, webhook.id, changes).await, Err(StoreError::NotFound(_))));
+    }
+
+    async fn the_webhook_cap_counts_only_active_webhooks(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let first = store.create_webhook(project, new_webhook(&["action.created"]), 1).await.unwrap();
+        let over = store.create_webhook(project, new_webhook(&["action.created"]), 1).await;
+        assert!(matches!(over, Err(StoreError::WebhookLimitReached { limit: 1 })), "{over:?}");
+        store.delete_webhook(project, first.id, Utc::now()).await.unwrap();
+        store.create_webhook(project, new_webhook(&["action.created"]), 1).await.unwrap();
+    }
+}
