@@ -7,8 +7,11 @@ RUN cargo build --release --locked
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir /data && chown nobody /data
 COPY --from=build /src/target/release/hookrelay /usr/local/bin/hookrelay
+# Without DATABASE_URL the SQLite file lands in /data, the one directory `nobody` may write.
+WORKDIR /data
 ENV HOOKRELAY_LISTEN=0.0.0.0:8080
 EXPOSE 8080
 USER nobody
