@@ -67,7 +67,10 @@ impl Server {
     fn terminate(mut self) -> (bool, String) {
         let mut child = self.child.take().expect("the server runs");
         let pid = child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
         assert!(sent.success());
         let status = child.wait().expect("the server exits");
         let mut stdout = String::new();
