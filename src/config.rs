@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::delivery::retry::RetryPolicy;
+use crate::delivery::worker::WorkerSettings;
 use crate::store::PoolSettings;
 
 #[derive(Debug, Parser)]
@@ -131,6 +133,90 @@ pub struct ServeConfig {
     /// Most active webhooks one project may have.
     #[arg(long, env = "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT", default_value_t = 25)]
     pub max_webhooks_per_project: u32,
+
+    /// Largest accepted event body in bytes; larger ones are answered 413.
+    #[arg(long, env = "HOOKRELAY_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    pub max_event_bytes: usize,
+
+    #[command(flatten)]
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryConfig {
+    /// Run the delivery worker in this process; false serves the API alone.
+    #[arg(long, env = "HOOKRELAY_WORKER", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub worker: bool,
+
+    /// Deadline for one attempt, from connecting to the end of the response body.
+    #[arg(long, env = "HOOKRELAY_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
+
+    /// Retries after a failed first attempt; then the delivery is `failed`.
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX", default_value_t = 3)]
+    pub retry_max: u32,
+
+    /// Wait before the first retry; each later one waits twice as long, plus up to 25% jitter.
+    #[arg(long, env = "HOOKRELAY_RETRY_BASE_MS", default_value_t = 30_000)]
+    pub retry_base_ms: u64,
+
+    /// Most attempts in flight at once in this process.
+    #[arg(long, env = "HOOKRELAY_DELIVERY_CONCURRENCY", default_value_t = 256)]
+    pub concurrency: usize,
+
+    /// Most attempts in flight at once to one webhook.
+    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY", default_value_t = 8)]
+    pub endpoint_concurrency: usize,
+
+    /// How long a claimed delivery stays with this instance before another may take it over
+    /// (after a crash). Must exceed the delivery timeout.
+    #[arg(long, env = "HOOKRELAY_LEASE_MS", default_value_t = 60_000)]
+    pub lease_ms: u64,
+
+    /// Longest pause between looks for due deliveries when nothing wakes the worker.
+    #[arg(long, env = "HOOKRELAY_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    pub poll_interval_ms: u64,
+
+    /// On shutdown, how long attempts in flight may finish before they are abandoned.
+    #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Days to keep finished deliveries and their events; 0 keeps them forever.
+    #[arg(long, env = "HOOKRELAY_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+}
+
+impl DeliveryConfig {
+    /// Checks the settings that only make sense together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_ms <= self.timeout_ms {
+            return Err(format!(
+                "HOOKRELAY_LEASE_MS ({}) must exceed HOOKRELAY_DELIVERY_TIMEOUT_MS ({}), or a slow \
+                 attempt could be taken over and sent twice",
+                self.lease_ms, self.timeout_ms
+            ));
+        }
+        if self.concurrency == 0 || self.endpoint_concurrency == 0 {
+            return Err("delivery and endpoint concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn worker_settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            batch_size: 100,
+            max_in_flight: self.concurrency,
+            per_endpoint: self.endpoint_concurrency,
+            lease: Duration::from_millis(self.lease_ms),
+            retry: RetryPolicy {
+                max_retries: self.retry_max,
+                base: Duration::from_millis(self.retry_base_ms),
+            },
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -14,12 +14,18 @@ pub mod tenancy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::ServeConfig;
+use crate::delivery::client::DeliveryClient;
+use crate::delivery::retention;
+use crate::delivery::worker::Worker;
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
 use crate::http::rate_limit::RateLimiter;
@@ -28,6 +34,8 @@ use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("invalid settings: {0}")]
+    Settings(String),
     #[error("cannot open the database")]
     Database(#[from] StoreError),
     #[error("cannot listen on {address}")]
@@ -38,17 +46,21 @@ pub enum StartupError {
     },
 }
 
-/// A migrated store and a bound listener, ready to serve.
+/// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
     listener: TcpListener,
     router: Router,
     store: Arc<dyn Store>,
+    worker: Option<Worker>,
+    retention_days: u32,
 }
 
 impl App {
     pub async fn build(config: &ServeConfig) -> Result<Self, StartupError> {
+        config.delivery.validate().map_err(StartupError::Settings)?;
         let store = store::connect(&config.database.url, &config.database.pool()).await?;
         store.migrate().await?;
+        let wake = Arc::new(Notify::new());
         let state = AppState {
             store: store.clone(),
             settings: Arc::new(ApiSettings {
@@ -57,10 +69,12 @@ impl App {
                     allow_private: config.allow_private_targets,
                 },
                 max_webhooks_per_project: config.max_webhooks_per_project,
+                max_event_bytes: config.max_event_bytes,
             }),
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
             clock: Clock,
+            wake: wake.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);
         let router = http::router(state, admin_token);
@@ -71,10 +85,24 @@ impl App {
                     address: config.listen,
                     source,
                 })?;
+        let worker = config.delivery.worker.then(|| {
+            let client = DeliveryClient::new(
+                Duration::from_millis(config.delivery.timeout_ms),
+                config.allow_private_targets,
+            );
+            Worker::new(
+                store.clone(),
+                client,
+                config.delivery.worker_settings(),
+                wake,
+            )
+        });
         Ok(Self {
             listener,
             router,
             store,
+            worker,
+            retention_days: config.delivery.retention_days,
         })
     }
 
@@ -88,12 +116,24 @@ impl App {
         self.store.clone()
     }
 
-    /// Serves until `shutdown` is cancelled, lets requests in flight finish, then closes the pool.
+    /// Serves until `shutdown` is cancelled, lets requests and attempts in flight finish, then
+    /// closes the pool.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(worker) = self.worker {
+            background.spawn(worker.run(shutdown.clone()));
+            if self.retention_days > 0 {
+                let store = self.store.clone();
+                background.spawn(retention::run(store, self.retention_days, shutdown.clone()));
+            }
+        }
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        // The server can also stop on its own (an accept error): stop the worker with it.
+        shutdown.cancel();
+        while background.join_next().await.is_some() {}
         self.store.close().await;
-        Ok(())
+        served
     }
 }

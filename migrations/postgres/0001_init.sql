@@ -75,14 +75,17 @@ create table deliveries (
     attempt_count integer not null default 0,
     next_attempt_at timestamptz,
     lease_until timestamptz,
+    -- Set per claimed batch; an outcome is recorded only by the holder of the current token.
+    lease_token uuid,
     last_response_status integer,
     last_error text,
     created_at timestamptz not null,
     updated_at timestamptz not null
 );
 create index deliveries_due_idx on deliveries (next_attempt_at) where status = 'pending';
-create index deliveries_webhook_idx on deliveries (webhook_id, created_at desc, id desc);
+create index deliveries_webhook_idx on deliveries (webhook_id, id desc);
 create index deliveries_event_idx on deliveries (event_id);
+create index deliveries_finished_idx on deliveries (updated_at) where status <> 'pending';
 
 create table delivery_attempts (
     delivery_id uuid not null constraint delivery_attempts_delivery_fk

@@ -72,14 +72,17 @@ create table deliveries (
     attempt_count integer not null default 0,
     next_attempt_at integer,
     lease_until integer,
+    -- Set per claimed batch; an outcome is recorded only by the holder of the current token.
+    lease_token blob,
     last_response_status integer,
     last_error text,
     created_at integer not null,
     updated_at integer not null
 );
 create index deliveries_due_idx on deliveries (next_attempt_at) where status = 'pending';
-create index deliveries_webhook_idx on deliveries (webhook_id, created_at desc, id desc);
+create index deliveries_webhook_idx on deliveries (webhook_id, id desc);
 create index deliveries_event_idx on deliveries (event_id);
+create index deliveries_finished_idx on deliveries (updated_at) where status <> 'pending';
 
 create table delivery_attempts (
     delivery_id blob not null constraint delivery_attempts_delivery_fk

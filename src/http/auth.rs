@@ -17,13 +17,14 @@ use super::AppState;
 use super::errors::ApiError;
 use super::extract::ApiPath;
 use super::rate_limit::RateLimitStatus;
-use crate::domain::{ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
+use crate::domain::{AccountId, ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
 
 /// The authenticated key behind a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub key_id: ApiKeyId,
     pub project_id: ProjectId,
+    pub account_id: AccountId,
     pub scopes: Scopes,
 }
 
@@ -57,6 +58,7 @@ async fn resolve_principal(state: &AppState, headers: &HeaderMap) -> Result<Prin
     Ok(Principal {
         key_id: record.id,
         project_id: record.project_id,
+        account_id: record.account_id,
         scopes: record.scopes,
     })
 }
@@ -101,6 +103,7 @@ pub trait RequiredScope {
 
 pub struct WebhooksRead;
 pub struct WebhooksWrite;
+pub struct EventsWrite;
 
 impl RequiredScope for WebhooksRead {
     const SCOPE: Scope = Scope::WebhooksRead;
@@ -110,9 +113,14 @@ impl RequiredScope for WebhooksWrite {
     const SCOPE: Scope = Scope::WebhooksWrite;
 }
 
+impl RequiredScope for EventsWrite {
+    const SCOPE: Scope = Scope::EventsWrite;
+}
+
 /// A caller allowed to act on the path's project with scope `S`.
 pub struct Authorized<S> {
     pub project_id: ProjectId,
+    pub account_id: AccountId,
     pub key_id: ApiKeyId,
     _scope: PhantomData<S>,
 }
@@ -152,6 +160,7 @@ where
         }
         Ok(Self {
             project_id: principal.project_id,
+            account_id: principal.account_id,
             key_id: principal.key_id,
             _scope: PhantomData,
         })

@@ -3,8 +3,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
@@ -22,13 +22,18 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !has_json_content_type(&req) {
-            return Err(wrong_content_type());
-        }
-        let bytes = read_body(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        json_body(req, MAX_BODY_BYTES).await.map(ApiJson)
     }
+}
+
+/// Reads a JSON object body of at most `limit` bytes, for routes with their own limit.
+pub async fn json_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    if !has_json_content_type(&req) {
+        return Err(wrong_content_type());
+    }
+    let bytes = read_body(req, limit).await?;
+    parse_json(&bytes)
 }
 
 /// A JSON body that may be absent: an empty body gives `None`.
@@ -41,9 +46,9 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = has_json_content_type(&req);
-        let bytes = read_body(req, state).await?;
+        let bytes = read_body(req, MAX_BODY_BYTES).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalApiJson(None));
         }
@@ -60,16 +65,26 @@ fn wrong_content_type() -> ApiError {
     )
 }
 
-async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit_bytes: MAX_BODY_BYTES,
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit_bytes: limit };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large);
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|error| {
+            let source = std::error::Error::source(&error);
+            if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                too_large
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {error}"))
             }
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {rejection}"))
-        }
-    })
+        })
 }
 
 fn has_json_content_type(req: &Request) -> bool {

@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod deliveries;
 pub mod errors;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod rate_limit;
@@ -17,6 +19,7 @@ use axum::handler::Handler;
 use axum::http::{Method, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{MethodFilter, MethodRouter, on};
+use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -35,6 +38,8 @@ pub struct AppState {
     /// `None` when rate limiting is turned off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
     pub clock: Clock,
+    /// Wakes this process's delivery worker when work is queued.
+    pub wake: Arc<Notify>,
 }
 
 /// The request-path knobs of the API.
@@ -42,6 +47,7 @@ pub struct AppState {
 pub struct ApiSettings {
     pub url_policy: UrlPolicy,
     pub max_webhooks_per_project: u32,
+    pub max_event_bytes: usize,
 }
 
 /// One documented operation: the route table is the single source for the router and for the
@@ -79,6 +85,31 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/webhooks/{webhookId}/rotate-secret",
             webhooks::rotate_webhook_secret,
+        ),
+        route(
+            Method::GET,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/deliveries",
+            deliveries::list_webhook_deliveries,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/test",
+            deliveries::send_test_event,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/events",
+            events::create_event,
+        ),
+        route(
+            Method::GET,
+            "/api/v2/projects/{projectId}/deliveries/{deliveryId}",
+            deliveries::get_delivery,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/deliveries/{deliveryId}/retry",
+            deliveries::retry_delivery,
         ),
     ]
 }

@@ -1,5 +1,7 @@
 //! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +16,7 @@ use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::wire::{ApiTime, Envelope};
 use crate::delivery::net::refuse_private_resolution;
-use crate::domain::{EndpointUrl, EventTypes, FieldError, WebhookId, WebhookSecret};
+use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, WebhookId, WebhookSecret};
 use crate::store::{NewWebhook, Webhook, WebhookChanges, WebhookStats};
 
 /// The create and update body. Fields stay loose JSON so every bad field is reported at once.
@@ -22,12 +24,13 @@ use crate::store::{NewWebhook, Webhook, WebhookChanges, WebhookStats};
 pub struct WebhookInput {
     url: Option<Value>,
     events: Option<Value>,
+    filters: Option<Value>,
 }
 
 #[derive(Deserialize)]
 pub struct WebhookPath {
     #[serde(rename = "webhookId")]
-    webhook_id: Uuid,
+    pub webhook_id: Uuid,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +76,7 @@ pub struct CreatedWebhook {
 pub struct WebhookDetails {
     #[serde(flatten)]
     webhook: WebhookView,
+    filters: BTreeMap<String, String>,
     deleted_at: Option<ApiTime>,
     secret_preview: String,
     stats: StatsView,
@@ -106,6 +110,7 @@ impl From<&Webhook> for WebhookDetails {
     fn from(webhook: &Webhook) -> Self {
         Self {
             webhook: webhook.into(),
+            filters: webhook.filters.to_pairs().into_iter().collect(),
             deleted_at: webhook.deleted_at.map(ApiTime),
             secret_preview: webhook.secret.preview(),
             stats: (&webhook.stats).into(),
@@ -132,6 +137,7 @@ pub struct RotatedSecret {
 struct CheckedInput {
     url: Option<EndpointUrl>,
     events: Option<EventTypes>,
+    filters: Option<Filters>,
 }
 
 async fn check_input(
@@ -181,8 +187,27 @@ async fn check_input(
         errors.push(FieldError::new("events", message));
         None
     });
+    let filters = match &input.filters {
+        None => Ok(None),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(key, value)| value.as_str().map(|v| (key.as_str(), v)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "values must be strings of comma-separated accepted values".to_owned())
+            .and_then(Filters::parse)
+            .map(Some),
+        Some(_) => Err("must be an object mapping data keys to accepted values".to_owned()),
+    }
+    .unwrap_or_else(|message| {
+        errors.push(FieldError::new("filters", message));
+        None
+    });
     if errors.is_empty() {
-        Ok(CheckedInput { url, events })
+        Ok(CheckedInput {
+            url,
+            events,
+            filters,
+        })
     } else {
         Err(ApiError::Validation(errors))
     }
@@ -214,6 +239,7 @@ pub async fn create_webhook(
         id: WebhookId::generate(),
         url,
         events,
+        filters: checked.filters.unwrap_or_default(),
         secret: WebhookSecret::generate(),
         created_at: now,
     };
@@ -282,6 +308,7 @@ pub async fn update_webhook(
     let changes = WebhookChanges {
         url: checked.url,
         events: checked.events,
+        filters: checked.filters,
         updated_at: now,
     };
     let webhook = state

@@ -1,5 +1,6 @@
 //! The storage interface: one trait of tenant-scoped use cases, a Postgres and a SQLite backend.
 
+mod model;
 mod postgres;
 mod sqlite;
 
@@ -9,10 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{
-    AccountId, ApiKeyId, EndpointUrl, EventType, EventTypes, Name, ProjectId, Scope, Scopes,
-    WebhookId, WebhookSecret,
-};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{ApiKeyId, DeliveryId, ProjectId, WebhookId, WebhookSecret};
+
+pub use model::*;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -35,7 +39,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    fn corrupt(what: impl Into<String>) -> Self {
+    /// A foreign-key violation means the parent row (`what`) does not exist.
+    fn missing_parent(error: sqlx::Error, what: &'static str) -> Self {
+        match StoreError::from(error) {
+            StoreError::NotFound(_) => StoreError::NotFound(what),
+            other => other,
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         StoreError::Internal(what.into().into())
     }
 }
@@ -79,139 +91,10 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-pub struct NewAccount {
-    pub id: AccountId,
-    pub name: Name,
-    pub created_at: DateTime<Utc>,
-}
-
-pub struct NewProject {
-    pub id: ProjectId,
-    pub account_id: AccountId,
-    pub name: Name,
-    pub created_at: DateTime<Utc>,
-}
-
-pub struct NewApiKey {
-    pub id: ApiKeyId,
-    pub project_id: ProjectId,
-    pub key_hash: [u8; 32],
-    pub display_prefix: String,
-    pub scopes: Scopes,
-    pub created_at: DateTime<Utc>,
-}
-
-/// The first tenant of an empty database.
-pub struct BootstrapTenant {
-    pub account: NewAccount,
-    pub project: NewProject,
-    pub key: NewApiKey,
-}
-
-/// What authentication needs to know about a presented key.
-#[derive(Debug, Clone)]
-pub struct ApiKeyRecord {
-    pub id: ApiKeyId,
-    pub project_id: ProjectId,
-    pub scopes: Scopes,
-    pub revoked: bool,
-}
-
-pub struct NewWebhook {
-    pub id: WebhookId,
-    pub url: EndpointUrl,
-    pub events: EventTypes,
-    pub secret: WebhookSecret,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A partial update; `None` leaves the field as it is.
-pub struct WebhookChanges {
-    pub url: Option<EndpointUrl>,
-    pub events: Option<EventTypes>,
-    pub updated_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WebhookStats {
-    pub total_deliveries: i64,
-    pub successful_deliveries: i64,
-    pub failed_deliveries: i64,
-    pub last_success_at: Option<DateTime<Utc>>,
-    pub last_failure_at: Option<DateTime<Utc>>,
-    pub consecutive_failures: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    pub id: WebhookId,
-    pub project_id: ProjectId,
-    pub url: String,
-    pub events: Vec<EventType>,
-    pub secret: WebhookSecret,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub stats: WebhookStats,
-}
-
-/// A webhook row as both backends read it, before its stored strings are checked.
-struct WebhookRow {
-    id: uuid::Uuid,
-    project_id: uuid::Uuid,
-    url: String,
-    events: Vec<String>,
-    secret: String,
-    is_active: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-    stats: WebhookStats,
-}
-
-impl TryFrom<WebhookRow> for Webhook {
-    type Error = StoreError;
-
-    fn try_from(row: WebhookRow) -> Result<Self, Self::Error> {
-        let events = row
-            .events
-            .iter()
-            .map(|e| {
-                EventType::parse(e)
-                    .ok_or_else(|| StoreError::corrupt(format!("stored event type {e:?}")))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Webhook {
-            id: row.id.into(),
-            project_id: row.project_id.into(),
-            url: row.url,
-            events,
-            secret: WebhookSecret::from_stored(row.secret),
-            is_active: row.is_active,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            deleted_at: row.deleted_at,
-            stats: row.stats,
-        })
-    }
-}
-
-fn parse_scopes(stored: &[String]) -> StoreResult<Scopes> {
-    Scopes::parse(stored).map_err(|e| StoreError::corrupt(format!("stored scopes: {e}")))
-}
-
-fn scope_strings(scopes: &Scopes) -> Vec<String> {
-    scopes
-        .as_slice()
-        .iter()
-        .map(|s: &Scope| s.as_str().to_owned())
-        .collect()
-}
-
-/// The service's persistent state. Every method is one use case and one transaction at most.
+/// Tenancy and the store's own lifecycle. `Store` is the whole interface: this plus the
+/// webhook and delivery use cases.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
     /// Applies the embedded migrations of this backend.
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
@@ -227,7 +110,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>>;
     /// Creates the tenant only when no account exists and no bootstrap ran before; true if it did.
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool>;
+}
 
+/// Webhook subscriptions, always within one project.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
     /// Fails with `WebhookLimitReached` when the project already has `limit` active webhooks.
     async fn create_webhook(
         &self,
@@ -264,6 +151,60 @@ pub trait Store: Send + Sync + 'static {
         secret: WebhookSecret,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+}
+
+/// Events, the durable delivery queue and the delivery log.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Writes the event and one pending delivery per target in one transaction. With an
+    /// idempotency key seen in the last 24 hours, returns that event instead and writes nothing.
+    /// Fails with `NotFound` when a targeted webhook is not active in the project.
+    async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent>;
+    /// Leases up to `limit` due deliveries until `lease_until`, skipping the excluded webhooks
+    /// and rows other workers hold.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        exclude: &[WebhookId],
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records an attempt; false (and nothing written) when the lease was lost meanwhile.
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool>;
+    /// Makes leased deliveries due again at once, e.g. on shutdown.
+    async fn release_claims(
+        &self,
+        claims: &[(DeliveryId, Uuid)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// When the earliest pending delivery is due (or its lease ends).
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>>;
+    /// Wakes `wake` whenever another instance queues work, until `shutdown`. Backends without
+    /// other instances return at once.
+    async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken);
+
+    /// Fails with `NotFound` when the webhook is not in the project.
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        webhook: WebhookId,
+        query: DeliveryQuery,
+    ) -> StoreResult<Vec<DeliverySummary>>;
+    async fn get_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+    ) -> StoreResult<DeliveryDetails>;
+    /// Makes the delivery due now, whatever its state; `Conflict` when its webhook is deleted.
+    async fn retry_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DeliverySummary>;
+    /// Deletes finished deliveries (with their attempts) and events last touched before `before`.
+    async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
 
 /// Pool settings shared by both backends.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay::domain::{
-    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventTypes, Name, ProjectId, Scope, Scopes,
+    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventTypes, Filters, Name, ProjectId, Scope, Scopes,
     UrlPolicy, WebhookId, WebhookSecret,
 };
 use hookrelay::store::{
@@ -42,6 +42,7 @@ fn new_webhook(events: &[&str]) -> NewWebhook {
         id: WebhookId::generate(),
         url: EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
         events: EventTypes::parse(events).unwrap(),
+        filters: Filters::default(),
         secret: WebhookSecret::generate(),
         created_at: Utc::now(),
     }
@@ -163,6 +164,7 @@ backend_tests! {
         let changes = WebhookChanges {
             url: None,
             events: Some(EventTypes::parse(&["action.updated"]).unwrap()),
+            filters: None,
             updated_at: Utc::now(),
         };
         let updated = store.update_webhook(project, webhook.id, changes).await.unwrap();
@@ -179,7 +181,7 @@ backend_tests! {
         assert!(matches!(store.delete_webhook(project, webhook.id, Utc::now()).await, Err(StoreError::NotFound(_))));
         let rotate = store.rotate_webhook_secret(project, webhook.id, WebhookSecret::generate(), Utc::now()).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
-        let changes = WebhookChanges { url: None, events: None, updated_at: Utc::now() };
+        let changes = WebhookChanges { url: None, events: None, filters: None, updated_at: Utc::now() };
         assert!(matches!(store.update_webhook(project, webhook.id, changes).await, Err(StoreError::NotFound(_))));
     }
 

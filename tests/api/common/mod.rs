@@ -2,13 +2,15 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hookrelay::App;
 use hookrelay::clock::Clock;
-use hookrelay::config::{DatabaseConfig, LogConfig, LogFormat, ServeConfig};
+use hookrelay::config::{DatabaseConfig, DeliveryConfig, LogConfig, LogFormat, ServeConfig};
 use hookrelay::domain::{AccountId, Name, ProjectId, Scopes};
 use hookrelay::store::Store;
 use hookrelay::tenancy;
@@ -159,6 +161,19 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         allow_private_targets: false,
         rate_limit_per_minute: 0,
         max_webhooks_per_project: 25,
+        max_event_bytes: 256 * 1024,
+        delivery: DeliveryConfig {
+            worker: true,
+            timeout_ms: 2_000,
+            retry_max: 3,
+            retry_base_ms: 50,
+            concurrency: 64,
+            endpoint_concurrency: 8,
+            lease_ms: 5_000,
+            poll_interval_ms: 200,
+            shutdown_grace_ms: 1_000,
+            retention_days: 30,
+        },
     }
 }
 

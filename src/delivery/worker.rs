@@ -1,0 +1,349 @@
+//! The delivery worker: claims due deliveries, signs and sends them, and records each outcome.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::client::{DeliveryClient, headers};
+use super::retry::RetryPolicy;
+use super::signer::{devtune_signature, standard_signature};
+use crate::clock::Clock;
+use crate::domain::{DeliveryId, WebhookId};
+use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Store};
+
+pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Most deliveries claimed by one query.
+    pub batch_size: u32,
+    /// Most attempts in flight at once, over all endpoints.
+    pub max_in_flight: usize,
+    /// Most attempts in flight to one webhook, so a slow endpoint cannot take every slot.
+    pub per_endpoint: usize,
+    /// How long a claim is held before another worker may take the delivery again.
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// The longest the worker sleeps without looking for due work.
+    pub poll_interval: Duration,
+    /// How long attempts in flight may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Claimed deliveries per webhook, and the permits that bound attempts to it.
+#[derive(Default)]
+struct Endpoints {
+    by_webhook: HashMap<WebhookId, Endpoint>,
+}
+
+struct Endpoint {
+    permits: Arc<Semaphore>,
+    claimed: usize,
+}
+
+/// What attempts share: the store, the client and the claims not yet recorded.
+struct Shared {
+    store: Arc<dyn Store>,
+    client: DeliveryClient,
+    retry: RetryPolicy,
+    clock: Clock,
+    endpoints: Mutex<Endpoints>,
+    held: Mutex<HashMap<DeliveryId, Uuid>>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    settings: WorkerSettings,
+    wake: Arc<Notify>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn after(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: DeliveryClient,
+        settings: WorkerSettings,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            client,
+            retry: settings.retry,
+            clock: Clock,
+            endpoints: Mutex::new(Endpoints::default()),
+            held: Mutex::new(HashMap::new()),
+        });
+        Self {
+            shared,
+            settings,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown`, then lets attempts finish within the grace period and releases
+    /// every claim it still holds.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let listener = {
+            let store = self.shared.store.clone();
+            let wake = self.wake.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { store.listen_for_work(wake, stop).await })
+        };
+        let mut attempts = JoinSet::new();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            while attempts.try_join_next().is_some() {}
+            let free = self.settings.max_in_flight.saturating_sub(attempts.len());
+            let wanted = u32::try_from(free)
+                .unwrap_or(u32::MAX)
+                .min(self.settings.batch_size);
+            let mut took_all_wanted = false;
+            if wanted > 0 {
+                match self.claim(wanted, &mut attempts).await {
+                    Ok(claimed) => {
+                        failures = 0;
+                        took_all_wanted = claimed == wanted as usize;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => continue,
+                        }
+                    }
+                }
+            }
+            if took_all_wanted {
+                continue;
+            }
+            let wait = self.idle_wait().await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            }
+        }
+        self.drain(attempts).await;
+        let _ = listener.await;
+    }
+
+    /// Claims up to `wanted` deliveries and starts an attempt for each; returns how many.
+    async fn claim(
+        &self,
+        wanted: u32,
+        attempts: &mut JoinSet<()>,
+    ) -> Result<usize, crate::store::StoreError> {
+        let exclude: Vec<WebhookId> = lock(&self.shared.endpoints)
+            .by_webhook
+            .iter()
+            .filter(|(_, e)| e.claimed >= self.settings.per_endpoint)
+            .map(|(id, _)| *id)
+            .collect();
+        let now = self.shared.clock.now();
+        let claims = self
+            .shared
+            .store
+            .claim_due(now, after(now, self.settings.lease), wanted, &exclude)
+            .await?;
+        let count = claims.len();
+        for claim in claims {
+            let permits = {
+                let mut endpoints = lock(&self.shared.endpoints);
+                let endpoint = endpoints
+                    .by_webhook
+                    .entry(claim.webhook_id)
+                    .or_insert_with(|| Endpoint {
+                        permits: Arc::new(Semaphore::new(self.settings.per_endpoint)),
+                        claimed: 0,
+                    });
+                endpoint.claimed += 1;
+                endpoint.permits.clone()
+            };
+            lock(&self.shared.held).insert(claim.id, claim.lease_token);
+            let span = tracing::info_span!(
+                "attempt",
+                delivery_id = %claim.id,
+                webhook_id = %claim.webhook_id,
+                project_id = %claim.project_id,
+                attempt = claim.attempt_number,
+            );
+            let shared = self.shared.clone();
+            attempts.spawn(async move { shared.attempt(claim, permits).await }.instrument(span));
+        }
+        Ok(count)
+    }
+
+    /// How long to sleep when nothing more can be claimed now: until the next due delivery,
+    /// at most the poll interval. Due work left unclaimed belongs to busy endpoints, which a
+    /// finishing attempt (or the poll) brings back.
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.settings.poll_interval;
+        match self.shared.store.next_due_at().await {
+            Ok(Some(due)) => {
+                let until = (due - self.shared.clock.now()).to_std().unwrap_or_default();
+                if until.is_zero() {
+                    poll
+                } else {
+                    until.min(poll)
+                }
+            }
+            Ok(None) | Err(_) => poll,
+        }
+    }
+
+    async fn drain(&self, mut attempts: JoinSet<()>) {
+        let in_flight = attempts.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "letting attempts in flight finish");
+        }
+        let finished = tokio::time::timeout(self.settings.shutdown_grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                unfinished = attempts.len(),
+                "grace period over; abandoning attempts (their deliveries are retried later)"
+            );
+            attempts.abort_all();
+            while attempts.join_next().await.is_some() {}
+        }
+        let held: Vec<(DeliveryId, Uuid)> = lock(&self.shared.held).drain().collect();
+        if held.is_empty() {
+            return;
+        }
+        let now = self.shared.clock.now();
+        match self.shared.store.release_claims(&held, now).await {
+            Ok(()) => tracing::info!(released = held.len(), "released unfinished claims"),
+            Err(error) => {
+                tracing::warn!(%error, "could not release claims; their leases will expire")
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn attempt(&self, mut claim: ClaimedDelivery, permits: Arc<Semaphore>) {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let permit = permits.acquire_owned().await.ok();
+                // Waiting may have outlasted a rotation or a deletion: use the webhook as it is now.
+                match self.store.webhook_target(claim.webhook_id).await {
+                    Ok(Some(target)) if target.is_active => {
+                        claim.url = target.url;
+                        claim.secret = target.secret;
+                        permit
+                    }
+                    Ok(_) => {
+                        self.finish(&claim);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the webhook; the delivery is retried later");
+                        self.finish(&claim);
+                        return;
+                    }
+                }
+            }
+        };
+        let started_at = self.clock.now();
+        let body = claim.payload.as_bytes();
+        let key = claim.secret.expose().as_bytes();
+        let message_id = claim.id.to_string();
+        let timestamp = started_at.timestamp();
+        let request_headers = headers(&[
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", USER_AGENT.to_owned()),
+            ("x-devtune-signature", devtune_signature(key, body)),
+            ("x-devtune-event", claim.event_type.clone()),
+            ("x-devtune-delivery", message_id.clone()),
+            ("webhook-id", message_id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            (
+                "webhook-signature",
+                standard_signature(key, &message_id, timestamp, body),
+            ),
+        ]);
+        let clock = Instant::now();
+        let outcome = self
+            .client
+            .send(&claim.url, request_headers, body.to_vec())
+            .await;
+        let duration_ms = u32::try_from(clock.elapsed().as_millis()).unwrap_or(u32::MAX);
+        drop(permit);
+        let finished_at = self.clock.now();
+        let result = if outcome.succeeded() {
+            AttemptResult::Succeeded
+        } else {
+            match self
+                .retry
+                .delay_after(claim.attempt_number, rand::random::<f64>())
+            {
+                Some(delay) => AttemptResult::RetryAt(after(finished_at, delay)),
+                None => AttemptResult::Failed,
+            }
+        };
+        tracing::info!(
+            status = outcome.status,
+            error = outcome.error.as_deref(),
+            duration_ms,
+            outcome = ?result,
+            "delivery attempt"
+        );
+        let record = AttemptRecord {
+            delivery_id: claim.id,
+            webhook_id: claim.webhook_id,
+            lease_token: claim.lease_token,
+            attempt_number: claim.attempt_number,
+            started_at,
+            duration_ms,
+            response_status: outcome.status,
+            response_body: outcome.body_excerpt,
+            error: outcome.error,
+            result,
+            finished_at,
+        };
+        match self.store.record_attempt(record).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("the delivery changed hands meanwhile; outcome not recorded")
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot record the attempt; the delivery is tried again when its lease ends"
+            ),
+        }
+        self.finish(&claim);
+    }
+
+    fn finish(&self, claim: &ClaimedDelivery) {
+        lock(&self.held).remove(&claim.id);
+        let mut endpoints = lock(&self.endpoints);
+        if let Some(endpoint) = endpoints.by_webhook.get_mut(&claim.webhook_id) {
+            endpoint.claimed = endpoint.claimed.saturating_sub(1);
+            if endpoint.claimed == 0 {
+                endpoints.by_webhook.remove(&claim.webhook_id);
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The delivery log and its controls: list a webhook's deliveries, read one with its attempts,
+//! retry one now, and send a test event.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
+use super::errors::ApiError;
+use super::events::{AcceptedView, render_event};
+use super::extract::{ApiPath, ApiQuery};
+use super::webhooks::WebhookPath;
+use super::wire::{ApiTime, Envelope};
+use crate::domain::DeliveryId;
+use crate::store::{
+    Attempt, DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliverySummary, EventTarget, NewEvent,
+};
+
+/// The event type of test events; never subscribable, sent only by `send_test_event`.
+pub const TEST_EVENT: &str = "webhook.test";
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+#[derive(Deserialize)]
+pub struct DeliveryPath {
+    #[serde(rename = "deliveryId")]
+    delivery_id: Uuid,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    id: String,
+    webhook_id: String,
+    event_id: String,
+    event: String,
+    status: &'static str,
+    attempt_count: u32,
+    next_attempt_at: Option<ApiTime>,
+    last_response_status: Option<u16>,
+    last_error: Option<String>,
+    created_at: ApiTime,
+    updated_at: ApiTime,
+}
+
+impl From<DeliverySummary> for DeliveryView {
+    fn from(d: DeliverySummary) -> Self {
+        Self {
+            id: d.id.to_string(),
+            webhook_id: d.webhook_id.to_string(),
+            event_id: d.event_id.to_string(),
+            event: d.event_type,
+            status: d.status.as_str(),
+            attempt_count: d.attempt_count,
+            // A lease end is not a scheduled attempt: only pending rows have a next attempt.
+            next_attempt_at: (d.status == DeliveryStatus::Pending)
+                .then_some(d.next_attempt_at)
+                .flatten()
+                .map(ApiTime),
+            last_response_status: d.last_response_status,
+            last_error: d.last_error,
+            created_at: ApiTime(d.created_at),
+            updated_at: ApiTime(d.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    number: u32,
+    started_at: ApiTime,
+    duration_ms: u32,
+    response_status: Option<u16>,
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(a: Attempt) -> Self {
+        Self {
+            number: a.number,
+            started_at: ApiTime(a.started_at),
+            duration_ms: a.duration_ms,
+            response_status: a.response_status,
+            response_body: a.response_body,
+            error: a.error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeliveryWithAttempts {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    attempts: Vec<AttemptView>,
+}
+
+impl From<DeliveryDetails> for DeliveryWithAttempts {
+    fn from(details: DeliveryDetails) -> Self {
+        Self {
+            delivery: details.summary.into(),
+            attempts: details
+                .attempts
+                .into_iter()
+                .map(AttemptView::from)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryPage {
+    deliveries: Vec<DeliveryView>,
+    next_cursor: Option<String>,
+}
+
+fn parse_query(query: ListQuery) -> Result<DeliveryQuery, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let before = query
+        .cursor
+        .map(|c| c.parse::<DeliveryId>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest("cursor must be a nextCursor value from a previous page".into())
+        })?;
+    let status = query
+        .status
+        .map(|s| {
+            DeliveryStatus::parse(&s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "status must be one of: {}",
+                    DeliveryStatus::ALL.map(DeliveryStatus::as_str).join(", ")
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(DeliveryQuery {
+        status,
+        before,
+        limit,
+    })
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id))]
+pub async fn list_webhook_deliveries(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Envelope<DeliveryPage>>, ApiError> {
+    let mut query = parse_query(query)?;
+    let page_size = query.limit as usize;
+    // One more than asked tells whether another page follows.
+    query.limit += 1;
+    let mut rows = state
+        .store
+        .list_deliveries(auth.project_id, path.webhook_id.into(), query)
+        .await?;
+    let next_cursor = (rows.len() > page_size).then(|| rows[page_size - 1].id.to_string());
+    rows.truncate(page_size);
+    let page = DeliveryPage {
+        deliveries: rows.into_iter().map(DeliveryView::from).collect(),
+        next_cursor,
+    };
+    Ok(Json(Envelope::new(
+        page,
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, delivery_id = %path.delivery_id))]
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiPath(path): ApiPath<DeliveryPath>,
+) -> Result<Json<Envelope<DeliveryWithAttempts>>, ApiError> {
+    let details = state
+        .store
+        .get_delivery(auth.project_id, path.delivery_id.into())
+        .await?;
+    Ok(Json(Envelope::new(
+        details.into(),
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, delivery_id = %path.delivery_id))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<DeliveryPath>,
+) -> Result<(StatusCode, Json<Envelope<DeliveryView>>), ApiError> {
+    let now = state.clock.now();
+    let summary = state
+        .store
+        .retry_delivery(auth.project_id, path.delivery_id.into(), now)
+        .await?;
+    state.wake.notify_one();
+    tracing::info!("delivery queued again by hand");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Envelope::new(summary.into(), auth.project_id, now)),
+    ))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn send_test_event(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<(StatusCode, Json<Envelope<AcceptedView>>), ApiError> {
+    let data = json!({
+        "webhookId": path.webhook_id.to_string(),
+        "message": "A test event sent from hookrelay to check this endpoint.",
+    });
+    let rendered = render_event(&state, TEST_EVENT, auth.project_id, auth.account_id, &data)?;
+    let accepted = state
+        .store
+        .accept_event(NewEvent {
+            id: rendered.id,
+            project_id: auth.project_id,
+            event_type: TEST_EVENT.to_owned(),
+            payload: rendered.payload,
+            data,
+            idempotency_key: None,
+            created_at: rendered.created_at,
+            target: EventTarget::Webhook(path.webhook_id.into()),
+        })
+        .await?;
+    state.wake.notify_one();
+    tracing::info!(event_id = %accepted.id, "test event queued");
+    let body = Envelope::new(
+        AcceptedView::from(&accepted),
+        auth.project_id,
+        state.clock.now(),
+    );
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}

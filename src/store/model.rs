@@ -1,0 +1,336 @@
+//! The records the store takes and returns, shared by both backends.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{StoreError, StoreResult};
+use crate::domain::{
+    AccountId, ApiKeyId, DeliveryId, EndpointUrl, EventId, EventType, EventTypes, Filters, Name,
+    ProjectId, Scope, Scopes, WebhookId, WebhookSecret,
+};
+
+pub struct NewAccount {
+    pub id: AccountId,
+    pub name: Name,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewProject {
+    pub id: ProjectId,
+    pub account_id: AccountId,
+    pub name: Name,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub project_id: ProjectId,
+    pub key_hash: [u8; 32],
+    pub display_prefix: String,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The first tenant of an empty database.
+pub struct BootstrapTenant {
+    pub account: NewAccount,
+    pub project: NewProject,
+    pub key: NewApiKey,
+}
+
+/// What authentication needs to know about a presented key.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub project_id: ProjectId,
+    pub account_id: AccountId,
+    pub scopes: Scopes,
+    pub revoked: bool,
+}
+
+pub struct NewWebhook {
+    pub id: WebhookId,
+    pub url: EndpointUrl,
+    pub events: EventTypes,
+    pub filters: Filters,
+    pub secret: WebhookSecret,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A partial update; `None` leaves the field as it is.
+pub struct WebhookChanges {
+    pub url: Option<EndpointUrl>,
+    pub events: Option<EventTypes>,
+    pub filters: Option<Filters>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Delivery attempts to a webhook, kept exact by incrementing in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookStats {
+    pub total_deliveries: i64,
+    pub successful_deliveries: i64,
+    pub failed_deliveries: i64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub project_id: ProjectId,
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub filters: Filters,
+    pub secret: WebhookSecret,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub stats: WebhookStats,
+}
+
+/// A webhook row as both backends read it, before its stored strings are checked.
+pub(super) struct WebhookRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    pub filters: String,
+    pub secret: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub stats: WebhookStats,
+}
+
+impl TryFrom<WebhookRow> for Webhook {
+    type Error = StoreError;
+
+    fn try_from(row: WebhookRow) -> Result<Self, Self::Error> {
+        let events = row
+            .events
+            .iter()
+            .map(|e| {
+                EventType::parse(e)
+                    .ok_or_else(|| StoreError::corrupt(format!("stored event type {e:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Webhook {
+            id: row.id.into(),
+            project_id: row.project_id.into(),
+            url: row.url,
+            events,
+            filters: filters_from_json(&row.filters)?,
+            secret: WebhookSecret::from_stored(row.secret),
+            is_active: row.is_active,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
+            stats: row.stats,
+        })
+    }
+}
+
+pub(super) fn parse_scopes(stored: &[String]) -> StoreResult<Scopes> {
+    Scopes::parse(stored).map_err(|e| StoreError::corrupt(format!("stored scopes: {e}")))
+}
+
+pub(super) fn scope_strings(scopes: &Scopes) -> Vec<String> {
+    scopes
+        .as_slice()
+        .iter()
+        .map(|s: &Scope| s.as_str().to_owned())
+        .collect()
+}
+
+/// Filters are stored as a JSON object of `key: "value1,value2"`, as the API writes them.
+pub(super) fn filters_to_json(filters: &Filters) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = filters
+        .to_pairs()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+pub(super) fn filters_from_json(stored: &str) -> StoreResult<Filters> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(stored)
+        .map_err(|e| StoreError::corrupt(format!("stored filters: {e}")))?;
+    let pairs: Vec<(&str, &str)> = map
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+        .collect();
+    Filters::parse(pairs).map_err(|e| StoreError::corrupt(format!("stored filters: {e}")))
+}
+
+/// Who receives an accepted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTarget {
+    /// Every active webhook of the project subscribed to the type whose filters match.
+    Subscribers,
+    /// One active webhook, whatever its subscriptions (test events).
+    Webhook(WebhookId),
+}
+
+pub struct NewEvent {
+    pub id: EventId,
+    pub project_id: ProjectId,
+    pub event_type: String,
+    /// The exact body every attempt sends and signs.
+    pub payload: String,
+    /// The event's `data`, for matching webhook filters.
+    pub data: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub target: EventTarget,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcceptedEvent {
+    pub id: EventId,
+    pub event_type: String,
+    pub delivery_ids: Vec<DeliveryId>,
+    /// True when an earlier event with the same idempotency key answered instead.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub(super) fn from_stored(raw: &str) -> StoreResult<Self> {
+        Self::parse(raw).ok_or_else(|| StoreError::corrupt(format!("stored status {raw:?}")))
+    }
+}
+
+/// A due delivery taken by one worker until `lease_token` is superseded or released.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub project_id: ProjectId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event_type: String,
+    pub payload: String,
+    pub url: String,
+    pub secret: WebhookSecret,
+    /// The number this attempt will carry (1 for the first).
+    pub attempt_number: u32,
+    pub lease_token: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    Succeeded,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// One attempt's outcome, to be written with the delivery's new state and the webhook's stats.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub lease_token: Uuid,
+    pub attempt_number: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub result: AttemptResult,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySummary {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryDetails {
+    pub summary: DeliverySummary,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One page of a webhook's delivery log, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries older than this one (the cursor).
+    pub before: Option<DeliveryId>,
+    pub limit: u32,
+}
+
+/// The current target of a webhook, read again when an attempt waited for its turn.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: WebhookSecret,
+    pub is_active: bool,
+}
+
+/// The textual values of `data[key]`: a scalar, or each scalar of an array.
+pub(super) fn data_values(data: &serde_json::Value, key: &str) -> Vec<String> {
+    fn text(value: &serde_json::Value) -> Option<String> {
+        match value {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    match data.get(key) {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(text).collect(),
+        Some(value) => text(value).into_iter().collect(),
+        None => Vec::new(),
+    }
+}

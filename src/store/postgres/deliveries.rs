@@ -1,0 +1,531 @@
+//! Events, the delivery queue and the delivery log on Postgres: `for update skip locked` leases
+//! let several instances share the queue, and NOTIFY wakes them when work is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::postgres::PgListener;
+use sqlx::{FromRow, Postgres, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{PostgresStore, WORK_CHANNEL};
+use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
+use crate::store::{
+    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
+    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+};
+
+/// An idempotency key answers with its first event for this long.
+const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, d.status, \
+     d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, \
+     d.updated_at";
+
+#[derive(FromRow)]
+struct PgSummary {
+    id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    status: String,
+    attempt_count: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_response_status: Option<i32>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<PgSummary> for DeliverySummary {
+    type Error = StoreError;
+
+    fn try_from(row: PgSummary) -> Result<Self, Self::Error> {
+        Ok(DeliverySummary {
+            id: row.id.into(),
+            webhook_id: row.webhook_id.into(),
+            event_id: row.event_id.into(),
+            event_type: row.event_type,
+            status: DeliveryStatus::from_stored(&row.status)?,
+            attempt_count: u32::try_from(row.attempt_count).unwrap_or_default(),
+            next_attempt_at: row.next_attempt_at,
+            last_response_status: row.last_response_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct PgClaim {
+    id: Uuid,
+    project_id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    payload: String,
+    url: String,
+    secret: String,
+    attempt_count: i32,
+}
+
+#[derive(FromRow)]
+struct PgAttempt {
+    attempt_number: i32,
+    started_at: DateTime<Utc>,
+    duration_ms: i32,
+    response_status: Option<i32>,
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+impl PostgresStore {
+    /// The earlier event for this key if it is recent; an expired key is freed for reuse.
+    async fn replay(
+        tx: &mut Transaction<'_, Postgres>,
+        project: ProjectId,
+        key: &str,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<AcceptedEvent>> {
+        let earlier: Option<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "select id, event_type, created_at from events \
+             where project_id = $1 and idempotency_key = $2",
+        )
+        .bind(project.as_uuid())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((id, event_type, created_at)) = earlier else {
+            return Ok(None);
+        };
+        if created_at <= cutoff {
+            sqlx::query("update events set idempotency_key = null where id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(None);
+        }
+        let delivery_ids: Vec<(Uuid,)> =
+            sqlx::query_as("select id from deliveries where event_id = $1 order by id")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?;
+        Ok(Some(AcceptedEvent {
+            id: id.into(),
+            event_type,
+            delivery_ids: delivery_ids.into_iter().map(|(d,)| d.into()).collect(),
+            replayed: true,
+        }))
+    }
+
+    async fn targets(
+        tx: &mut Transaction<'_, Postgres>,
+        event: &NewEvent,
+    ) -> StoreResult<Vec<Uuid>> {
+        match event.target {
+            EventTarget::Webhook(webhook) => {
+                let found: Option<(Uuid,)> = sqlx::query_as(
+                    "select id from webhooks where id = $1 and project_id = $2 and is_active",
+                )
+                .bind(webhook.as_uuid())
+                .bind(event.project_id.as_uuid())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let (id,) = found.ok_or(StoreError::NotFound("webhook"))?;
+                Ok(vec![id])
+            }
+            EventTarget::Subscribers => {
+                let candidates: Vec<(Uuid, String)> = sqlx::query_as(
+                    "select id, filters::text from webhooks \
+                     where project_id = $1 and is_active and $2 = any(events) order by id",
+                )
+                .bind(event.project_id.as_uuid())
+                .bind(&event.event_type)
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut targets = Vec::with_capacity(candidates.len());
+                for (id, filters) in candidates {
+                    if filters_from_json(&filters)?.matches(|key| data_values(&event.data, key)) {
+                        targets.push(id);
+                    }
+                }
+                Ok(targets)
+            }
+        }
+    }
+
+    async fn summary(&self, project: ProjectId, id: DeliveryId) -> StoreResult<DeliverySummary> {
+        let row: Option<PgSummary> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.id = $1 and d.project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::NotFound("delivery"))?.try_into()
+    }
+}
+
+fn millis_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl DeliveryStore for PostgresStore {
+    async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+        let mut tx = self.pool.begin().await?;
+        let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
+        if let Some(key) = &event.idempotency_key {
+            if let Some(earlier) = Self::replay(&mut tx, event.project_id, key, cutoff).await? {
+                tx.commit().await?;
+                return Ok(earlier);
+            }
+        }
+        let inserted = sqlx::query(
+            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at) \
+             values ($1, $2, $3, $4, $5, $6) on conflict (project_id, idempotency_key) do nothing",
+        )
+        .bind(event.id.as_uuid())
+        .bind(event.project_id.as_uuid())
+        .bind(&event.event_type)
+        .bind(&event.payload)
+        .bind(&event.idempotency_key)
+        .bind(event.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent request with the same key committed first: answer with its event.
+            let key = event.idempotency_key.as_deref().unwrap_or_default();
+            let earlier = Self::replay(&mut tx, event.project_id, key, cutoff).await?;
+            tx.commit().await?;
+            return earlier.ok_or_else(|| StoreError::Conflict("idempotency key in use".into()));
+        }
+        let webhooks = Self::targets(&mut tx, &event).await?;
+        let delivery_ids: Vec<Uuid> = webhooks
+            .iter()
+            .map(|_| DeliveryId::generate().as_uuid())
+            .collect();
+        if !webhooks.is_empty() {
+            sqlx::query(
+                "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+                 next_attempt_at, created_at, updated_at) \
+                 select t.id, $3, t.webhook_id, $4, 'pending', $5, $5, $5 \
+                 from unnest($1::uuid[], $2::uuid[]) as t(id, webhook_id)",
+            )
+            .bind(&delivery_ids)
+            .bind(&webhooks)
+            .bind(event.project_id.as_uuid())
+            .bind(event.id.as_uuid())
+            .bind(event.created_at)
+            .execute(&mut *tx)
+            .await?;
+            // Delivered on commit only, which is exactly when other workers can see the rows.
+            sqlx::query("select pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(AcceptedEvent {
+            id: event.id,
+            event_type: event.event_type,
+            delivery_ids: delivery_ids.into_iter().map(DeliveryId::from).collect(),
+            replayed: false,
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        exclude: &[WebhookId],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let token = Uuid::new_v4();
+        let excluded: Vec<Uuid> = exclude.iter().map(|w| w.as_uuid()).collect();
+        let rows: Vec<PgClaim> = sqlx::query_as(
+            "update deliveries d set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
+             from (select id from deliveries where status = 'pending' and next_attempt_at <= $1 \
+                   and not (webhook_id = any($5)) order by next_attempt_at limit $4 \
+                   for update skip locked) c, events e, webhooks w \
+             where d.id = c.id and e.id = d.event_id and w.id = d.webhook_id \
+             returning d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
+                       w.url, w.secret, d.attempt_count",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(token)
+        .bind(i64::from(limit))
+        .bind(&excluded)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedDelivery {
+                id: row.id.into(),
+                project_id: row.project_id.into(),
+                webhook_id: row.webhook_id.into(),
+                event_id: row.event_id.into(),
+                event_type: row.event_type,
+                payload: row.payload,
+                url: row.url,
+                secret: WebhookSecret::from_stored(row.secret),
+                attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
+                lease_token: token,
+            })
+            .collect())
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool> {
+        let (status, next_attempt_at) = match record.result {
+            AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
+            AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            AttemptResult::Failed => (DeliveryStatus::Failed, None),
+        };
+        let succeeded = record.result == AttemptResult::Succeeded;
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "update deliveries set status = $3, attempt_count = attempt_count + 1, \
+             next_attempt_at = $4, lease_until = null, lease_token = null, \
+             last_response_status = $5, last_error = $6, updated_at = $7 \
+             where id = $1 and lease_token = $2 and status = 'pending'",
+        )
+        .bind(record.delivery_id.as_uuid())
+        .bind(record.lease_token)
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(record.response_status.map(i32::from))
+        .bind(&record.error)
+        .bind(record.finished_at)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
+             response_status, response_body, error) values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(record.delivery_id.as_uuid())
+        .bind(millis_i32(record.attempt_number))
+        .bind(record.started_at)
+        .bind(millis_i32(record.duration_ms))
+        .bind(record.response_status.map(i32::from))
+        .bind(&record.response_body)
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update webhooks set total_deliveries = total_deliveries + 1, \
+             successful_deliveries = successful_deliveries + case when $2 then 1 else 0 end, \
+             failed_deliveries = failed_deliveries + case when $2 then 0 else 1 end, \
+             last_success_at = case when $2 then $3 else last_success_at end, \
+             last_failure_at = case when $2 then last_failure_at else $3 end, \
+             consecutive_failures = case when $2 then 0 else consecutive_failures + 1 end \
+             where id = $1",
+        )
+        .bind(record.webhook_id.as_uuid())
+        .bind(succeeded)
+        .bind(record.finished_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_claims(
+        &self,
+        claims: &[(DeliveryId, Uuid)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| id.as_uuid()).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|(_, token)| *token).collect();
+        sqlx::query(
+            "update deliveries d set next_attempt_at = $3, lease_until = null, lease_token = null \
+             from unnest($1::uuid[], $2::uuid[]) as t(id, token) \
+             where d.id = t.id and d.lease_token = t.token and d.status = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let (next,): (Option<DateTime<Utc>>,) =
+            sqlx::query_as("select min(next_attempt_at) from deliveries where status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(next)
+    }
+
+    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>> {
+        let row: Option<(String, String, bool)> =
+            sqlx::query_as("select url, secret, is_active from webhooks where id = $1")
+                .bind(webhook.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(url, secret, is_active)| WebhookTarget {
+            url,
+            secret: WebhookSecret::from_stored(secret),
+            is_active,
+        }))
+    }
+
+    async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let mut retry_in = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(WORK_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match listener.await {
+                Ok(mut listener) => {
+                    retry_in = Duration::from_millis(100);
+                    // Work may have been queued while we were not listening.
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            received = listener.recv() => match received {
+                                Ok(_) => wake.notify_one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for new deliveries; polling meanwhile");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(retry_in) => {}
+                    }
+                    retry_in = (retry_in * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        webhook: WebhookId,
+        query: DeliveryQuery,
+    ) -> StoreResult<Vec<DeliverySummary>> {
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("select id from webhooks where id = $1 and project_id = $2")
+                .bind(webhook.as_uuid())
+                .bind(project.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        exists.ok_or(StoreError::NotFound("webhook"))?;
+        let rows: Vec<PgSummary> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.webhook_id = $1 and ($2::text is null or d.status = $2) \
+             and ($3::uuid is null or d.id < $3) order by d.id desc limit $4"
+        ))
+        .bind(webhook.as_uuid())
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.before.map(|id| id.as_uuid()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(DeliverySummary::try_from).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+    ) -> StoreResult<DeliveryDetails> {
+        let summary = self.summary(project, id).await?;
+        let attempts: Vec<PgAttempt> = sqlx::query_as(
+            "select attempt_number, started_at, duration_ms, response_status, response_body, \
+             error from delivery_attempts where delivery_id = $1 order by attempt_number",
+        )
+        .bind(id.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(DeliveryDetails {
+            summary,
+            attempts: attempts
+                .into_iter()
+                .map(|a| Attempt {
+                    number: u32::try_from(a.attempt_number).unwrap_or_default(),
+                    started_at: a.started_at,
+                    duration_ms: u32::try_from(a.duration_ms).unwrap_or_default(),
+                    response_status: a.response_status.and_then(|s| u16::try_from(s).ok()),
+                    response_body: a.response_body,
+                    error: a.error,
+                })
+                .collect(),
+        })
+    }
+
+    async fn retry_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DeliverySummary> {
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(bool,)> = sqlx::query_as(
+            "select w.is_active from deliveries d join webhooks w on w.id = d.webhook_id \
+             where d.id = $1 and d.project_id = $2 for update of d",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (webhook_active,) = found.ok_or(StoreError::NotFound("delivery"))?;
+        if !webhook_active {
+            return Err(StoreError::Conflict(
+                "the delivery's webhook is deleted, so it cannot be retried".into(),
+            ));
+        }
+        sqlx::query(
+            "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \
+             lease_token = null, updated_at = $2 where id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("select pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.summary(project, id).await
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let deliveries =
+            sqlx::query("delete from deliveries where status <> 'pending' and updated_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        let events = sqlx::query(
+            "delete from events e where created_at < $1 \
+             and not exists (select 1 from deliveries d where d.event_id = e.id)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(deliveries.rows_affected() + events.rows_affected())
+    }
+}

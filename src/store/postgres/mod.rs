@@ -1,0 +1,193 @@
+//! The Postgres backend: the production store, shared safely by several service instances.
+
+mod deliveries;
+mod webhooks;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{FromRow, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{
+    ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
+    StoreError, StoreResult, parse_scopes, scope_strings,
+};
+use crate::domain::ApiKeyId;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The channel a committed event announces new deliveries on.
+const WORK_CHANNEL: &str = "hookrelay_work";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+#[derive(FromRow)]
+struct PgApiKey {
+    id: Uuid,
+    project_id: Uuid,
+    account_id: Uuid,
+    scopes: Vec<String>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("hookrelay");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    async fn insert_account(
+        tx: &mut Transaction<'_, Postgres>,
+        new: &NewAccount,
+    ) -> StoreResult<()> {
+        sqlx::query("insert into accounts (id, name, created_at) values ($1, $2, $3)")
+            .bind(new.id.as_uuid())
+            .bind(new.name.as_str())
+            .bind(new.created_at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_project(
+        tx: &mut Transaction<'_, Postgres>,
+        new: &NewProject,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "insert into projects (id, account_id, name, created_at) values ($1, $2, $3, $4)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.account_id.as_uuid())
+        .bind(new.name.as_str())
+        .bind(new.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::missing_parent(e, "account"))?;
+        Ok(())
+    }
+
+    async fn insert_api_key(
+        tx: &mut Transaction<'_, Postgres>,
+        new: &NewApiKey,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "insert into api_keys (id, project_id, key_hash, display_prefix, scopes, created_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.project_id.as_uuid())
+        .bind(&new.key_hash[..])
+        .bind(&new.display_prefix)
+        .bind(scope_strings(&new.scopes))
+        .bind(new.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_account(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_project(&self, new: NewProject) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_project(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_api_key(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()> {
+        let updated =
+            sqlx::query("update api_keys set revoked_at = $2 where id = $1 and revoked_at is null")
+                .bind(id.as_uuid())
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound("API key"));
+        }
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
+        let row: Option<PgApiKey> = sqlx::query_as(
+            "select k.id, k.project_id, p.account_id, k.scopes, k.revoked_at \
+             from api_keys k join projects p on p.id = k.project_id where k.key_hash = $1",
+        )
+        .bind(&key_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ApiKeyRecord {
+                id: row.id.into(),
+                project_id: row.project_id.into(),
+                account_id: row.account_id.into(),
+                scopes: parse_scopes(&row.scopes)?,
+                revoked: row.revoked_at.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The marker row's primary key makes concurrent first starts agree on one winner.
+        let claimed = sqlx::query(
+            "insert into bootstrap_marker (id, created_at) values (1, $1) on conflict do nothing",
+        )
+        .bind(tenant.account.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let (accounts,): (i64,) = sqlx::query_as("select count(*) from accounts")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !claimed || accounts > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_account(&mut tx, &tenant.account).await?;
+        Self::insert_project(&mut tx, &tenant.project).await?;
+        Self::insert_api_key(&mut tx, &tenant.key).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,212 @@
+//! Webhook subscriptions on Postgres.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::PostgresStore;
+use crate::domain::{ProjectId, WebhookId, WebhookSecret};
+use crate::store::{
+    NewWebhook, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow, WebhookStats,
+    WebhookStore, filters_to_json,
+};
+
+pub(super) const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
+     secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
+     successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
+     consecutive_failures";
+
+#[derive(FromRow)]
+struct PgWebhook {
+    id: Uuid,
+    project_id: Uuid,
+    url: String,
+    events: Vec<String>,
+    filters: String,
+    secret: String,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    total_deliveries: i64,
+    successful_deliveries: i64,
+    failed_deliveries: i64,
+    last_success_at: Option<DateTime<Utc>>,
+    last_failure_at: Option<DateTime<Utc>>,
+    consecutive_failures: i64,
+}
+
+impl TryFrom<PgWebhook> for Webhook {
+    type Error = StoreError;
+
+    fn try_from(row: PgWebhook) -> Result<Self, Self::Error> {
+        WebhookRow {
+            id: row.id,
+            project_id: row.project_id,
+            url: row.url,
+            events: row.events,
+            filters: row.filters,
+            secret: row.secret,
+            is_active: row.is_active,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
+            stats: WebhookStats {
+                total_deliveries: row.total_deliveries,
+                successful_deliveries: row.successful_deliveries,
+                failed_deliveries: row.failed_deliveries,
+                last_success_at: row.last_success_at,
+                last_failure_at: row.last_failure_at,
+                consecutive_failures: row.consecutive_failures,
+            },
+        }
+        .try_into()
+    }
+}
+
+#[async_trait]
+impl WebhookStore for PostgresStore {
+    async fn create_webhook(
+        &self,
+        project: ProjectId,
+        new: NewWebhook,
+        limit: u32,
+    ) -> StoreResult<Webhook> {
+        let mut tx = self.pool.begin().await?;
+        // Locking the project row serialises concurrent creates, so the cap holds across instances.
+        sqlx::query("select id from projects where id = $1 for update")
+            .bind(project.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("project"))?;
+        let (active,): (i64,) =
+            sqlx::query_as("select count(*) from webhooks where project_id = $1 and is_active")
+                .bind(project.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?;
+        if active >= i64::from(limit) {
+            return Err(StoreError::WebhookLimitReached { limit });
+        }
+        let row: PgWebhook = sqlx::query_as(&format!(
+            "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
+             updated_at) values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7) \
+             returning {WEBHOOK_COLUMNS}"
+        ))
+        .bind(new.id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(new.url.as_str())
+        .bind(new.events.to_strings())
+        .bind(filters_to_json(&new.filters))
+        .bind(new.secret.expose())
+        .bind(new.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn list_webhooks(
+        &self,
+        project: ProjectId,
+        include_inactive: bool,
+    ) -> StoreResult<Vec<Webhook>> {
+        let rows: Vec<PgWebhook> = sqlx::query_as(&format!(
+            "select {WEBHOOK_COLUMNS} from webhooks \
+             where project_id = $1 and (is_active or $2) order by created_at, id"
+        ))
+        .bind(project.as_uuid())
+        .bind(include_inactive)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Webhook::try_from).collect()
+    }
+
+    async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
+        let row: Option<PgWebhook> = sqlx::query_as(&format!(
+            "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+    }
+
+    async fn update_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        changes: WebhookChanges,
+    ) -> StoreResult<Webhook> {
+        let row: Option<PgWebhook> = sqlx::query_as(&format!(
+            "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
+             filters = coalesce($5::jsonb, filters), updated_at = $6 \
+             where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(changes.url.as_ref().map(|u| u.as_str()))
+        .bind(changes.events.as_ref().map(|e| e.to_strings()))
+        .bind(changes.filters.as_ref().map(filters_to_json))
+        .bind(changes.updated_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+    }
+
+    async fn delete_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "update webhooks set is_active = false, deleted_at = $3, updated_at = $3 \
+             where id = $1 and project_id = $2 and is_active",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound("webhook"));
+        }
+        sqlx::query(
+            "update deliveries set status = 'cancelled', next_attempt_at = null, \
+             lease_until = null, lease_token = null, updated_at = $2 \
+             where webhook_id = $1 and status = 'pending'",
+        )
+        .bind(id.as_uuid())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        secret: WebhookSecret,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "update webhooks set secret = $3, updated_at = $4 \
+             where id = $1 and project_id = $2 and is_active",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(secret.expose())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound("webhook"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,488 @@
+//! Events, the delivery queue and the delivery log on SQLite: one instance, one writer, so a
+//! claim is an `update … returning` inside an immediate transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{FromRow, Sqlite, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{SqliteStore, from_millis, millis};
+use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
+use crate::store::{
+    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
+    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+};
+
+/// An idempotency key answers with its first event for this long.
+const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, d.status, \
+     d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, \
+     d.updated_at";
+
+#[derive(FromRow)]
+struct LiteSummary {
+    id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    status: String,
+    attempt_count: i64,
+    next_attempt_at: Option<i64>,
+    last_response_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<LiteSummary> for DeliverySummary {
+    type Error = StoreError;
+
+    fn try_from(row: LiteSummary) -> Result<Self, Self::Error> {
+        Ok(DeliverySummary {
+            id: row.id.into(),
+            webhook_id: row.webhook_id.into(),
+            event_id: row.event_id.into(),
+            event_type: row.event_type,
+            status: DeliveryStatus::from_stored(&row.status)?,
+            attempt_count: u32::try_from(row.attempt_count).unwrap_or_default(),
+            next_attempt_at: row.next_attempt_at.map(from_millis).transpose()?,
+            last_response_status: row.last_response_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: row.last_error,
+            created_at: from_millis(row.created_at)?,
+            updated_at: from_millis(row.updated_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct LiteClaim {
+    id: Uuid,
+    project_id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    payload: String,
+    url: String,
+    secret: String,
+    attempt_count: i64,
+}
+
+#[derive(FromRow)]
+struct LiteAttempt {
+    attempt_number: i64,
+    started_at: i64,
+    duration_ms: i64,
+    response_status: Option<i64>,
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+/// How `hex(webhook_id)` spells an id, for excluding webhooks through `json_each`.
+fn hex_id(id: &WebhookId) -> String {
+    id.as_uuid().simple().to_string().to_uppercase()
+}
+
+impl SqliteStore {
+    /// The earlier event for this key if it is recent; an expired key is freed for reuse.
+    async fn replay(
+        tx: &mut Transaction<'_, Sqlite>,
+        project: ProjectId,
+        key: &str,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<AcceptedEvent>> {
+        let earlier: Option<(Uuid, String, i64)> = sqlx::query_as(
+            "select id, event_type, created_at from events \
+             where project_id = $1 and idempotency_key = $2",
+        )
+        .bind(project.as_uuid())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((id, event_type, created_at)) = earlier else {
+            return Ok(None);
+        };
+        if created_at <= millis(cutoff) {
+            sqlx::query("update events set idempotency_key = null where id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(None);
+        }
+        let delivery_ids: Vec<(Uuid,)> =
+            sqlx::query_as("select id from deliveries where event_id = $1 order by id")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?;
+        Ok(Some(AcceptedEvent {
+            id: id.into(),
+            event_type,
+            delivery_ids: delivery_ids.into_iter().map(|(d,)| d.into()).collect(),
+            replayed: true,
+        }))
+    }
+
+    async fn targets(tx: &mut Transaction<'_, Sqlite>, event: &NewEvent) -> StoreResult<Vec<Uuid>> {
+        match event.target {
+            EventTarget::Webhook(webhook) => {
+                let found: Option<(Uuid,)> = sqlx::query_as(
+                    "select id from webhooks where id = $1 and project_id = $2 and is_active",
+                )
+                .bind(webhook.as_uuid())
+                .bind(event.project_id.as_uuid())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let (id,) = found.ok_or(StoreError::NotFound("webhook"))?;
+                Ok(vec![id])
+            }
+            EventTarget::Subscribers => {
+                let candidates: Vec<(Uuid, String)> = sqlx::query_as(
+                    "select id, filters from webhooks where project_id = $1 and is_active \
+                     and exists (select 1 from json_each(webhooks.events) where value = $2) \
+                     order by id",
+                )
+                .bind(event.project_id.as_uuid())
+                .bind(&event.event_type)
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut targets = Vec::with_capacity(candidates.len());
+                for (id, filters) in candidates {
+                    if filters_from_json(&filters)?.matches(|key| data_values(&event.data, key)) {
+                        targets.push(id);
+                    }
+                }
+                Ok(targets)
+            }
+        }
+    }
+
+    async fn summary(&self, project: ProjectId, id: DeliveryId) -> StoreResult<DeliverySummary> {
+        let row: Option<LiteSummary> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.id = $1 and d.project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.ok_or(StoreError::NotFound("delivery"))?.try_into()
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = &event.idempotency_key {
+            let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
+            if let Some(earlier) = Self::replay(&mut tx, event.project_id, key, cutoff).await? {
+                tx.commit().await?;
+                return Ok(earlier);
+            }
+        }
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.id.as_uuid())
+        .bind(event.project_id.as_uuid())
+        .bind(&event.event_type)
+        .bind(&event.payload)
+        .bind(&event.idempotency_key)
+        .bind(millis(event.created_at))
+        .execute(&mut *tx)
+        .await?;
+        let webhooks = Self::targets(&mut tx, &event).await?;
+        let mut delivery_ids = Vec::with_capacity(webhooks.len());
+        for webhook in webhooks {
+            let id = DeliveryId::generate();
+            sqlx::query(
+                "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+                 next_attempt_at, created_at, updated_at) \
+                 values ($1, $2, $3, $4, 'pending', $5, $5, $5)",
+            )
+            .bind(id.as_uuid())
+            .bind(event.project_id.as_uuid())
+            .bind(webhook)
+            .bind(event.id.as_uuid())
+            .bind(millis(event.created_at))
+            .execute(&mut *tx)
+            .await?;
+            delivery_ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(AcceptedEvent {
+            id: event.id,
+            event_type: event.event_type,
+            delivery_ids,
+            replayed: false,
+        })
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        exclude: &[WebhookId],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let token = Uuid::new_v4();
+        let excluded = serde_json::Value::from(exclude.iter().map(hex_id).collect::<Vec<_>>());
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "update deliveries set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
+             where id in (select id from deliveries where status = 'pending' \
+                          and next_attempt_at <= $1 \
+                          and hex(webhook_id) not in (select value from json_each($5)) \
+                          order by next_attempt_at limit $4)",
+        )
+        .bind(millis(now))
+        .bind(millis(lease_until))
+        .bind(token)
+        .bind(i64::from(limit))
+        .bind(excluded.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<LiteClaim> = sqlx::query_as(
+            "select d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
+             w.url, w.secret, d.attempt_count from deliveries d \
+             join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
+             where d.lease_token = $1 order by d.next_attempt_at, d.id",
+        )
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClaimedDelivery {
+                id: row.id.into(),
+                project_id: row.project_id.into(),
+                webhook_id: row.webhook_id.into(),
+                event_id: row.event_id.into(),
+                event_type: row.event_type,
+                payload: row.payload,
+                url: row.url,
+                secret: WebhookSecret::from_stored(row.secret),
+                attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
+                lease_token: token,
+            })
+            .collect())
+    }
+
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool> {
+        let (status, next_attempt_at) = match record.result {
+            AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
+            AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(millis(at))),
+            AttemptResult::Failed => (DeliveryStatus::Failed, None),
+        };
+        let succeeded = record.result == AttemptResult::Succeeded;
+        let mut tx = self.write_tx().await?;
+        let updated = sqlx::query(
+            "update deliveries set status = $3, attempt_count = attempt_count + 1, \
+             next_attempt_at = $4, lease_until = null, lease_token = null, \
+             last_response_status = $5, last_error = $6, updated_at = $7 \
+             where id = $1 and lease_token = $2 and status = 'pending'",
+        )
+        .bind(record.delivery_id.as_uuid())
+        .bind(record.lease_token)
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(record.response_status.map(i64::from))
+        .bind(&record.error)
+        .bind(millis(record.finished_at))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
+             response_status, response_body, error) values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(record.delivery_id.as_uuid())
+        .bind(i64::from(record.attempt_number))
+        .bind(millis(record.started_at))
+        .bind(i64::from(record.duration_ms))
+        .bind(record.response_status.map(i64::from))
+        .bind(&record.response_body)
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update webhooks set total_deliveries = total_deliveries + 1, \
+             successful_deliveries = successful_deliveries + $2, \
+             failed_deliveries = failed_deliveries + (1 - $2), \
+             last_success_at = case when $2 = 1 then $3 else last_success_at end, \
+             last_failure_at = case when $2 = 1 then last_failure_at else $3 end, \
+             consecutive_failures = case when $2 = 1 then 0 else consecutive_failures + 1 end \
+             where id = $1",
+        )
+        .bind(record.webhook_id.as_uuid())
+        .bind(i64::from(succeeded))
+        .bind(millis(record.finished_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_claims(
+        &self,
+        claims: &[(DeliveryId, Uuid)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        for (id, token) in claims {
+            sqlx::query(
+                "update deliveries set next_attempt_at = $3, lease_until = null, \
+                 lease_token = null where id = $1 and lease_token = $2 and status = 'pending'",
+            )
+            .bind(id.as_uuid())
+            .bind(token)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let (next,): (Option<i64>,) =
+            sqlx::query_as("select min(next_attempt_at) from deliveries where status = 'pending'")
+                .fetch_one(&self.reader)
+                .await?;
+        next.map(from_millis).transpose()
+    }
+
+    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>> {
+        let row: Option<(String, String, bool)> =
+            sqlx::query_as("select url, secret, is_active from webhooks where id = $1")
+                .bind(webhook.as_uuid())
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(row.map(|(url, secret, is_active)| WebhookTarget {
+            url,
+            secret: WebhookSecret::from_stored(secret),
+            is_active,
+        }))
+    }
+
+    async fn listen_for_work(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {
+        // One instance per file: the worker is woken in-process by whoever queued the work.
+    }
+
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        webhook: WebhookId,
+        query: DeliveryQuery,
+    ) -> StoreResult<Vec<DeliverySummary>> {
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("select id from webhooks where id = $1 and project_id = $2")
+                .bind(webhook.as_uuid())
+                .bind(project.as_uuid())
+                .fetch_optional(&self.reader)
+                .await?;
+        exists.ok_or(StoreError::NotFound("webhook"))?;
+        let rows: Vec<LiteSummary> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.webhook_id = $1 and ($2 is null or d.status = $2) \
+             and ($3 is null or d.id < $3) order by d.id desc limit $4"
+        ))
+        .bind(webhook.as_uuid())
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.before.map(|id| id.as_uuid()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(DeliverySummary::try_from).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+    ) -> StoreResult<DeliveryDetails> {
+        let summary = self.summary(project, id).await?;
+        let attempts: Vec<LiteAttempt> = sqlx::query_as(
+            "select attempt_number, started_at, duration_ms, response_status, response_body, \
+             error from delivery_attempts where delivery_id = $1 order by attempt_number",
+        )
+        .bind(id.as_uuid())
+        .fetch_all(&self.reader)
+        .await?;
+        let attempts = attempts
+            .into_iter()
+            .map(|a| {
+                Ok(Attempt {
+                    number: u32::try_from(a.attempt_number).unwrap_or_default(),
+                    started_at: from_millis(a.started_at)?,
+                    duration_ms: u32::try_from(a.duration_ms).unwrap_or_default(),
+                    response_status: a.response_status.and_then(|s| u16::try_from(s).ok()),
+                    response_body: a.response_body,
+                    error: a.error,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(DeliveryDetails { summary, attempts })
+    }
+
+    async fn retry_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DeliverySummary> {
+        let mut tx = self.write_tx().await?;
+        let found: Option<(bool,)> = sqlx::query_as(
+            "select w.is_active from deliveries d join webhooks w on w.id = d.webhook_id \
+             where d.id = $1 and d.project_id = $2",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (webhook_active,) = found.ok_or(StoreError::NotFound("delivery"))?;
+        if !webhook_active {
+            return Err(StoreError::Conflict(
+                "the delivery's webhook is deleted, so it cannot be retried".into(),
+            ));
+        }
+        sqlx::query(
+            "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \
+             lease_token = null, updated_at = $2 where id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.summary(project, id).await
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let deliveries =
+            sqlx::query("delete from deliveries where status <> 'pending' and updated_at < $1")
+                .bind(millis(before))
+                .execute(&mut *tx)
+                .await?;
+        let events = sqlx::query(
+            "delete from events where created_at < $1 \
+             and not exists (select 1 from deliveries d where d.event_id = events.id)",
+        )
+        .bind(millis(before))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deliveries.rows_affected() + events.rows_affected())
+    }
+}

@@ -1,0 +1,219 @@
+//! The SQLite backend: the zero-setup store for a single instance, in one local file.
+
+mod deliveries;
+mod webhooks;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
+    StoreError, StoreResult, parse_scopes, scope_strings,
+};
+use crate::domain::ApiKeyId;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Writes go through a single connection and reads through a small pool, so concurrent API
+/// writes and worker updates queue in-process instead of failing with "database is locked".
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+#[derive(FromRow)]
+struct LiteApiKey {
+    id: Uuid,
+    project_id: Uuid,
+    account_id: Uuid,
+    scopes: String,
+    revoked_at: Option<i64>,
+}
+
+pub(super) fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(super) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::corrupt(format!("stored timestamp {ms}")))
+}
+
+pub(super) fn to_json_list(items: Vec<String>) -> String {
+    serde_json::Value::from(items).to_string()
+}
+
+pub(super) fn from_json_list(stored: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(stored).map_err(|e| StoreError::corrupt(format!("stored list: {e}")))
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options.read_only(true));
+        Ok(Self { writer, reader })
+    }
+
+    /// Takes the write lock up front, so a transaction never fails half-way on lock upgrade.
+    pub(super) async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("begin immediate").await?)
+    }
+
+    async fn insert_account(tx: &mut Transaction<'_, Sqlite>, new: &NewAccount) -> StoreResult<()> {
+        sqlx::query("insert into accounts (id, name, created_at) values ($1, $2, $3)")
+            .bind(new.id.as_uuid())
+            .bind(new.name.as_str())
+            .bind(millis(new.created_at))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_project(tx: &mut Transaction<'_, Sqlite>, new: &NewProject) -> StoreResult<()> {
+        sqlx::query(
+            "insert into projects (id, account_id, name, created_at) values ($1, $2, $3, $4)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.account_id.as_uuid())
+        .bind(new.name.as_str())
+        .bind(millis(new.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::missing_parent(e, "account"))?;
+        Ok(())
+    }
+
+    async fn insert_api_key(tx: &mut Transaction<'_, Sqlite>, new: &NewApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "insert into api_keys (id, project_id, key_hash, display_prefix, scopes, created_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(new.id.as_uuid())
+        .bind(new.project_id.as_uuid())
+        .bind(&new.key_hash[..])
+        .bind(&new.display_prefix)
+        .bind(to_json_list(scope_strings(&new.scopes)))
+        .bind(millis(new.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        Self::insert_account(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_project(&self, new: NewProject) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        Self::insert_project(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        Self::insert_api_key(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()> {
+        let updated =
+            sqlx::query("update api_keys set revoked_at = $2 where id = $1 and revoked_at is null")
+                .bind(id.as_uuid())
+                .bind(millis(now))
+                .execute(&self.writer)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound("API key"));
+        }
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
+        let row: Option<LiteApiKey> = sqlx::query_as(
+            "select k.id, k.project_id, p.account_id, k.scopes, k.revoked_at \
+             from api_keys k join projects p on p.id = k.project_id where k.key_hash = $1",
+        )
+        .bind(&key_hash[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(ApiKeyRecord {
+                id: row.id.into(),
+                project_id: row.project_id.into(),
+                account_id: row.account_id.into(),
+                scopes: parse_scopes(&from_json_list(&row.scopes)?)?,
+                revoked: row.revoked_at.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let claimed = sqlx::query(
+            "insert into bootstrap_marker (id, created_at) values (1, $1) on conflict do nothing",
+        )
+        .bind(millis(tenant.account.created_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let (accounts,): (i64,) = sqlx::query_as("select count(*) from accounts")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !claimed || accounts > 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        Self::insert_account(&mut tx, &tenant.account).await?;
+        Self::insert_project(&mut tx, &tenant.project).await?;
+        Self::insert_api_key(&mut tx, &tenant.key).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,210 @@
+//! Webhook subscriptions on SQLite.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::{SqliteStore, from_json_list, from_millis, millis, to_json_list};
+use crate::domain::{ProjectId, WebhookId, WebhookSecret};
+use crate::store::{
+    NewWebhook, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow, WebhookStats,
+    WebhookStore, filters_to_json,
+};
+
+const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_active, \
+     created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
+     failed_deliveries, last_success_at, last_failure_at, consecutive_failures";
+
+#[derive(FromRow)]
+struct LiteWebhook {
+    id: Uuid,
+    project_id: Uuid,
+    url: String,
+    events: String,
+    filters: String,
+    secret: String,
+    is_active: bool,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+    total_deliveries: i64,
+    successful_deliveries: i64,
+    failed_deliveries: i64,
+    last_success_at: Option<i64>,
+    last_failure_at: Option<i64>,
+    consecutive_failures: i64,
+}
+
+impl TryFrom<LiteWebhook> for Webhook {
+    type Error = StoreError;
+
+    fn try_from(row: LiteWebhook) -> Result<Self, Self::Error> {
+        WebhookRow {
+            id: row.id,
+            project_id: row.project_id,
+            url: row.url,
+            events: from_json_list(&row.events)?,
+            filters: row.filters,
+            secret: row.secret,
+            is_active: row.is_active,
+            created_at: from_millis(row.created_at)?,
+            updated_at: from_millis(row.updated_at)?,
+            deleted_at: row.deleted_at.map(from_millis).transpose()?,
+            stats: WebhookStats {
+                total_deliveries: row.total_deliveries,
+                successful_deliveries: row.successful_deliveries,
+                failed_deliveries: row.failed_deliveries,
+                last_success_at: row.last_success_at.map(from_millis).transpose()?,
+                last_failure_at: row.last_failure_at.map(from_millis).transpose()?,
+                consecutive_failures: row.consecutive_failures,
+            },
+        }
+        .try_into()
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(
+        &self,
+        project: ProjectId,
+        new: NewWebhook,
+        limit: u32,
+    ) -> StoreResult<Webhook> {
+        let mut tx = self.write_tx().await?;
+        let (active,): (i64,) =
+            sqlx::query_as("select count(*) from webhooks where project_id = $1 and is_active")
+                .bind(project.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?;
+        if active >= i64::from(limit) {
+            return Err(StoreError::WebhookLimitReached { limit });
+        }
+        let row: LiteWebhook = sqlx::query_as(&format!(
+            "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
+             updated_at) values ($1, $2, $3, $4, $5, $6, $7, $7) returning {WEBHOOK_COLUMNS}"
+        ))
+        .bind(new.id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(new.url.as_str())
+        .bind(to_json_list(new.events.to_strings()))
+        .bind(filters_to_json(&new.filters))
+        .bind(new.secret.expose())
+        .bind(millis(new.created_at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn list_webhooks(
+        &self,
+        project: ProjectId,
+        include_inactive: bool,
+    ) -> StoreResult<Vec<Webhook>> {
+        let rows: Vec<LiteWebhook> = sqlx::query_as(&format!(
+            "select {WEBHOOK_COLUMNS} from webhooks \
+             where project_id = $1 and (is_active or $2) order by created_at, id"
+        ))
+        .bind(project.as_uuid())
+        .bind(include_inactive)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(Webhook::try_from).collect()
+    }
+
+    async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
+        let row: Option<LiteWebhook> = sqlx::query_as(&format!(
+            "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+    }
+
+    async fn update_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        changes: WebhookChanges,
+    ) -> StoreResult<Webhook> {
+        let row: Option<LiteWebhook> = sqlx::query_as(&format!(
+            "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
+             filters = coalesce($5, filters), updated_at = $6 \
+             where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(changes.url.as_ref().map(|u| u.as_str()))
+        .bind(
+            changes
+                .events
+                .as_ref()
+                .map(|e| to_json_list(e.to_strings())),
+        )
+        .bind(changes.filters.as_ref().map(filters_to_json))
+        .bind(millis(changes.updated_at))
+        .fetch_optional(&self.writer)
+        .await?;
+        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+    }
+
+    async fn delete_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query(
+            "update webhooks set is_active = 0, deleted_at = $3, updated_at = $3 \
+             where id = $1 and project_id = $2 and is_active",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound("webhook"));
+        }
+        sqlx::query(
+            "update deliveries set status = 'cancelled', next_attempt_at = null, \
+             lease_until = null, lease_token = null, updated_at = $2 \
+             where webhook_id = $1 and status = 'pending'",
+        )
+        .bind(id.as_uuid())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        secret: WebhookSecret,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "update webhooks set secret = $3, updated_at = $4 \
+             where id = $1 and project_id = $2 and is_active",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(secret.expose())
+        .bind(millis(now))
+        .execute(&self.writer)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound("webhook"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,169 @@
+//! A webhook receiver on loopback: hands every request to the test and answers as scripted.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    /// Waits, then answers with the status.
+    Slow(Duration, u16),
+    Redirect(String),
+}
+
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    requests: mpsc::UnboundedSender<Received>,
+}
+
+pub struct Receiver {
+    pub base_url: String,
+    shared: Arc<Shared>,
+    requests: mpsc::UnboundedReceiver<Received>,
+    stop: CancellationToken,
+}
+
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reply = {
+        let next = shared.script.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| shared.default.lock().unwrap().clone())
+    };
+    let _ = shared.requests.send(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    match reply {
+        Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Reply::Slow(wait, code) => {
+            tokio::time::sleep(wait).await;
+            StatusCode::from_u16(code).unwrap().into_response()
+        }
+        Reply::Redirect(location) => {
+            (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+        }
+    }
+}
+
+impl Receiver {
+    /// Listens on 127.0.0.1 on a free port and answers 200 unless told otherwise.
+    pub async fn start() -> Receiver {
+        let (sender, requests) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            script: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Reply::Status(200)),
+            requests: sender,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let router = Router::new().fallback(receive).with_state(shared.clone());
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        Receiver {
+            base_url,
+            shared,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The next replies, in order, before the default applies again.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.shared.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn reply_by_default(&self, reply: Reply) {
+        *self.shared.default.lock().unwrap() = reply;
+    }
+
+    /// The next request, or `None` if none comes within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        tokio::time::timeout(timeout, self.requests.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next request, failing the test if none arrives within `timeout`.
+    pub async fn expect(&mut self, timeout: Duration) -> Received {
+        self.next(timeout)
+            .await
+            .unwrap_or_else(|| panic!("no webhook arrived within {timeout:?}"))
+    }
+
+    /// Requests that already arrived, without waiting.
+    pub fn drain(&mut self) -> Vec<Received> {
+        let mut arrived = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            arrived.push(request);
+        }
+        arrived
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
