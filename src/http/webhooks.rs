@@ -146,10 +146,10 @@ async fn check_input(
     partial: bool,
 ) -> Result<CheckedInput, ApiError> {
     let mut errors = Vec::new();
-    if partial && input.url.is_none() && input.events.is_none() {
+    if partial && input.url.is_none() && input.events.is_none() && input.filters.is_none() {
         errors.push(FieldError::new(
             "body",
-            "give url, events or both to change",
+            "give url, events or filters to change",
         ));
     }
     let url = match &input.url {

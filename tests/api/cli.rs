@@ -1,97 +1,12 @@
 //! The binary as a user runs it: help, bootstrap output, the admin CLI, migrate and SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::backend_tests;
 use crate::common::TestDb;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hookrelay");
-
-fn hookrelay(database_url: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("HOOKRELAY_LOG_FORMAT", "json")
-        .env("HOOKRELAY_LISTEN", "127.0.0.1:0");
-    command
-}
-
-/// A `serve` process, its address once it listens, and its stdout for after it exits.
-/// Dropping it kills the process, so a failing test leaves nothing running.
-struct Server {
-    child: Option<Child>,
-    address: String,
-}
-
-impl Server {
-    fn start(mut command: Command) -> Server {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut server = Server {
-            child: Some(child),
-            address: String::new(),
-        };
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the test stops listening, so the server never blocks on stderr.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        while server.address.is_empty() {
-            let line = received
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server logs that it listens");
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["message"] == "hookrelay listening" {
-                let address = entry["address"].as_str().expect("an address field");
-                server.address = format!("http://{address}");
-            }
-        }
-        server
-    }
-
-    /// Sends SIGTERM and returns (exit success, everything printed on stdout).
-    fn terminate(mut self) -> (bool, String) {
-        let mut child = self.child.take().expect("the server runs");
-        let pid = child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let status = child.wait().expect("the server exits");
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .expect("piped stdout")
-            .read_to_string(&mut stdout)
-            .expect("stdout is text");
-        (status.success(), stdout)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use crate::common::process::{BIN, Server, hookrelay};
 
 fn value_after(stdout: &str, variable: &str) -> Option<String> {
     stdout

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod cli;
 mod delivery;
+mod durability;
 mod openapi;
 mod store_contract;
 mod validation;

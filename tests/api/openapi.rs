@@ -85,7 +85,8 @@ backend_tests! {
             let concrete = path
                 .replace("{projectId}", &app.project_id.to_string())
                 .replace("{webhookId}", &uuid::Uuid::new_v4().to_string())
-                .replace("{keyId}", &uuid::Uuid::new_v4().to_string());
+                .replace("{keyId}", &uuid::Uuid::new_v4().to_string())
+                .replace("{deliveryId}", &uuid::Uuid::new_v4().to_string());
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             let response = app.call(method.clone(), &concrete, None, None).await;
             let expected = if path.starts_with("/api/") || path.starts_with("/admin/") { 401 } else { 200 };

@@ -246,10 +246,11 @@ backend_tests! {
         assert_eq!(
             keys(data),
             [
-                "createdAt", "deletedAt", "events", "id", "isActive", "secretPreview", "stats",
-                "updatedAt", "url"
+                "createdAt", "deletedAt", "events", "filters", "id", "isActive", "secretPreview",
+                "stats", "updatedAt", "url"
             ]
         );
+        assert_eq!(data["filters"], json!({}));
         let secret = created["secret"].as_str().unwrap();
         assert_eq!(data["secretPreview"], format!("\u{2026}{}", &secret[60..]));
         assert_eq!(data["deletedAt"], Value::Null);
@@ -295,6 +296,28 @@ backend_tests! {
 
         let (_, listed) = status_and_json(app.get(&app.project_path("/webhooks")).await).await;
         assert_eq!(listed["data"]["webhooks"][0]["url"], "https://example.org/new");
+    }
+
+    async fn patch_sets_replaces_and_clears_filters(backend) {
+        let app = TestApp::spawn(backend).await;
+        let created = app.create_webhook(DOC_URL, &DOC_EVENTS).await;
+        let path = app.project_path(&format!("/webhooks/{}", created["id"].as_str().unwrap()));
+        let set = json!({ "filters": { "priority": "high", "surface": "backlog,recommendations" } });
+        let (status, patched) = status_and_json(app.call(Method::PATCH, &path, Some(&app.key), Some(set)).await).await;
+        assert_eq!(status, 200, "{patched}");
+        assert_eq!(
+            patched["data"]["filters"],
+            json!({ "priority": "high", "surface": "backlog,recommendations" })
+        );
+        assert_eq!(patched["data"]["events"], json!(DOC_EVENTS), "events kept");
+        let cleared = json!({ "filters": {} });
+        let (_, patched) = status_and_json(app.call(Method::PATCH, &path, Some(&app.key), Some(cleared)).await).await;
+        assert_eq!(patched["data"]["filters"], json!({}));
+        for bad in [json!({ "filters": "priority=high" }), json!({ "filters": { "priority": 1 } }), json!({ "filters": { "priority": " , " } })] {
+            let response = app.call(Method::PATCH, &path, Some(&app.key), Some(bad.clone())).await;
+            let body = assert_error(response, 400, "validation_error").await;
+            assert_eq!(body["details"][0]["field"], "filters", "{bad}");
+        }
     }
 
     async fn patch_validates_like_create_and_changes_nothing_on_error(backend) {

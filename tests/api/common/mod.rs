@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod receiver;
 
 use std::path::PathBuf;
@@ -185,6 +186,7 @@ pub struct TestApp {
     pub account_id: AccountId,
     pub project_id: ProjectId,
     pub key: String,
+    pub config: ServeConfig,
     shutdown: CancellationToken,
     // Declared last: the database goes after the server has been told to stop.
     _db: TestDb,
@@ -200,6 +202,7 @@ impl TestApp {
         let mut config = test_config(&db.url);
         configure(&mut config);
         let app = App::build(&config).await.expect("the app builds");
+        config.listen = app.local_addr();
         let address = format!("http://{}", app.local_addr());
         let store = app.store();
         let shutdown = CancellationToken::new();
@@ -226,9 +229,21 @@ impl TestApp {
             account_id,
             project_id,
             key: key.key.expose().to_owned(),
+            config,
             shutdown,
             _db: db,
         }
+    }
+
+    /// A second instance on the same database, as another replica would be; it stops with
+    /// this one. Returns its base URL.
+    pub async fn spawn_peer(&self) -> String {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+        let peer = App::build(&config).await.expect("the peer builds");
+        let address = format!("http://{}", peer.local_addr());
+        tokio::spawn(peer.run(self.shutdown.child_token()));
+        address
     }
 
     pub fn url(&self, path: &str) -> String {

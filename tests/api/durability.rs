@@ -1,0 +1,187 @@
+//! Nothing accepted is lost: several instances share one queue, and a killed server catches up.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::common::TestDb;
+use crate::common::process::{Server, hookrelay};
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{TestApp, status_and_json};
+
+/// Publishes `count` events through the given base URLs in turn, `parallel` at a time, and
+/// returns the delivery ids of the accepted ones.
+async fn publish_many(
+    client: &reqwest::Client,
+    bases: &[String],
+    project: &str,
+    key: &str,
+    count: usize,
+    parallel: usize,
+) -> Vec<String> {
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut publishes = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let url = format!(
+            "{}/api/v2/projects/{project}/events",
+            bases[n % bases.len()]
+        );
+        let request = client
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({ "event": "action.created", "data": { "n": n } }));
+        let permit = semaphore.clone().acquire_owned().await.unwrap();
+        publishes.spawn(async move {
+            let response = request.send().await.expect("the server answers");
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            drop(permit);
+            body["data"]["deliveryIds"][0].as_str().unwrap().to_owned()
+        });
+    }
+    publishes.join_all().await
+}
+
+/// Receives until every expected delivery id arrived; returns how often each came.
+async fn receive_all(
+    receiver: &mut Receiver,
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + timeout;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while expected.iter().any(|id| !seen.contains_key(id)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(request) = receiver.next(left).await else {
+            let missing = expected.iter().filter(|id| !seen.contains_key(*id)).count();
+            panic!(
+                "{missing} of {} accepted events never arrived",
+                expected.len()
+            );
+        };
+        *seen
+            .entry(request.header("x-devtune-delivery").to_owned())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_deliver_5000_events_exactly_once() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let app = TestApp::spawn_with(crate::common::Backend::Postgres, |c| {
+        c.allow_http = true;
+        c.allow_private_targets = true;
+        c.database.max_connections = 10;
+    })
+    .await;
+    let peer = app.spawn_peer().await;
+    let mut receiver = Receiver::start().await;
+    let webhook = app
+        .create_webhook(&receiver.url("/hook"), &["action.created"])
+        .await;
+
+    let bases = [app.address.clone(), peer];
+    let project = app.project_id.to_string();
+    let accepted = publish_many(&app.client, &bases, &project, &app.key, 5000, 32).await;
+    let expected: HashSet<String> = accepted.into_iter().collect();
+    assert_eq!(expected.len(), 5000);
+
+    let seen = receive_all(&mut receiver, &expected, Duration::from_secs(180)).await;
+    // Every attempt is recorded before its delivery leaves `pending`; once none is pending,
+    // nothing more can arrive, so what the receiver holds is the final count.
+    let pending = app.project_path(&format!(
+        "/webhooks/{}/deliveries?status=pending&limit=1",
+        webhook["id"].as_str().unwrap()
+    ));
+    crate::common::receiver::eventually(Duration::from_secs(30), "no pending delivery", || async {
+        let (_, page) = status_and_json(app.get(&pending).await).await;
+        (page["data"]["deliveries"] == json!([])).then_some(())
+    })
+    .await;
+    let extra = receiver.drain().len();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum::<usize>() + extra;
+    assert_eq!(seen.len(), 5000);
+    assert_eq!(duplicates, 0, "each event is delivered exactly once");
+}
+
+backend_tests! {
+    async fn a_server_killed_mid_delivery_loses_no_accepted_event(backend) {
+        let db = TestDb::create(backend).await;
+        let provision = |args: &[&str]| -> Value {
+            let output = hookrelay(&db.url).arg("admin").args(args).output().unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_slice(&output.stdout).unwrap()
+        };
+        let account = provision(&["account", "create", "--name", "crash"]);
+        let project = provision(&["project", "create", "--account", account["id"].as_str().unwrap(), "--name", "p"]);
+        let project = project["id"].as_str().unwrap().to_owned();
+        let key = provision(&["key", "create", "--project", &project]);
+        let key = key["key"].as_str().unwrap().to_owned();
+        let serve = || {
+            let mut command = hookrelay(&db.url);
+            command
+                .env("HOOKRELAY_BOOTSTRAP", "false")
+                .env("HOOKRELAY_ALLOW_HTTP", "true")
+                .env("HOOKRELAY_ALLOW_PRIVATE_TARGETS", "true")
+                .env("HOOKRELAY_RATE_LIMIT_PER_MINUTE", "0")
+                .env("HOOKRELAY_DELIVERY_TIMEOUT_MS", "1000")
+                .env("HOOKRELAY_LEASE_MS", "2000")
+                .env("HOOKRELAY_RETRY_BASE_MS", "100")
+                .env("HOOKRELAY_ENDPOINT_CONCURRENCY", "32");
+            Server::start(command)
+        };
+
+        let mut receiver = Receiver::start().await;
+        // Slow enough (32 at a time, 200 ms each) that most deliveries are still queued or in
+        // flight when the server is killed.
+        receiver.reply_by_default(Reply::Slow(Duration::from_millis(200), 200));
+        let server = serve();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let create = client
+            .post(format!("{}/api/v2/projects/{project}/webhooks", server.address))
+            .bearer_auth(&key)
+            .json(&json!({ "url": receiver.url("/hook"), "events": ["action.created"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(create.status(), 201);
+        let accepted = publish_many(&client, std::slice::from_ref(&server.address), &project, &key, 2000, 16).await;
+        let expected: HashSet<String> = accepted.into_iter().collect();
+
+        let mut before_kill: HashMap<String, usize> = HashMap::new();
+        while before_kill.len() < 200 {
+            let request = receiver.expect(Duration::from_secs(30)).await;
+            *before_kill.entry(request.header("x-devtune-delivery").to_owned()).or_default() += 1;
+        }
+        server.kill();
+        let arrived_while_dying = receiver.drain();
+        for request in arrived_while_dying {
+            *before_kill.entry(request.header("x-devtune-delivery").to_owned()).or_default() += 1;
+        }
+        let delivered_before = before_kill.len();
+        assert!(delivered_before < expected.len(), "the kill came before the end");
+
+        let restarted = serve();
+        let still_expected: HashSet<String> =
+            expected.iter().filter(|id| !before_kill.contains_key(*id)).cloned().collect();
+        let after = receive_all(&mut receiver, &still_expected, Duration::from_secs(180)).await;
+        let lost = expected
+            .iter()
+            .filter(|id| !before_kill.contains_key(*id) && !after.contains_key(*id))
+            .count();
+        let duplicates: usize = before_kill.values().chain(after.values()).map(|n| n - 1).sum::<usize>()
+            + after.keys().filter(|id| before_kill.contains_key(*id)).count();
+        eprintln!(
+            "{backend:?}: {} accepted, {delivered_before} delivered before kill -9, {} after restart, {lost} lost, {duplicates} duplicated",
+            expected.len(),
+            still_expected.len()
+        );
+        assert_eq!(lost, 0);
+        restarted.terminate();
+    }
+}
