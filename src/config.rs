@@ -150,7 +150,11 @@ pub struct DeliveryConfig {
     pub worker: bool,
 
     /// Deadline for one attempt, from connecting to the end of the response body.
-    #[arg(long, env = "HOOKRELAY_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long = "delivery-timeout-ms",
+        env = "HOOKRELAY_DELIVERY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub timeout_ms: u64,
 
     /// Retries after a failed first attempt; then the delivery is `failed`.
@@ -162,7 +166,11 @@ pub struct DeliveryConfig {
     pub retry_base_ms: u64,
 
     /// Most attempts in flight at once in this process.
-    #[arg(long, env = "HOOKRELAY_DELIVERY_CONCURRENCY", default_value_t = 256)]
+    #[arg(
+        long = "delivery-concurrency",
+        env = "HOOKRELAY_DELIVERY_CONCURRENCY",
+        default_value_t = 256
+    )]
     pub concurrency: usize,
 
     /// Most attempts in flight at once to one webhook.

@@ -59,6 +59,17 @@ fn serve_help_lists_every_setting_with_its_variable() {
         "HOOKRELAY_LOG_FORMAT",
         "HOOKRELAY_LOG",
         "HOOKRELAY_DB_MAX_CONNECTIONS",
+        "HOOKRELAY_MAX_EVENT_BYTES",
+        "HOOKRELAY_WORKER",
+        "HOOKRELAY_DELIVERY_TIMEOUT_MS",
+        "HOOKRELAY_RETRY_MAX",
+        "HOOKRELAY_RETRY_BASE_MS",
+        "HOOKRELAY_DELIVERY_CONCURRENCY",
+        "HOOKRELAY_ENDPOINT_CONCURRENCY",
+        "HOOKRELAY_LEASE_MS",
+        "HOOKRELAY_POLL_INTERVAL_MS",
+        "HOOKRELAY_SHUTDOWN_GRACE_MS",
+        "HOOKRELAY_RETENTION_DAYS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
