@@ -45,7 +45,9 @@ pub struct DatabaseConfig {
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
-        default_value = "sqlite://hookrelay.db"
+        default_value = "sqlite://hookrelay.db",
+        // The URL may carry a password.
+        hide_env_values = true
     )]
     pub url: String,
 
