@@ -63,10 +63,13 @@ impl From<sqlx::Error> for StoreError {
                     db.constraint().unwrap_or("unique constraint")
                 )),
                 ErrorKind::ForeignKeyViolation => StoreError::NotFound("referenced record"),
-                // Postgres classes 08 (connection) and 57 (operator intervention, e.g. shutdown).
-                _ if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
+                // Postgres classes 08 (connection), 53 (insufficient resources), 57 (operator
+                // intervention, e.g. shutdown) and 3D000 (the database is gone).
+                _ if db.code().is_some_and(|c| {
+                    ["08", "53", "57", "3D"]
+                        .iter()
+                        .any(|class| c.starts_with(class))
+                }) =>
                 {
                     StoreError::Unavailable(error)
                 }

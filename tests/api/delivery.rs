@@ -523,4 +523,67 @@ backend_tests! {
         assert_eq!(stats["successfulDeliveries"], 40);
         assert_eq!(stats["failedDeliveries"], 0);
     }
+
+    async fn shutdown_releases_the_claims_it_cannot_finish(backend) {
+        let mut app = spawn(backend, |c| {
+            c.delivery.shutdown_grace_ms = 100;
+            c.delivery.lease_ms = 60_000;
+        })
+        .await;
+        let mut receiver = Receiver::start().await;
+        receiver.reply_by_default(Reply::Slow(Duration::from_secs(30), 200));
+        app.create_webhook(&receiver.url("/stuck"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        receiver.expect(WAIT).await;
+        app.stop().await;
+
+        let store = app.reopen_store().await;
+        let id: hookrelay::domain::DeliveryId = accepted["deliveryIds"][0].as_str().unwrap().parse().unwrap();
+        let delivery = store.get_delivery(app.project_id, id).await.unwrap();
+        assert_eq!(delivery.summary.status, hookrelay::store::DeliveryStatus::Pending);
+        assert_eq!(delivery.summary.attempt_count, 0, "the abandoned attempt is not counted");
+        let due = delivery.summary.next_attempt_at.unwrap();
+        assert!(due <= chrono::Utc::now(), "released for another instance at once, not after the lease");
+        store.close().await;
+    }
+
+    async fn every_devtune_payload_example_arrives_unchanged(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut receiver = Receiver::start().await;
+        let all = [
+            "search-tracking.completed", "visibility.changed", "action.created", "action.updated",
+            "action.recommendation.created", "action.recommendation.updated",
+        ];
+        app.create_webhook(&receiver.url("/hook"), &all).await;
+        let examples = [
+            ("search-tracking.completed", json!({ "runId": "run-uuid", "finalStatus": "completed" })),
+            ("visibility.changed", json!({
+                "runId": "run-uuid", "capturedOn": "2026-02-10",
+                "metrics": { "visibilityScore": 0.75, "citationCount": 12, "brandMentionCount": 5, "sampleCount": 20 },
+                "previousMetrics": null
+            })),
+            ("action.updated", json!({
+                "event": "action.updated", "actionId": "action-uuid", "origin": "user",
+                "actor": { "type": "user", "userId": "user-uuid" },
+                "changedFields": ["status", "assigned_to"],
+                "action": { "id": "action-uuid", "title": "Update the pricing page integration section",
+                            "status": "in_progress", "surface": "backlog", "priority": "high" },
+                "links": { "apiActionContext": "/api/v2/projects/your-project-id/actions/list?detailLevel=context" }
+            })),
+            ("action.recommendation.updated", json!({
+                "event": "action.recommendation.updated", "actionId": "action-uuid", "origin": "system",
+                "actor": { "type": "system" }, "changedFields": ["target_label", "priority"],
+                "recommendationContext": { "bucket": "do_now", "changeReasons": ["concrete_target_changed", "prompt_set_changed"] }
+            })),
+        ];
+        for (event, data) in &examples {
+            app.publish(event, data.clone()).await;
+            let request = receiver.expect(WAIT).await;
+            let body = request.json();
+            assert_eq!(request.header("x-devtune-event"), *event);
+            assert_eq!(body["event"], *event);
+            assert_eq!(body["data"], *data, "{event}");
+            assert_eq!(body["projectId"], app.project_id.to_string());
+        }
+    }
 }

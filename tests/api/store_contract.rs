@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay::domain::{
-    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventTypes, Filters, Name, ProjectId, Scope, Scopes,
-    UrlPolicy, WebhookId, WebhookSecret,
+    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventId, EventTypes, Filters, Name, ProjectId, Scope,
+    Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
 use hookrelay::store::{
-    self, NewApiKey, NewWebhook, PoolSettings, Store, StoreError, WebhookChanges,
+    self, AttemptRecord, AttemptResult, DeliveryStatus, EventTarget, NewApiKey, NewEvent,
+    NewWebhook, PoolSettings, Store, StoreError, WebhookChanges,
 };
 use hookrelay::tenancy;
 
@@ -193,5 +194,128 @@ backend_tests! {
         assert!(matches!(over, Err(StoreError::WebhookLimitReached { limit: 1 })), "{over:?}");
         store.delete_webhook(project, first.id, Utc::now()).await.unwrap();
         store.create_webhook(project, new_webhook(&["action.created"]), 1).await.unwrap();
+    }
+
+    async fn retention_purges_finished_deliveries_and_their_events_only(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let accept = |n: u32| NewEvent {
+            id: EventId::generate(),
+            project_id: project,
+            event_type: "action.created".into(),
+            payload: format!("{{\"n\":{n}}}"),
+            data: serde_json::json!({ "n": n }),
+            idempotency_key: None,
+            created_at: Utc::now(),
+            target: EventTarget::Subscribers,
+        };
+        let done = store.accept_event(accept(1)).await.unwrap();
+        let waiting = store.accept_event(accept(2)).await.unwrap();
+        let now = Utc::now();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        assert_eq!(claims.len(), 2);
+        let finished = claims.iter().find(|c| c.id == done.delivery_ids[0]).unwrap();
+        let recorded = store
+            .record_attempt(AttemptRecord {
+                delivery_id: finished.id,
+                webhook_id: webhook.id,
+                lease_token: finished.lease_token,
+                attempt_number: finished.attempt_number,
+                started_at: now,
+                duration_ms: 3,
+                response_status: Some(200),
+                response_body: Some("ok".into()),
+                error: None,
+                result: AttemptResult::Succeeded,
+                finished_at: now,
+            })
+            .await
+            .unwrap();
+        assert!(recorded);
+
+        let removed = store.purge_finished(Utc::now() + chrono::TimeDelta::minutes(1)).await.unwrap();
+        assert_eq!(removed, 2, "the finished delivery and its event");
+        assert!(matches!(
+            store.get_delivery(project, done.delivery_ids[0]).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let kept = store.get_delivery(project, waiting.delivery_ids[0]).await.unwrap();
+        assert_eq!(kept.summary.status, DeliveryStatus::Pending);
+        assert_eq!(store.purge_finished(Utc::now() - chrono::TimeDelta::days(1)).await.unwrap(), 0);
+    }
+
+    async fn an_outcome_from_a_lost_lease_is_not_recorded(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let accepted = store
+            .accept_event(NewEvent {
+                id: EventId::generate(),
+                project_id: project,
+                event_type: "action.created".into(),
+                payload: "{}".into(),
+                data: serde_json::json!({}),
+                idempotency_key: None,
+                created_at: Utc::now(),
+                target: EventTarget::Subscribers,
+            })
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let first = store.claim_due(now, now, 10, &[]).await.unwrap();
+        assert_eq!(first.len(), 1);
+        // The lease ended at once, so a second worker takes the delivery over.
+        let later = now + chrono::TimeDelta::milliseconds(1);
+        let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        assert_eq!(second.len(), 1);
+        assert_ne!(first[0].lease_token, second[0].lease_token);
+        let record = |claim: &hookrelay::store::ClaimedDelivery| AttemptRecord {
+            delivery_id: claim.id,
+            webhook_id: webhook.id,
+            lease_token: claim.lease_token,
+            attempt_number: claim.attempt_number,
+            started_at: now,
+            duration_ms: 1,
+            response_status: Some(500),
+            response_body: None,
+            error: None,
+            result: AttemptResult::Failed,
+            finished_at: now,
+        };
+        assert!(!store.record_attempt(record(&first[0])).await.unwrap(), "the stale holder is ignored");
+        assert!(store.record_attempt(record(&second[0])).await.unwrap());
+        let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
+        assert_eq!(details.attempts.len(), 1);
+        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().stats.total_deliveries, 1);
+    }
+
+    async fn claims_skip_excluded_webhooks_and_leased_rows(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let free = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        store
+            .accept_event(NewEvent {
+                id: EventId::generate(),
+                project_id: project,
+                event_type: "action.created".into(),
+                payload: "{}".into(),
+                data: serde_json::json!({}),
+                idempotency_key: None,
+                created_at: Utc::now(),
+                target: EventTarget::Subscribers,
+            })
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let lease = now + chrono::TimeDelta::seconds(30);
+        let claimed = store.claim_due(now, lease, 10, &[busy.id]).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [free.id]);
+        assert!(store.claim_due(now, lease, 10, &[busy.id]).await.unwrap().is_empty(), "leased rows are skipped");
+        let rest = store.claim_due(now, lease, 10, &[]).await.unwrap();
+        assert_eq!(rest.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [busy.id]);
+        assert_eq!(rest[0].payload, "{}");
+        assert_eq!(rest[0].secret, busy.secret);
     }
 }

@@ -233,3 +233,40 @@ backend_tests! {
         assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
     }
 }
+
+#[tokio::test]
+async fn a_vanished_database_is_a_503_not_a_500() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let app = TestApp::spawn(crate::common::Backend::Postgres).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let name = app
+        .config
+        .database
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_error(app.get("/readyz").await, 503, "service_unavailable").await;
+    assert_error(
+        app.get(&app.project_path("/webhooks")).await,
+        503,
+        "service_unavailable",
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answers promptly"
+    );
+}

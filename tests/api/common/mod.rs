@@ -188,6 +188,7 @@ pub struct TestApp {
     pub key: String,
     pub config: ServeConfig,
     shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Declared last: the database goes after the server has been told to stop.
     _db: TestDb,
 }
@@ -206,7 +207,7 @@ impl TestApp {
         let address = format!("http://{}", app.local_addr());
         let store = app.store();
         let shutdown = CancellationToken::new();
-        tokio::spawn(app.run(shutdown.clone()));
+        let server = Some(tokio::spawn(app.run(shutdown.clone())));
         let now = Clock.now();
         let name = Name::parse("test").expect("valid name");
         let account_id = tenancy::create_account(store.as_ref(), name.clone(), now)
@@ -231,6 +232,7 @@ impl TestApp {
             key: key.key.expose().to_owned(),
             config,
             shutdown,
+            server,
             _db: db,
         }
     }
@@ -244,6 +246,25 @@ impl TestApp {
         let address = format!("http://{}", peer.local_addr());
         tokio::spawn(peer.run(self.shutdown.child_token()));
         address
+    }
+
+    /// Shuts the server down as SIGTERM would and waits until it has stopped; the database
+    /// stays for inspection through `reopen_store`.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task ends")
+                .expect("the server stops cleanly");
+        }
+    }
+
+    /// A fresh connection to this app's database, usable after `stop`.
+    pub async fn reopen_store(&self) -> Arc<dyn Store> {
+        hookrelay::store::connect(&self.config.database.url, &self.config.database.pool())
+            .await
+            .expect("the database is still there")
     }
 
     pub fn url(&self, path: &str) -> String {
