@@ -7,6 +7,7 @@ pub mod errors;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod rate_limit;
 pub mod webhooks;
 pub mod wire;
@@ -25,6 +26,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::clock::Clock;
+use crate::dashboard;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use auth::AdminToken;
@@ -76,6 +78,7 @@ const WEBHOOK: &str = "/api/v2/projects/{projectId}/webhooks/{webhookId}";
 
 fn api_routes() -> Vec<Route> {
     vec![
+        route(Method::GET, "/api/v2/me", keys::get_current_key),
         route(Method::POST, WEBHOOKS, webhooks::create_webhook),
         route(Method::GET, WEBHOOKS, webhooks::list_webhooks),
         route(Method::GET, WEBHOOK, webhooks::get_webhook),
@@ -119,6 +122,12 @@ fn operational_routes() -> Vec<Route> {
         route(Method::GET, "/healthz", health::get_health),
         route(Method::GET, "/readyz", health::get_readiness),
         route(Method::GET, "/openapi.yaml", health::get_open_api),
+        route(Method::GET, "/dashboard", dashboard::get_dashboard),
+        route(
+            Method::GET,
+            "/dashboard/{asset}",
+            dashboard::get_dashboard_asset,
+        ),
     ]
 }
 

@@ -159,4 +159,16 @@ backend_tests! {
         let response = app.get(&app.project_path("/webhooks")).await;
         assert!(!response.headers().contains_key("x-ratelimit-limit"));
     }
+
+    async fn me_describes_the_calling_key(backend) {
+        let app = TestApp::spawn(backend).await;
+        let key = app.key_with_scopes(&["webhooks.read"]).await;
+        let (status, body) = crate::common::status_and_json(app.call(Method::GET, "/api/v2/me", Some(&key), None).await).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["data"]["projectId"], app.project_id.to_string());
+        assert_eq!(body["data"]["accountId"], app.account_id.to_string());
+        assert_eq!(body["data"]["scopes"], json!(["webhooks.read"]));
+        assert_eq!(body["meta"]["projectId"], app.project_id.to_string());
+        assert_error(app.call(Method::GET, "/api/v2/me", None, None).await, 401, "unauthorized").await;
+    }
 }

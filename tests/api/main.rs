@@ -5,6 +5,7 @@ mod common;
 mod admin;
 mod auth;
 mod cli;
+mod dashboard;
 mod delivery;
 mod durability;
 mod openapi;

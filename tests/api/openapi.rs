@@ -86,7 +86,8 @@ backend_tests! {
                 .replace("{projectId}", &app.project_id.to_string())
                 .replace("{webhookId}", &uuid::Uuid::new_v4().to_string())
                 .replace("{keyId}", &uuid::Uuid::new_v4().to_string())
-                .replace("{deliveryId}", &uuid::Uuid::new_v4().to_string());
+                .replace("{deliveryId}", &uuid::Uuid::new_v4().to_string())
+                .replace("{asset}", "app.js");
             let method = Method::from_bytes(method.as_bytes()).unwrap();
             let response = app.call(method.clone(), &concrete, None, None).await;
             let expected = if path.starts_with("/api/") || path.starts_with("/admin/") { 401 } else { 200 };

@@ -1,0 +1,527 @@
+// The hookrelay dashboard: a thin client of the public /api/v2 API, signed in with an API key
+// kept in sessionStorage. Everything it does, curl can do.
+'use strict';
+
+const EVENT_TYPES = [
+  'search-tracking.completed',
+  'visibility.changed',
+  'action.created',
+  'action.updated',
+  'action.recommendation.created',
+  'action.recommendation.updated',
+];
+const KEY_STORAGE = 'hookrelay.apiKey';
+const PAGE_SIZE = 20;
+
+const state = {
+  key: null,
+  projectId: null,
+  scopes: [],
+  webhook: null,
+  cursor: null,
+  editing: null,
+  pollTimer: null,
+};
+
+const $ = (id) => document.getElementById(id);
+
+/** Builds an element; children are nodes or strings (always inserted as text). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === 'class') node.className = value;
+    else if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `The service answered ${status}.`);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+async function api(path, { method = 'GET', body } = {}) {
+  const headers = { Authorization: `Bearer ${state.key}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let response;
+  try {
+    response = await fetch(`/api/v2${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(0, { message: 'The service cannot be reached. Check your connection and try again.' });
+  }
+  const text = await response.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (error) { json = null; }
+  if (!response.ok) throw new ApiError(response.status, json);
+  return json;
+}
+
+const projectPath = (rest = '') => `/projects/${state.projectId}${rest}`;
+
+function formatTime(value) {
+  if (!value) return '—';
+  return new Date(value).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function successRate(stats) {
+  if (!stats || !stats.totalDeliveries) return '—';
+  return `${Math.round((100 * stats.successfulDeliveries) / stats.totalDeliveries)}%`;
+}
+
+function badge(text, kind) {
+  return el('span', { class: `badge ${kind}` }, text);
+}
+
+// ---- views and routing ----
+
+function show(view) {
+  for (const id of ['sign-in-view', 'list-view', 'detail-view']) $(id).hidden = id !== view;
+  $('sign-out').hidden = view === 'sign-in-view';
+}
+
+async function route() {
+  clearTimeout(state.pollTimer);
+  if (!state.key) {
+    show('sign-in-view');
+    $('api-key').focus();
+    return;
+  }
+  const match = location.hash.match(/^#\/webhooks\/([0-9a-f-]{36})$/);
+  if (match) await openWebhook(match[1]);
+  else await loadWebhooks();
+}
+
+// ---- sign in ----
+
+async function signIn(key) {
+  state.key = key;
+  const me = await api('/me');
+  state.projectId = me.data.projectId;
+  state.scopes = me.data.scopes;
+  $('project-label').textContent = `Project ${state.projectId}`;
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY_STORAGE);
+  Object.assign(state, { key: null, projectId: null, scopes: [], webhook: null });
+  $('project-label').textContent = '';
+  $('api-key').value = '';
+  location.hash = '';
+  route();
+}
+
+$('sign-in-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const key = $('api-key').value.trim();
+  const error = $('sign-in-error');
+  error.textContent = '';
+  if (!/^dtk_live_[0-9A-Za-z]{32,}$/.test(key)) {
+    error.textContent = 'That is not an API key: keys start with dtk_live_ followed by at least 32 letters and digits.';
+    return;
+  }
+  try {
+    await signIn(key);
+    sessionStorage.setItem(KEY_STORAGE, key);
+    $('api-key').value = '';
+    location.hash = '#/webhooks';
+    await route();
+  } catch (failure) {
+    state.key = null;
+    error.textContent = failure.status === 401
+      ? 'This key is not valid: it may be mistyped or revoked.'
+      : failure.message;
+  }
+});
+
+$('sign-out').addEventListener('click', signOut);
+
+// ---- the webhook list ----
+
+async function loadWebhooks() {
+  show('list-view');
+  const status = $('list-status');
+  status.textContent = 'Loading…';
+  try {
+    const includeInactive = !$('hide-inactive').checked;
+    const list = await api(projectPath(`/webhooks?includeInactive=${includeInactive}`));
+    const webhooks = list.data.webhooks;
+    // The list carries no stats; each webhook's own read does.
+    const details = await Promise.all(
+      webhooks.map((w) => api(projectPath(`/webhooks/${w.id}`)).then((d) => d.data).catch(() => w)),
+    );
+    renderWebhooks(details);
+    status.textContent = `${webhooks.length} webhook${webhooks.length === 1 ? '' : 's'}`;
+  } catch (failure) {
+    status.textContent = failure.message;
+    if (failure.status === 401) signOut();
+  }
+}
+
+function renderWebhooks(webhooks) {
+  const rows = $('webhook-rows');
+  rows.replaceChildren();
+  $('webhook-table').hidden = webhooks.length === 0;
+  $('empty-state').hidden = webhooks.length !== 0;
+  for (const webhook of webhooks) {
+    const actions = webhook.isActive
+      ? [
+        el('button', {
+          type: 'button', class: 'icon', title: 'Rotate secret',
+          'aria-label': `Rotate secret of ${webhook.url}`, 'data-action': 'rotate',
+          onclick: () => rotate(webhook),
+        }, '⟳'),
+        el('button', {
+          type: 'button', class: 'icon danger', title: 'Delete',
+          'aria-label': `Delete ${webhook.url}`, 'data-action': 'delete',
+          onclick: () => remove(webhook),
+        }, '🗑'),
+      ]
+      : [];
+    rows.append(el('tr', { 'data-id': webhook.id },
+      el('td', { class: 'url' }, el('a', { href: `#/webhooks/${webhook.id}` }, webhook.url)),
+      el('td', {}, el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, e)))),
+      el('td', {}, webhook.isActive ? badge('active', 'active') : badge('inactive', 'inactive')),
+      el('td', {}, formatTime(webhook.createdAt)),
+      el('td', { class: 'rate' }, successRate(webhook.stats)),
+      el('td', { class: 'failures' }, webhook.stats ? String(webhook.stats.consecutiveFailures) : '—'),
+      el('td', { class: 'row-actions' }, actions),
+    ));
+  }
+}
+
+$('hide-inactive').addEventListener('change', loadWebhooks);
+
+// ---- dialogs ----
+
+let dialogOpener = null;
+
+function openDialog(dialog) {
+  dialogOpener = document.activeElement;
+  dialog.showModal();
+}
+
+function closeDialog(dialog) {
+  dialog.close();
+}
+
+for (const dialog of document.querySelectorAll('dialog')) {
+  dialog.addEventListener('close', () => {
+    if (dialogOpener && document.contains(dialogOpener)) dialogOpener.focus();
+  });
+  for (const button of dialog.querySelectorAll('[data-close]')) {
+    button.addEventListener('click', () => closeDialog(dialog));
+  }
+}
+
+function confirmAction(title, text, action) {
+  const dialog = $('confirm-dialog');
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = action;
+  return new Promise((resolve) => {
+    const ok = $('confirm-ok');
+    const onOk = () => { resolve(true); closeDialog(dialog); };
+    const onClose = () => { ok.removeEventListener('click', onOk); resolve(false); };
+    ok.addEventListener('click', onOk, { once: true });
+    dialog.addEventListener('close', onClose, { once: true });
+    openDialog(dialog);
+    $('confirm-ok').focus();
+  });
+}
+
+function showSecret(secret, title) {
+  $('secret-dialog-title').textContent = title;
+  $('secret-value').value = secret;
+  $('copy-status').textContent = '';
+  openDialog($('secret-dialog'));
+  $('secret-value').select();
+}
+
+$('copy-secret').addEventListener('click', async () => {
+  const value = $('secret-value').value;
+  try {
+    await navigator.clipboard.writeText(value);
+    $('copy-status').textContent = 'Copied to the clipboard.';
+  } catch (error) {
+    $('secret-value').select();
+    $('copy-status').textContent = 'Select the secret and copy it with your keyboard.';
+  }
+});
+
+// ---- create and edit ----
+
+function renderEventChoices(selected) {
+  const choices = $('event-choices');
+  choices.replaceChildren();
+  EVENT_TYPES.forEach((type, index) => {
+    const id = `event-${index}`;
+    choices.append(el('label', { for: id },
+      el('input', { type: 'checkbox', id, name: 'events', value: type, checked: selected.includes(type) }),
+      type));
+  });
+}
+
+function openWebhookForm(webhook) {
+  state.editing = webhook;
+  $('webhook-dialog-title').textContent = webhook ? 'Edit webhook' : 'Create Webhook';
+  $('webhook-submit').textContent = webhook ? 'Save changes' : 'Create Webhook';
+  $('webhook-url').value = webhook ? webhook.url : '';
+  renderEventChoices(webhook ? webhook.events : []);
+  for (const id of ['url-error', 'events-error', 'form-error']) $(id).textContent = '';
+  openDialog($('webhook-dialog'));
+  $('webhook-url').focus();
+}
+
+/** Mirrors the API's rules, so most mistakes are caught before a round trip. */
+function checkWebhookForm(url, events) {
+  const errors = {};
+  if (!url) errors.url = 'Enter the endpoint URL.';
+  else if (url.length > 2048) errors.url = 'The URL must be at most 2048 characters.';
+  else {
+    let parsed = null;
+    try { parsed = new URL(url); } catch (error) { parsed = null; }
+    if (!parsed) errors.url = 'Enter an absolute URL, such as https://your-app.com/webhooks.';
+    else if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') errors.url = 'The URL must use https.';
+  }
+  if (events.length === 0) errors.events = 'Choose at least one event.';
+  return errors;
+}
+
+$('webhook-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const url = $('webhook-url').value.trim();
+  const events = [...document.querySelectorAll('#event-choices input:checked')].map((input) => input.value);
+  const errors = checkWebhookForm(url, events);
+  $('url-error').textContent = errors.url || '';
+  $('events-error').textContent = errors.events || '';
+  $('form-error').textContent = '';
+  if (errors.url) { $('webhook-url').focus(); return; }
+  if (errors.events) { document.querySelector('#event-choices input').focus(); return; }
+  const editing = state.editing;
+  try {
+    const answer = editing
+      ? await api(projectPath(`/webhooks/${editing.id}`), { method: 'PATCH', body: { url, events } })
+      : await api(projectPath('/webhooks'), { method: 'POST', body: { url, events } });
+    closeDialog($('webhook-dialog'));
+    if (editing) await openWebhook(editing.id);
+    else {
+      await loadWebhooks();
+      showSecret(answer.data.secret, 'Your new signing secret');
+    }
+  } catch (failure) {
+    const details = (failure.body && failure.body.details) || [];
+    for (const detail of details) {
+      const target = detail.field === 'url' ? 'url-error' : detail.field === 'events' ? 'events-error' : 'form-error';
+      $(target).textContent = `${detail.message.charAt(0).toUpperCase()}${detail.message.slice(1)}.`;
+    }
+    if (details.length === 0) $('form-error').textContent = failure.message;
+  }
+});
+
+$('create-button').addEventListener('click', () => openWebhookForm(null));
+$('edit-button').addEventListener('click', () => openWebhookForm(state.webhook));
+
+// ---- rotate and delete ----
+
+async function rotate(webhook) {
+  const sure = await confirmAction(
+    'Rotate the signing secret?',
+    `A new secret is generated for ${webhook.url}. The old secret stops working at once: deliveries signed from now on verify only with the new one.`,
+    'Rotate secret',
+  );
+  if (!sure) return;
+  try {
+    const answer = await api(projectPath(`/webhooks/${webhook.id}/rotate-secret`), { method: 'POST' });
+    showSecret(answer.data.secret, 'Your new signing secret');
+    if (state.webhook && state.webhook.id === webhook.id) await openWebhook(webhook.id, { keepLog: true });
+  } catch (failure) {
+    alertStatus(failure.message);
+  }
+}
+
+async function remove(webhook) {
+  const sure = await confirmAction(
+    'Delete this webhook?',
+    `${webhook.url} will receive no more events and its pending deliveries are cancelled. It stays listed as inactive.`,
+    'Delete webhook',
+  );
+  if (!sure) return;
+  try {
+    await api(projectPath(`/webhooks/${webhook.id}`), { method: 'DELETE' });
+    if (location.hash.startsWith('#/webhooks/')) location.hash = '#/webhooks';
+    else await loadWebhooks();
+  } catch (failure) {
+    alertStatus(failure.message);
+  }
+}
+
+function alertStatus(message) {
+  const target = $('detail-view').hidden ? $('list-status') : $('detail-status');
+  target.textContent = message;
+}
+
+$('detail-rotate').addEventListener('click', () => rotate(state.webhook));
+$('detail-delete').addEventListener('click', () => remove(state.webhook));
+
+// ---- one webhook and its delivery log ----
+
+async function openWebhook(id, { keepLog = false } = {}) {
+  show('detail-view');
+  try {
+    const answer = await api(projectPath(`/webhooks/${id}`));
+    state.webhook = answer.data;
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+    return;
+  }
+  const w = state.webhook;
+  $('detail-title').textContent = w.url;
+  const facts = [
+    ['Status', w.isActive ? badge('active', 'active') : badge('inactive', 'inactive')],
+    ['Events', w.events.join(', ')],
+    ['Filters', Object.keys(w.filters || {}).length
+      ? Object.entries(w.filters).map(([k, v]) => `${k} = ${v}`).join('; ') : 'none'],
+    ['Secret', w.secretPreview],
+    ['Created', formatTime(w.createdAt)],
+    ['Deliveries', `${w.stats.totalDeliveries} attempts, ${successRate(w.stats)} successful, ${w.stats.consecutiveFailures} failing in a row`],
+    ['Webhook id', w.id],
+  ];
+  $('detail-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
+  for (const id2 of ['test-button', 'edit-button', 'detail-rotate', 'detail-delete']) $(id2).disabled = !w.isActive;
+  if (!keepLog) {
+    $('detail-status').textContent = '';
+    await loadDeliveries(true);
+  }
+}
+
+async function loadDeliveries(reset) {
+  if (reset) {
+    state.cursor = null;
+    $('delivery-list').replaceChildren();
+  }
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const status = $('status-filter').value;
+  if (status) params.set('status', status);
+  if (state.cursor) params.set('cursor', state.cursor);
+  try {
+    const page = await api(projectPath(`/webhooks/${state.webhook.id}/deliveries?${params}`));
+    for (const delivery of page.data.deliveries) $('delivery-list').append(renderDelivery(delivery));
+    state.cursor = page.data.nextCursor;
+    $('load-more').hidden = !state.cursor;
+    $('log-empty').hidden = $('delivery-list').children.length !== 0;
+    schedulePoll();
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+  }
+}
+
+/** While a delivery is pending, refresh the log every second so its outcome shows up. */
+function schedulePoll() {
+  clearTimeout(state.pollTimer);
+  const pending = document.querySelector('#delivery-list .badge.pending');
+  if (pending && !$('detail-view').hidden) {
+    state.pollTimer = setTimeout(() => loadDeliveries(true), 1000);
+  }
+}
+
+function renderDelivery(delivery) {
+  const attemptsId = `attempts-${delivery.id}`;
+  const item = el('li', { class: 'delivery', 'data-id': delivery.id, 'data-status': delivery.status });
+  const toggle = el('button', {
+    type: 'button', class: 'link', 'aria-expanded': 'false', 'aria-controls': attemptsId,
+  }, 'Show attempts');
+  const attempts = el('ol', { class: 'attempts', id: attemptsId, hidden: true });
+  toggle.addEventListener('click', async () => {
+    const open = toggle.getAttribute('aria-expanded') === 'true';
+    if (!open) await loadAttempts(delivery.id, attempts);
+    toggle.setAttribute('aria-expanded', String(!open));
+    toggle.textContent = open ? 'Show attempts' : 'Hide attempts';
+    attempts.hidden = open;
+  });
+  const retry = delivery.status === 'failed'
+    ? el('button', { type: 'button', 'data-action': 'retry', onclick: () => retryDelivery(delivery.id) }, 'Retry')
+    : null;
+  const last = delivery.lastError || (delivery.lastResponseStatus ? `HTTP ${delivery.lastResponseStatus}` : '');
+  item.append(
+    el('div', { class: 'delivery-head' },
+      badge(delivery.status, delivery.status),
+      el('strong', {}, delivery.event),
+      el('span', { class: 'grow muted' }, formatTime(delivery.createdAt)),
+      el('span', { class: 'muted' }, `${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}`),
+      last ? el('span', { class: 'muted' }, last) : null,
+      toggle,
+      retry),
+    attempts,
+  );
+  return item;
+}
+
+async function loadAttempts(deliveryId, list) {
+  list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  try {
+    const answer = await api(projectPath(`/deliveries/${deliveryId}`));
+    const attempts = answer.data.attempts;
+    list.replaceChildren(...(attempts.length ? attempts.map((a) => el('li', { class: 'attempt' },
+      el('div', {},
+        `#${a.number} · ${formatTime(a.startedAt)} · ${a.durationMs} ms · `,
+        a.responseStatus ? `HTTP ${a.responseStatus}` : 'no response'),
+      a.error ? el('div', { class: 'error' }, a.error) : null,
+      a.responseBody ? el('pre', {}, a.responseBody) : null)) : [el('li', { class: 'muted' }, 'No attempt yet.')]));
+  } catch (failure) {
+    list.replaceChildren(el('li', { class: 'error' }, failure.message));
+  }
+}
+
+async function retryDelivery(deliveryId) {
+  try {
+    await api(projectPath(`/deliveries/${deliveryId}/retry`), { method: 'POST' });
+    $('detail-status').textContent = 'Delivery queued again.';
+    await loadDeliveries(true);
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+  }
+}
+
+$('test-button').addEventListener('click', async () => {
+  try {
+    await api(projectPath(`/webhooks/${state.webhook.id}/test`), { method: 'POST' });
+    $('detail-status').textContent = 'Test event queued.';
+    await loadDeliveries(true);
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+  }
+});
+
+$('status-filter').addEventListener('change', () => loadDeliveries(true));
+$('refresh-log').addEventListener('click', () => loadDeliveries(true));
+$('load-more').addEventListener('click', () => loadDeliveries(false));
+
+// ---- start ----
+
+window.addEventListener('hashchange', route);
+
+(async () => {
+  const saved = sessionStorage.getItem(KEY_STORAGE);
+  if (saved) {
+    try {
+      await signIn(saved);
+    } catch (failure) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      state.key = null;
+    }
+  }
+  await route();
+})();

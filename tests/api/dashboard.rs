@@ -1,0 +1,308 @@
+//! The dashboard in a real headless Chromium: every main task a person does there.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::browser::Browser;
+use crate::common::receiver::{Receiver, Reply};
+use crate::common::{Backend, TestApp};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn visible(id: &str) -> String {
+    format!("!document.getElementById('{id}').hidden")
+}
+
+fn dialog_open(id: &str) -> String {
+    format!("document.getElementById('{id}').open")
+}
+
+async fn stored_secret(app: &TestApp) -> String {
+    let webhooks = app.store.list_webhooks(app.project_id, true).await.unwrap();
+    webhooks[0].secret.expose().to_owned()
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let page = app.get("/dashboard").await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("default-src 'none'") && policy.contains("script-src 'self'"),
+        "{policy}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    for (asset, kind) in [
+        ("app.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let response = app.get(&format!("/dashboard/{asset}")).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    crate::common::assert_error(app.get("/dashboard/secrets.txt").await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_person_manages_webhooks_in_the_dashboard() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.allow_http = true;
+        c.allow_private_targets = true;
+        c.delivery.retry_max = 0;
+        c.max_webhooks_per_project = 1;
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+
+    // Sign in: a wrong key is refused with a clear message, the right one opens the empty list.
+    browser.goto(&app.url("/dashboard")).await;
+    browser
+        .wait_until(&visible("sign-in-view"), "the sign-in form")
+        .await;
+    assert_eq!(
+        browser.eval("return document.title;", json!([])).await,
+        "Webhooks · hookrelay"
+    );
+    browser.screenshot("01-sign-in").await;
+    browser
+        .type_into("#api-key", &format!("dtk_live_{}", "A".repeat(40)))
+        .await;
+    browser.click("#sign-in-form button[type=submit]").await;
+    browser
+        .wait_until(
+            "document.getElementById('sign-in-error').textContent.includes('not valid')",
+            "the wrong-key message",
+        )
+        .await;
+    browser.type_into("#api-key", &app.key).await;
+    browser.click("#sign-in-form button[type=submit]").await;
+    browser
+        .wait_until(&visible("empty-state"), "the empty state")
+        .await;
+    let url = browser.eval("return location.href;", json!([])).await;
+    assert!(
+        !url.as_str().unwrap().contains("dtk_live_"),
+        "the key never goes in a URL"
+    );
+    browser.screenshot("02-empty").await;
+
+    // Create: the client-side checks mirror the API's before anything is sent.
+    browser.click("#create-button").await;
+    browser
+        .wait_until(&dialog_open("webhook-dialog"), "the create dialog")
+        .await;
+    browser.click("#webhook-submit").await;
+    assert!(!browser.text("#url-error").await.is_empty());
+    browser
+        .type_into("#webhook-url", "ftp://example.com/hook")
+        .await;
+    browser.click("#webhook-submit").await;
+    assert!(browser.text("#url-error").await.contains("https"));
+    browser
+        .type_into("#webhook-url", &receiver.url("/from-dashboard"))
+        .await;
+    browser.click("#webhook-submit").await;
+    assert!(
+        browser
+            .text("#events-error")
+            .await
+            .contains("at least one event")
+    );
+    browser.click("#event-2").await;
+    browser.click("#webhook-submit").await;
+    browser
+        .wait_until(&dialog_open("secret-dialog"), "the secret dialog")
+        .await;
+    let secret = browser.value("#secret-value").await;
+    assert_eq!(
+        secret,
+        stored_secret(&app).await,
+        "the dialog shows the real secret"
+    );
+    assert!(
+        browser
+            .text("#secret-warning")
+            .await
+            .contains("not be shown again")
+    );
+    browser.screenshot("03-secret").await;
+    browser.click("#secret-dialog [data-close]").await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#webhook-rows tr').length === 1",
+            "the new row",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#webhook-rows tr")
+            .await
+            .contains("/from-dashboard")
+    );
+    browser.screenshot("04-list").await;
+
+    // The API's own refusal (here: the project's webhook cap) is shown in the dialog.
+    browser.click("#create-button").await;
+    browser
+        .wait_until(&dialog_open("webhook-dialog"), "the create dialog")
+        .await;
+    browser
+        .type_into("#webhook-url", &receiver.url("/second"))
+        .await;
+    browser.click("#event-0").await;
+    browser.click("#webhook-submit").await;
+    browser
+        .wait_until(
+            "document.getElementById('form-error').textContent.includes('active webhooks')",
+            "the API's error",
+        )
+        .await;
+    browser.click("#webhook-dialog [data-close]").await;
+
+    // Rotate: a confirmation, then the new secret, once.
+    browser.click("#webhook-rows [data-action=rotate]").await;
+    browser
+        .wait_until(&dialog_open("confirm-dialog"), "the rotate confirmation")
+        .await;
+    assert!(
+        browser
+            .text("#confirm-text")
+            .await
+            .contains("stops working at once")
+    );
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_until(&dialog_open("secret-dialog"), "the rotated secret")
+        .await;
+    let rotated = browser.value("#secret-value").await;
+    assert_ne!(rotated, secret);
+    assert_eq!(rotated, stored_secret(&app).await);
+    browser.click("#secret-dialog [data-close]").await;
+
+    // Open it, send a test event and watch it arrive and show up in the log.
+    browser.click("#webhook-rows a").await;
+    browser
+        .wait_until(&visible("detail-view"), "the webhook page")
+        .await;
+    browser.click("#test-button").await;
+    let request = receiver.expect(WAIT).await;
+    assert_eq!(request.header("x-devtune-event"), "webhook.test");
+    browser
+        .wait_until(
+            "document.querySelector('#delivery-list li[data-status=succeeded]')",
+            "a succeeded delivery",
+        )
+        .await;
+    browser
+        .click("#delivery-list li button[aria-controls]")
+        .await;
+    browser
+        .wait_until(
+            "document.querySelector('#delivery-list .attempt')",
+            "the attempts",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#delivery-list .attempt")
+            .await
+            .contains("HTTP 200")
+    );
+    browser.screenshot("05-delivery-log").await;
+
+    // A failed delivery, retried from its Retry button once the endpoint is healthy again.
+    receiver.reply_by_default(Reply::Status(500));
+    browser.click("#test-button").await;
+    browser
+        .wait_until(
+            "document.querySelector('#delivery-list li[data-status=failed]')",
+            "a failed delivery",
+        )
+        .await;
+    receiver.reply_by_default(Reply::Status(200));
+    browser
+        .click("#delivery-list li[data-status=failed] [data-action=retry]")
+        .await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#delivery-list li[data-status=succeeded]').length === 2",
+            "the retried delivery to succeed",
+        )
+        .await;
+
+    // Edit the events.
+    browser.click("#edit-button").await;
+    browser
+        .wait_until(&dialog_open("webhook-dialog"), "the edit dialog")
+        .await;
+    browser.click("#event-1").await;
+    browser.click("#webhook-submit").await;
+    browser
+        .wait_until(
+            "document.getElementById('detail-facts').textContent.includes('visibility.changed')",
+            "the new events",
+        )
+        .await;
+
+    // Delete from the list: the row goes, and comes back as inactive without the filter.
+    browser.click("#back-link").await;
+    browser.wait_until(&visible("list-view"), "the list").await;
+    browser.click("#webhook-rows [data-action=delete]").await;
+    browser
+        .wait_until(&dialog_open("confirm-dialog"), "the delete confirmation")
+        .await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_until(&visible("empty-state"), "the row to go")
+        .await;
+    browser.click("#hide-inactive").await;
+    browser
+        .wait_until(
+            "document.querySelector('#webhook-rows .badge.inactive')",
+            "the inactive row",
+        )
+        .await;
+    browser.screenshot("06-inactive").await;
+
+    // Narrow screens: nothing spills sideways.
+    browser.set_size(360, 740).await;
+    browser
+        .wait_until(
+            "document.documentElement.scrollWidth <= window.innerWidth",
+            "a 360 px layout",
+        )
+        .await;
+    browser.screenshot("07-narrow").await;
+
+    browser.click("#sign-out").await;
+    browser
+        .wait_until(
+            &visible("sign-in-view"),
+            "the sign-in form after signing out",
+        )
+        .await;
+    let stored = browser
+        .eval("return sessionStorage.length;", json!([]))
+        .await;
+    assert_eq!(stored, 0, "signing out forgets the key");
+    browser.close().await;
+}
