@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod report;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;

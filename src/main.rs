@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use hookrelay::clock::Clock;
 use hookrelay::config::{Cli, Command, ServeConfig};
+use hookrelay::report::error_chain;
 use hookrelay::{App, cli, telemetry, tenancy};
 
 #[tokio::main]
@@ -81,15 +82,4 @@ fn cancel_on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
         shutdown.cancel();
     });
     Ok(())
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -10,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use crate::domain::forbidden_reason;
+use crate::report::append_causes;
 
 /// At most this much of a response body is read; the rest is dropped with the connection.
 const MAX_READ_BYTES: usize = 64 * 1024;
@@ -171,12 +172,7 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         "request failed".to_owned()
     };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    append_causes(&mut text, error);
     text
 }
 

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{Notify, Semaphore};
+use reqwest::header::HeaderMap;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -53,7 +54,10 @@ struct Shared {
     store: Arc<dyn Store>,
     client: DeliveryClient,
     retry: RetryPolicy,
+    lease: Duration,
     clock: Clock,
+    /// A uniform sample from [0, 1) for retry jitter.
+    jitter: fn() -> f64,
     endpoints: Mutex<Endpoints>,
     held: Mutex<HashMap<DeliveryId, Uuid>>,
 }
@@ -85,7 +89,9 @@ impl Worker {
             store,
             client,
             retry: settings.retry,
+            lease: settings.lease,
             clock: Clock,
+            jitter: rand::random::<f64>,
             endpoints: Mutex::new(Endpoints::default()),
             held: Mutex::new(HashMap::new()),
         });
@@ -243,74 +249,88 @@ impl Worker {
 
 impl Shared {
     async fn attempt(&self, mut claim: ClaimedDelivery, permits: Arc<Semaphore>) {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let permit = permits.acquire_owned().await.ok();
-                // Waiting may have outlasted a rotation or a deletion: use the webhook as it is now.
-                match self.store.webhook_target(claim.webhook_id).await {
-                    Ok(Some(target)) if target.is_active => {
-                        claim.url = target.url;
-                        claim.secret = target.secret;
-                        permit
-                    }
-                    Ok(_) => {
-                        self.finish(&claim);
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot read the webhook; the delivery is retried later");
-                        self.finish(&claim);
-                        return;
-                    }
+        if let Some(permit) = self.take_turn(&mut claim, permits).await {
+            let record = self.send(&claim).await;
+            drop(permit);
+            tracing::info!(
+                status = record.response_status,
+                error = record.error.as_deref(),
+                duration_ms = record.duration_ms,
+                outcome = ?record.result,
+                "delivery attempt"
+            );
+            match self.store.record_attempt(record).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!("the delivery changed hands meanwhile; outcome not recorded")
                 }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot record the attempt; the delivery is tried again when its lease ends"
+                ),
             }
-        };
+        }
+        self.finish(&claim);
+    }
+
+    /// Waits for a slot of the endpoint. A wait may outlast a rotation, a deletion or the lease
+    /// itself, so after one the claim is renewed and the webhook read again; `None` when the
+    /// delivery is no longer ours to send.
+    async fn take_turn(
+        &self,
+        claim: &mut ClaimedDelivery,
+        permits: Arc<Semaphore>,
+    ) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let permit = permits.acquire_owned().await.ok()?;
+        let lease_until = after(self.clock.now(), self.lease);
+        match self
+            .store
+            .renew_claim(claim.id, claim.lease_token, lease_until)
+            .await
+        {
+            Ok(Some(target)) => {
+                claim.url = target.url;
+                claim.secret = target.secret;
+                Some(permit)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the claim; the delivery is retried later");
+                None
+            }
+        }
+    }
+
+    /// Signs and sends one attempt and decides what follows it.
+    async fn send(&self, claim: &ClaimedDelivery) -> AttemptRecord {
         let started_at = self.clock.now();
         let body = claim.payload.as_bytes();
-        let key = claim.secret.expose().as_bytes();
-        let message_id = claim.id.to_string();
-        let timestamp = started_at.timestamp();
-        let request_headers = headers(&[
-            ("content-type", "application/json".to_owned()),
-            ("user-agent", USER_AGENT.to_owned()),
-            ("x-devtune-signature", devtune_signature(key, body)),
-            ("x-devtune-event", claim.event_type.clone()),
-            ("x-devtune-delivery", message_id.clone()),
-            ("webhook-id", message_id.clone()),
-            ("webhook-timestamp", timestamp.to_string()),
-            (
-                "webhook-signature",
-                standard_signature(key, &message_id, timestamp, body),
-            ),
-        ]);
-        let clock = Instant::now();
+        let started = Instant::now();
         let outcome = self
             .client
-            .send(&claim.url, request_headers, body.to_vec())
+            .send(
+                &claim.url,
+                signed_headers(claim, started_at.timestamp()),
+                body.to_vec(),
+            )
             .await;
-        let duration_ms = u32::try_from(clock.elapsed().as_millis()).unwrap_or(u32::MAX);
-        drop(permit);
+        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let finished_at = self.clock.now();
         let result = if outcome.succeeded() {
             AttemptResult::Succeeded
         } else {
             match self
                 .retry
-                .delay_after(claim.attempt_number, rand::random::<f64>())
+                .delay_after(claim.attempt_number, (self.jitter)())
             {
                 Some(delay) => AttemptResult::RetryAt(after(finished_at, delay)),
                 None => AttemptResult::Failed,
             }
         };
-        tracing::info!(
-            status = outcome.status,
-            error = outcome.error.as_deref(),
-            duration_ms,
-            outcome = ?result,
-            "delivery attempt"
-        );
-        let record = AttemptRecord {
+        AttemptRecord {
             delivery_id: claim.id,
             webhook_id: claim.webhook_id,
             lease_token: claim.lease_token,
@@ -322,22 +342,17 @@ impl Shared {
             error: outcome.error,
             result,
             finished_at,
-        };
-        match self.store.record_attempt(record).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!("the delivery changed hands meanwhile; outcome not recorded")
-            }
-            Err(error) => tracing::warn!(
-                %error,
-                "cannot record the attempt; the delivery is tried again when its lease ends"
-            ),
         }
-        self.finish(&claim);
     }
 
     fn finish(&self, claim: &ClaimedDelivery) {
-        lock(&self.held).remove(&claim.id);
+        {
+            let mut held = lock(&self.held);
+            // A newer claim of the same delivery keeps its entry.
+            if held.get(&claim.id) == Some(&claim.lease_token) {
+                held.remove(&claim.id);
+            }
+        }
         let mut endpoints = lock(&self.endpoints);
         if let Some(endpoint) = endpoints.by_webhook.get_mut(&claim.webhook_id) {
             endpoint.claimed = endpoint.claimed.saturating_sub(1);
@@ -346,4 +361,24 @@ impl Shared {
             }
         }
     }
+}
+
+/// The DevTune and Standard Webhooks headers of one attempt, signed at `timestamp`.
+fn signed_headers(claim: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
+    let body = claim.payload.as_bytes();
+    let key = claim.secret.expose().as_bytes();
+    let message_id = claim.id.to_string();
+    headers(&[
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", USER_AGENT.to_owned()),
+        ("x-devtune-signature", devtune_signature(key, body)),
+        ("x-devtune-event", claim.event_type.clone()),
+        ("x-devtune-delivery", message_id.clone()),
+        ("webhook-id", message_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            standard_signature(key, &message_id, timestamp, body),
+        ),
+    ])
 }

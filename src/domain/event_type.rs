@@ -38,7 +38,8 @@ impl EventType {
         Self::ALL.into_iter().find(|t| t.as_str() == raw)
     }
 
-    fn known_list() -> String {
+    /// Every type's name, comma-separated, for messages that list the choices.
+    pub fn known_list() -> String {
         Self::ALL.map(EventType::as_str).join(", ")
     }
 }
@@ -78,10 +79,6 @@ impl EventTypes {
 
     pub fn as_slice(&self) -> &[EventType] {
         &self.0
-    }
-
-    pub fn contains(&self, event_type: EventType) -> bool {
-        self.0.contains(&event_type)
     }
 
     pub fn to_strings(&self) -> Vec<String> {

@@ -20,6 +20,12 @@ impl Filters {
                     "keys must be 1 to {MAX_KEY_CHARS} characters, got \"{key}\""
                 ));
             }
+            if key.chars().chain(values.chars()).any(char::is_control) {
+                return Err(format!(
+                    "\"{}\" must not contain control characters",
+                    key.escape_debug()
+                ));
+            }
             if values.chars().count() > MAX_VALUE_CHARS {
                 return Err(format!(
                     "the value of \"{key}\" must be at most {MAX_VALUE_CHARS} characters"
@@ -42,10 +48,6 @@ impl Filters {
             return Err(format!("at most {MAX_FILTERS} filters are allowed"));
         }
         Ok(Self(filters))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The filters as `(key, "value1,value2")` pairs, the form they are stored and shown in.
@@ -98,6 +100,8 @@ mod tests {
     #[test]
     fn rejects_empty_keys_and_values_and_too_many_filters() {
         assert!(Filters::parse([("", "x")]).is_err());
+        assert!(Filters::parse([("k\u{0}", "x")]).is_err());
+        assert!(Filters::parse([("k", "a\u{7}")]).is_err());
         assert!(Filters::parse([("k", " , ")]).is_err());
         let keys: Vec<String> = (0..11).map(|i| format!("k{i}")).collect();
         assert!(Filters::parse(keys.iter().map(|k| (k.as_str(), "v"))).is_err());

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::FieldError;
+use crate::report::error_chain;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,26 +99,15 @@ fn sentence(text: &str) -> String {
     out
 }
 
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         match &self {
             ApiError::Internal(_) => {
-                tracing::error!(error = %source_chain(&self), "request failed")
+                tracing::error!(error = %error_chain(&self), "request failed")
             }
             ApiError::Unavailable(_) => {
-                tracing::warn!(error = %source_chain(&self), "database unavailable")
+                tracing::warn!(error = %error_chain(&self), "database unavailable")
             }
             _ => {}
         }

@@ -112,7 +112,7 @@ fn check_input(input: &EventInput) -> Result<(EventType, &Value), ApiError> {
         Some(Value::String(name)) => EventType::parse(name).ok_or_else(|| {
             format!(
                 "unknown event type \"{name}\"; expected one of: {}",
-                EventType::ALL.map(EventType::as_str).join(", ")
+                EventType::known_list()
             )
         }),
         Some(_) => Err("must be a string".to_owned()),

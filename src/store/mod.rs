@@ -182,7 +182,15 @@ pub trait DeliveryStore: Send + Sync {
     ) -> StoreResult<()>;
     /// When the earliest pending delivery is due (or its lease ends).
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>>;
+    /// Extends a claim that is still held, for an attempt that waited for its turn, and returns
+    /// the webhook's current URL and secret; `None` when the lease was lost or the webhook is
+    /// no longer active.
+    async fn renew_claim(
+        &self,
+        id: DeliveryId,
+        lease_token: Uuid,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<WebhookTarget>>;
     /// Wakes `wake` whenever another instance queues work, until `shutdown`. Backends without
     /// other instances return at once.
     async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken);

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{StoreError, StoreResult};
 use crate::domain::{
     AccountId, ApiKeyId, DeliveryId, EndpointUrl, EventId, EventType, EventTypes, Filters, Name,
-    ProjectId, Scope, Scopes, WebhookId, WebhookSecret,
+    ProjectId, Scopes, WebhookId, WebhookSecret,
 };
 
 pub struct NewAccount {
@@ -136,14 +136,6 @@ impl TryFrom<WebhookRow> for Webhook {
 
 pub(super) fn parse_scopes(stored: &[String]) -> StoreResult<Scopes> {
     Scopes::parse(stored).map_err(|e| StoreError::corrupt(format!("stored scopes: {e}")))
-}
-
-pub(super) fn scope_strings(scopes: &Scopes) -> Vec<String> {
-    scopes
-        .as_slice()
-        .iter()
-        .map(|s: &Scope| s.as_str().to_owned())
-        .collect()
 }
 
 /// Filters are stored as a JSON object of `key: "value1,value2"`, as the API writes them.
@@ -315,7 +307,6 @@ pub struct DeliveryQuery {
 pub struct WebhookTarget {
     pub url: String,
     pub secret: WebhookSecret,
-    pub is_active: bool,
 }
 
 /// The textual values of `data[key]`: a scalar, or each scalar of an array.
@@ -333,4 +324,10 @@ pub(super) fn data_values(data: &serde_json::Value, key: &str) -> Vec<String> {
         Some(value) => text(value).into_iter().collect(),
         None => Vec::new(),
     }
+}
+
+/// Text as both backends can store it: Postgres refuses NUL characters in `text`, so they become
+/// U+FFFD on every backend alike.
+pub(super) fn storable(text: &Option<String>) -> Option<String> {
+    text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"))
 }

@@ -586,4 +586,73 @@ backend_tests! {
             assert_eq!(body["projectId"], app.project_id.to_string());
         }
     }
+
+    async fn a_binary_response_body_is_logged_safely(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let receiver = Receiver::start().await;
+        let mut body = b"ok\0\xff".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 4096));
+        receiver.reply_by_default(Reply::Body(200, body));
+        app.create_webhook(&receiver.url("/binary"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        let delivery = app.delivery_when(&accepted["deliveryIds"][0], "succeeded").await;
+        let kept = delivery["attempts"][0]["responseBody"].as_str().unwrap();
+        assert!(kept.starts_with("ok\u{FFFD}\u{FFFD}x"), "{kept:?}");
+        assert!(kept.len() <= 1024 + 8, "at most 1 KiB is kept");
+    }
+
+    async fn retrying_a_delivery_in_flight_leaves_the_attempt_alone(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut receiver = Receiver::start().await;
+        receiver.reply_by_default(Reply::Slow(Duration::from_millis(1500), 200));
+        app.create_webhook(&receiver.url("/slow"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        receiver.expect(WAIT).await;
+        let id = &accepted["deliveryIds"][0];
+        let retry = app.project_path(&format!("/deliveries/{}/retry", id.as_str().unwrap()));
+        let (status, body) = status_and_json(app.call(Method::POST, &retry, Some(&app.key), None).await).await;
+        assert_eq!(status, 202);
+        assert_eq!(body["data"]["status"], "pending");
+        assert_eq!(body["data"]["nextAttemptAt"], Value::Null, "in flight, not scheduled");
+        let delivery = app.delivery_when(id, "succeeded").await;
+        assert_eq!(delivery["attemptCount"], 1);
+        assert!(receiver.next(Duration::from_millis(500)).await.is_none(), "sent once");
+    }
+}
+
+#[tokio::test]
+async fn a_queue_behind_a_slow_endpoint_is_sent_once_across_instances() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let app = spawn(Backend::Postgres, |c| {
+        c.delivery.endpoint_concurrency = 1;
+        c.delivery.timeout_ms = 1_000;
+        c.delivery.lease_ms = 1_500;
+    })
+    .await;
+    let peer = app.spawn_peer().await;
+    let mut receiver = Receiver::start().await;
+    receiver.reply_by_default(Reply::Slow(Duration::from_millis(600), 200));
+    app.create_webhook(&receiver.url("/queue"), &["action.created"])
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        ids.push(app.publish("action.created", json!({ "n": n })).await["deliveryIds"][0].clone());
+    }
+    // Queued behind five 600 ms attempts, the last one waits past its 1.5 s lease; the peer may
+    // take it over, and then only the peer sends it.
+    for id in &ids {
+        let delivery = app.delivery_when(id, "succeeded").await;
+        assert_eq!(delivery["attemptCount"], 1);
+    }
+    let mut per_delivery = std::collections::HashMap::new();
+    for request in receiver.drain() {
+        *per_delivery
+            .entry(request.header("x-devtune-delivery").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(per_delivery.len(), 6);
+    assert!(per_delivery.values().all(|n| *n == 1), "{per_delivery:?}");
+    drop(peer);
 }

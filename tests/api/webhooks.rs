@@ -313,7 +313,12 @@ backend_tests! {
         let cleared = json!({ "filters": {} });
         let (_, patched) = status_and_json(app.call(Method::PATCH, &path, Some(&app.key), Some(cleared)).await).await;
         assert_eq!(patched["data"]["filters"], json!({}));
-        for bad in [json!({ "filters": "priority=high" }), json!({ "filters": { "priority": 1 } }), json!({ "filters": { "priority": " , " } })] {
+        for bad in [
+            json!({ "filters": "priority=high" }),
+            json!({ "filters": { "priority": 1 } }),
+            json!({ "filters": { "priority": " , " } }),
+            json!({ "filters": { "prio\u{0}rity": "high" } }),
+        ] {
             let response = app.call(Method::PATCH, &path, Some(&app.key), Some(bad.clone())).await;
             let body = assert_error(response, 400, "validation_error").await;
             assert_eq!(body["details"][0]["field"], "filters", "{bad}");

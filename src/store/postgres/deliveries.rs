@@ -17,15 +17,16 @@ use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
-    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
 };
 
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
+/// A leased delivery is being attempted: its next_attempt_at is a lease end, not a schedule.
 const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, d.status, \
-     d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, \
-     d.updated_at";
+     d.attempt_count, case when d.lease_token is null then d.next_attempt_at end \
+     as next_attempt_at, d.last_response_status, d.last_error, d.created_at, d.updated_at";
 
 #[derive(FromRow)]
 struct PgSummary {
@@ -131,7 +132,8 @@ impl PostgresStore {
         match event.target {
             EventTarget::Webhook(webhook) => {
                 let found: Option<(Uuid,)> = sqlx::query_as(
-                    "select id from webhooks where id = $1 and project_id = $2 and is_active",
+                    "select id from webhooks where id = $1 and project_id = $2 and is_active \
+                     for share",
                 )
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
@@ -142,8 +144,10 @@ impl PostgresStore {
             }
             EventTarget::Subscribers => {
                 let candidates: Vec<(Uuid, String)> = sqlx::query_as(
+                    // A delete waits for this share lock, then cancels what this event queued.
                     "select id, filters::text from webhooks \
-                     where project_id = $1 and is_active and $2 = any(events) order by id",
+                     where project_id = $1 and is_active and $2 = any(events) order by id \
+                     for share",
                 )
                 .bind(event.project_id.as_uuid())
                 .bind(&event.event_type)
@@ -302,7 +306,7 @@ impl DeliveryStore for PostgresStore {
         .bind(status.as_str())
         .bind(next_attempt_at)
         .bind(record.response_status.map(i32::from))
-        .bind(&record.error)
+        .bind(storable(&record.error))
         .bind(record.finished_at)
         .execute(&mut *tx)
         .await?;
@@ -319,8 +323,8 @@ impl DeliveryStore for PostgresStore {
         .bind(record.started_at)
         .bind(millis_i32(record.duration_ms))
         .bind(record.response_status.map(i32::from))
-        .bind(&record.response_body)
-        .bind(&record.error)
+        .bind(storable(&record.response_body))
+        .bind(storable(&record.error))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -369,16 +373,25 @@ impl DeliveryStore for PostgresStore {
         Ok(next)
     }
 
-    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>> {
-        let row: Option<(String, String, bool)> =
-            sqlx::query_as("select url, secret, is_active from webhooks where id = $1")
-                .bind(webhook.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(url, secret, is_active)| WebhookTarget {
+    async fn renew_claim(
+        &self,
+        id: DeliveryId,
+        lease_token: Uuid,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<WebhookTarget>> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "update deliveries d set lease_until = $3, next_attempt_at = $3 from webhooks w \
+             where d.id = $1 and d.lease_token = $2 and d.status = 'pending' \
+             and w.id = d.webhook_id and w.is_active returning w.url, w.secret",
+        )
+        .bind(id.as_uuid())
+        .bind(lease_token)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(url, secret)| WebhookTarget {
             url,
             secret: WebhookSecret::from_stored(secret),
-            is_active,
         }))
     }
 
@@ -483,19 +496,27 @@ impl DeliveryStore for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<DeliverySummary> {
         let mut tx = self.pool.begin().await?;
-        let found: Option<(bool,)> = sqlx::query_as(
-            "select w.is_active from deliveries d join webhooks w on w.id = d.webhook_id \
-             where d.id = $1 and d.project_id = $2 for update of d",
+        // Locking the webhook too keeps a concurrent delete from slipping in between.
+        let found: Option<(bool, bool)> = sqlx::query_as(
+            "select w.is_active, coalesce(d.status = 'pending' and d.lease_until > $3, false) \
+             from deliveries d join webhooks w on w.id = d.webhook_id \
+             where d.id = $1 and d.project_id = $2 for update of d, w",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let (webhook_active,) = found.ok_or(StoreError::NotFound("delivery"))?;
+        let (webhook_active, in_flight) = found.ok_or(StoreError::NotFound("delivery"))?;
         if !webhook_active {
             return Err(StoreError::Conflict(
                 "the delivery's webhook is deleted, so it cannot be retried".into(),
             ));
+        }
+        if in_flight {
+            // An attempt is under way; its outcome decides what happens next.
+            tx.commit().await?;
+            return self.summary(project, id).await;
         }
         sqlx::query(
             "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \

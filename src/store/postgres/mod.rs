@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
-    StoreError, StoreResult, parse_scopes, scope_strings,
+    StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::ApiKeyId;
 
@@ -87,7 +87,7 @@ impl PostgresStore {
         .bind(new.project_id.as_uuid())
         .bind(&new.key_hash[..])
         .bind(&new.display_prefix)
-        .bind(scope_strings(&new.scopes))
+        .bind(new.scopes.to_strings())
         .bind(new.created_at)
         .execute(&mut **tx)
         .await

@@ -15,15 +15,16 @@ use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
-    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
 };
 
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
+/// A leased delivery is being attempted: its next_attempt_at is a lease end, not a schedule.
 const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, d.status, \
-     d.attempt_count, d.next_attempt_at, d.last_response_status, d.last_error, d.created_at, \
-     d.updated_at";
+     d.attempt_count, case when d.lease_token is null then d.next_attempt_at end \
+     as next_attempt_at, d.last_response_status, d.last_error, d.created_at, d.updated_at";
 
 #[derive(FromRow)]
 struct LiteSummary {
@@ -294,7 +295,7 @@ impl DeliveryStore for SqliteStore {
         .bind(status.as_str())
         .bind(next_attempt_at)
         .bind(record.response_status.map(i64::from))
-        .bind(&record.error)
+        .bind(storable(&record.error))
         .bind(millis(record.finished_at))
         .execute(&mut *tx)
         .await?;
@@ -311,8 +312,8 @@ impl DeliveryStore for SqliteStore {
         .bind(millis(record.started_at))
         .bind(i64::from(record.duration_ms))
         .bind(record.response_status.map(i64::from))
-        .bind(&record.response_body)
-        .bind(&record.error)
+        .bind(storable(&record.response_body))
+        .bind(storable(&record.error))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -362,17 +363,40 @@ impl DeliveryStore for SqliteStore {
         next.map(from_millis).transpose()
     }
 
-    async fn webhook_target(&self, webhook: WebhookId) -> StoreResult<Option<WebhookTarget>> {
-        let row: Option<(String, String, bool)> =
-            sqlx::query_as("select url, secret, is_active from webhooks where id = $1")
-                .bind(webhook.as_uuid())
-                .fetch_optional(&self.reader)
-                .await?;
-        Ok(row.map(|(url, secret, is_active)| WebhookTarget {
-            url,
-            secret: WebhookSecret::from_stored(secret),
-            is_active,
-        }))
+    async fn renew_claim(
+        &self,
+        id: DeliveryId,
+        lease_token: Uuid,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<WebhookTarget>> {
+        let mut tx = self.write_tx().await?;
+        let renewed: Option<(Uuid,)> = sqlx::query_as(
+            "update deliveries set lease_until = $3, next_attempt_at = $3 \
+             where id = $1 and lease_token = $2 and status = 'pending' \
+             and exists (select 1 from webhooks w where w.id = deliveries.webhook_id \
+                         and w.is_active) returning webhook_id",
+        )
+        .bind(id.as_uuid())
+        .bind(lease_token)
+        .bind(millis(lease_until))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let target = match renewed {
+            Some((webhook,)) => {
+                let (url, secret): (String, String) =
+                    sqlx::query_as("select url, secret from webhooks where id = $1")
+                        .bind(webhook)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                Some(WebhookTarget {
+                    url,
+                    secret: WebhookSecret::from_stored(secret),
+                })
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(target)
     }
 
     async fn listen_for_work(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {
@@ -442,19 +466,26 @@ impl DeliveryStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<DeliverySummary> {
         let mut tx = self.write_tx().await?;
-        let found: Option<(bool,)> = sqlx::query_as(
-            "select w.is_active from deliveries d join webhooks w on w.id = d.webhook_id \
+        let found: Option<(bool, bool)> = sqlx::query_as(
+            "select w.is_active, d.status = 'pending' and coalesce(d.lease_until > $3, 0) \
+             from deliveries d join webhooks w on w.id = d.webhook_id \
              where d.id = $1 and d.project_id = $2",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
+        .bind(millis(now))
         .fetch_optional(&mut *tx)
         .await?;
-        let (webhook_active,) = found.ok_or(StoreError::NotFound("delivery"))?;
+        let (webhook_active, in_flight) = found.ok_or(StoreError::NotFound("delivery"))?;
         if !webhook_active {
             return Err(StoreError::Conflict(
                 "the delivery's webhook is deleted, so it cannot be retried".into(),
             ));
+        }
+        if in_flight {
+            // An attempt is under way; its outcome decides what happens next.
+            tx.commit().await?;
+            return self.summary(project, id).await;
         }
         sqlx::query(
             "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \

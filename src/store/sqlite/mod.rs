@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
-    StoreError, StoreResult, parse_scopes, scope_strings,
+    StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::ApiKeyId;
 
@@ -113,7 +113,7 @@ impl SqliteStore {
         .bind(new.project_id.as_uuid())
         .bind(&new.key_hash[..])
         .bind(&new.display_prefix)
-        .bind(to_json_list(scope_strings(&new.scopes)))
+        .bind(to_json_list(new.scopes.to_strings()))
         .bind(millis(new.created_at))
         .execute(&mut **tx)
         .await

@@ -39,6 +39,8 @@ pub enum Reply {
     /// Waits, then answers with the status.
     Slow(Duration, u16),
     Redirect(String),
+    /// Answers the status with this body.
+    Body(u16, Vec<u8>),
 }
 
 struct Shared {
@@ -79,6 +81,7 @@ async fn receive(
         Reply::Redirect(location) => {
             (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
         }
+        Reply::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
     }
 }
 
