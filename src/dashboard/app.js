@@ -21,6 +21,7 @@ const state = {
   cursor: null,
   editing: null,
   pollTimer: null,
+  polling: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -79,6 +80,29 @@ function formatTime(value) {
 function successRate(stats) {
   if (!stats || !stats.totalDeliveries) return '—';
   return `${Math.round((100 * stats.successfulDeliveries) / stats.totalDeliveries)}%`;
+}
+
+const ICONS = {
+  rotate: 'M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7',
+  trash: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13M10 11v6M14 11v6',
+};
+
+/** A line icon drawn inline, so the page needs no icon font. */
+function icon(name) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('width', '18');
+  svg.setAttribute('height', '18');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS('http://www.w3.org/2000/svg', 'path');
+  path.setAttribute('d', ICONS[name]);
+  path.setAttribute('fill', 'none');
+  path.setAttribute('stroke', 'currentColor');
+  path.setAttribute('stroke-width', '2');
+  path.setAttribute('stroke-linecap', 'round');
+  path.setAttribute('stroke-linejoin', 'round');
+  svg.append(path);
+  return svg;
 }
 
 function badge(text, kind) {
@@ -182,12 +206,12 @@ function renderWebhooks(webhooks) {
           type: 'button', class: 'icon', title: 'Rotate secret',
           'aria-label': `Rotate secret of ${webhook.url}`, 'data-action': 'rotate',
           onclick: () => rotate(webhook),
-        }, '⟳'),
+        }, icon('rotate')),
         el('button', {
           type: 'button', class: 'icon danger', title: 'Delete',
           'aria-label': `Delete ${webhook.url}`, 'data-action': 'delete',
           onclick: () => remove(webhook),
-        }, '🗑'),
+        }, icon('trash')),
       ]
       : [];
     rows.append(el('tr', { 'data-id': webhook.id },
@@ -428,12 +452,20 @@ async function loadDeliveries(reset) {
   }
 }
 
-/** While a delivery is pending, refresh the log every second so its outcome shows up. */
+/**
+ * While a delivery is pending, refresh the log every second so its outcome shows up; once
+ * none is, refresh the webhook's stats too.
+ */
 function schedulePoll() {
   clearTimeout(state.pollTimer);
+  if ($('detail-view').hidden) return;
   const pending = document.querySelector('#delivery-list .badge.pending');
-  if (pending && !$('detail-view').hidden) {
+  if (pending) {
+    state.polling = true;
     state.pollTimer = setTimeout(() => loadDeliveries(true), 1000);
+  } else if (state.polling) {
+    state.polling = false;
+    openWebhook(state.webhook.id, { keepLog: true });
   }
 }
 
