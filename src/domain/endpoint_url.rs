@@ -27,6 +27,14 @@ impl EndpointUrl {
             return Err(format!("must be at most {MAX_CHARS} characters"));
         }
         let url = Url::parse(raw).map_err(|e| format!("must be an absolute URL ({e})"))?;
+        // Normalising can lengthen a URL (a trailing slash, percent-encoding): the stored form
+        // must fit too.
+        if url.as_str().chars().count() > MAX_CHARS {
+            return Err(format!(
+                "must be at most {MAX_CHARS} characters as stored, after normalisation such as \
+                 adding a trailing slash"
+            ));
+        }
         match url.scheme() {
             "https" => {}
             "http" if policy.allow_http => {}
@@ -114,6 +122,16 @@ mod tests {
         let ok = format!("{base}{}", "a".repeat(2048 - base.len()));
         assert!(EndpointUrl::parse(&ok, STRICT).is_ok());
         assert!(EndpointUrl::parse(&format!("{ok}a"), STRICT).is_err());
+    }
+
+    #[test]
+    fn the_normalised_form_must_fit_too() {
+        // "https://bbb…" is stored as "https://bbb…/": at 2048 characters that is one too many.
+        let fits = format!("https://{}", "b".repeat(2039));
+        let grows_past = format!("https://{}", "b".repeat(2040));
+        assert!(EndpointUrl::parse(&fits, STRICT).is_ok());
+        assert_eq!(grows_past.len(), 2048);
+        assert!(EndpointUrl::parse(&grows_past, STRICT).is_err());
     }
 
     #[test]

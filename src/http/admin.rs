@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::errors::ApiError;
+use super::extract::present;
 use super::extract::{ApiJson, ApiPath, OptionalApiJson};
 use super::wire::Data;
 use crate::domain::{AccountId, FieldError, Name, Scopes};
@@ -16,18 +17,22 @@ use crate::tenancy;
 
 #[derive(Deserialize)]
 pub struct AccountInput {
+    #[serde(default, deserialize_with = "present")]
     name: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectInput {
+    #[serde(default, deserialize_with = "present")]
     account_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     name: Option<Value>,
 }
 
 #[derive(Deserialize)]
 pub struct KeyInput {
+    #[serde(default, deserialize_with = "present")]
     scopes: Option<Value>,
 }
 

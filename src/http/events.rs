@@ -13,6 +13,7 @@ use super::AppState;
 use super::auth::{Authorized, EventsWrite};
 use super::errors::ApiError;
 use super::extract::json_body;
+use super::extract::present;
 use super::wire::{ApiTime, Envelope};
 use crate::domain::{AccountId, EventId, EventType, FieldError, ProjectId};
 use crate::store::{AcceptedEvent, EventTarget, NewEvent};
@@ -21,7 +22,9 @@ const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 
 #[derive(Deserialize)]
 pub struct EventInput {
+    #[serde(default, deserialize_with = "present")]
     event: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
 }
 

@@ -105,12 +105,31 @@ fn has_json_content_type(req: &Request) -> bool {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let starts_an_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if !starts_an_object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::BadRequest(format!("the request body must be a JSON object ({e})"))
         }
         _ => ApiError::BadRequest(format!("the request body is not valid JSON ({e})")),
     })
+}
+
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Value>` field: an absent
+/// field stays `None`, while an explicit `null` becomes `Some(Value::Null)`, so validation can
+/// refuse a null where the contract wants a value instead of reading it as "not given".
+pub fn present<'de, D>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// Path parameters; a value that does not parse (e.g. a non-UUID id) is a 400 naming it.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
+use super::extract::present;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::wire::{ApiTime, Envelope};
 use crate::delivery::net::refuse_private_resolution;
@@ -22,8 +23,11 @@ use crate::store::{NewWebhook, Webhook, WebhookChanges, WebhookStats};
 /// The create and update body. Fields stay loose JSON so every bad field is reported at once.
 #[derive(Deserialize)]
 pub struct WebhookInput {
+    #[serde(default, deserialize_with = "present")]
     url: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     events: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     filters: Option<Value>,
 }
 
