@@ -6,8 +6,11 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use chrono::TimeDelta;
+
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::worker::WorkerSettings;
+use crate::domain::DisablePolicy;
 use crate::store::PoolSettings;
 
 #[derive(Debug, Parser)]
@@ -192,6 +195,15 @@ pub struct DeliveryConfig {
     #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// Disable a webhook whose every attempt has failed for this many hours (and at least
+    /// HOOKRELAY_DISABLE_MIN_FAILURES times); a 410 Gone answer disables it at once.
+    #[arg(long, env = "HOOKRELAY_DISABLE_AFTER_HOURS", default_value_t = 72)]
+    pub disable_after_hours: u32,
+
+    /// The fewest failures in a row before a failing webhook is disabled.
+    #[arg(long, env = "HOOKRELAY_DISABLE_MIN_FAILURES", default_value_t = 20)]
+    pub disable_min_failures: u32,
+
     /// Days to keep finished deliveries and their events; 0 keeps them forever.
     #[arg(long, env = "HOOKRELAY_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u32,
@@ -225,6 +237,10 @@ impl DeliveryConfig {
             },
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            disable_policy: DisablePolicy {
+                after: TimeDelta::hours(i64::from(self.disable_after_hours)),
+                min_failures: i64::from(self.disable_min_failures),
+            },
         }
     }
 }

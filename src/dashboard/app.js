@@ -105,6 +105,17 @@ function icon(name) {
   return svg;
 }
 
+/** Active, inactive (deleted), or disabled by endpoint health with its reason. */
+function statusBadge(webhook) {
+  if (!webhook.isActive) return badge('inactive', 'inactive');
+  if (webhook.disabledAt) {
+    const shown = badge('disabled', 'failed');
+    shown.title = webhook.disabledReason || '';
+    return shown;
+  }
+  return badge('active', 'active');
+}
+
 function badge(text, kind) {
   return el('span', { class: `badge ${kind}` }, text);
 }
@@ -217,7 +228,7 @@ function renderWebhooks(webhooks) {
     rows.append(el('tr', { 'data-id': webhook.id },
       el('td', { class: 'url' }, el('a', { href: `#/webhooks/${webhook.id}` }, webhook.url)),
       el('td', {}, el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, e)))),
-      el('td', {}, webhook.isActive ? badge('active', 'active') : badge('inactive', 'inactive')),
+      el('td', {}, statusBadge(webhook)),
       el('td', {}, formatTime(webhook.createdAt)),
       el('td', { class: 'rate' }, successRate(webhook.stats)),
       el('td', { class: 'failures' }, webhook.stats ? String(webhook.stats.consecutiveFailures) : '—'),
@@ -414,7 +425,9 @@ async function openWebhook(id, { keepLog = false } = {}) {
   const w = state.webhook;
   $('detail-title').textContent = w.url;
   const facts = [
-    ['Status', w.isActive ? badge('active', 'active') : badge('inactive', 'inactive')],
+    ['Status', w.disabledAt && w.isActive
+      ? [statusBadge(w), ` since ${formatTime(w.disabledAt)}: ${w.disabledReason}. Saving an edit re-enables it.`]
+      : statusBadge(w)],
     ['Events', w.events.join(', ')],
     ['Filters', Object.keys(w.filters || {}).length
       ? Object.entries(w.filters).map(([k, v]) => `${k} = ${v}`).join('; ') : 'none'],

@@ -16,8 +16,8 @@ use super::client::{DeliveryClient, headers};
 use super::retry::RetryPolicy;
 use super::signer::{devtune_signature, standard_signature};
 use crate::clock::Clock;
-use crate::domain::{DeliveryId, WebhookId};
-use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Store};
+use crate::domain::{DeliveryId, DisablePolicy, WebhookId};
+use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Recorded, Store};
 
 pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
 
@@ -36,6 +36,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     /// How long attempts in flight may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// When failures disable an endpoint.
+    pub disable_policy: DisablePolicy,
 }
 
 /// Claimed deliveries per webhook, and the permits that bound attempts to it.
@@ -55,6 +57,7 @@ struct Shared {
     client: DeliveryClient,
     retry: RetryPolicy,
     lease: Duration,
+    disable_policy: DisablePolicy,
     clock: Clock,
     /// A uniform sample from [0, 1) for retry jitter.
     jitter: fn() -> f64,
@@ -90,6 +93,7 @@ impl Worker {
             client,
             retry: settings.retry,
             lease: settings.lease,
+            disable_policy: settings.disable_policy,
             clock: Clock,
             jitter: rand::random::<f64>,
             endpoints: Mutex::new(Endpoints::default()),
@@ -260,8 +264,11 @@ impl Shared {
                 "delivery attempt"
             );
             match self.store.record_attempt(record).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Recorded::Recorded) => {}
+                Ok(Recorded::Disabled(reason)) => {
+                    tracing::warn!(%reason, "webhook disabled; its pending deliveries are cancelled")
+                }
+                Ok(Recorded::Stale) => {
                     tracing::info!("the delivery changed hands meanwhile; outcome not recorded")
                 }
                 Err(error) => tracing::warn!(
@@ -321,6 +328,9 @@ impl Shared {
         let finished_at = self.clock.now();
         let result = if outcome.succeeded() {
             AttemptResult::Succeeded
+        } else if outcome.status == Some(410) {
+            // Gone is the receiver saying no later attempt will succeed either.
+            AttemptResult::Failed
         } else {
             match self
                 .retry
@@ -342,6 +352,7 @@ impl Shared {
             error: outcome.error,
             result,
             finished_at,
+            disable_policy: self.disable_policy,
         }
     }
 

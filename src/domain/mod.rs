@@ -2,6 +2,7 @@
 
 mod address;
 mod api_key;
+mod endpoint_health;
 mod endpoint_url;
 mod event_type;
 mod filters;
@@ -12,6 +13,7 @@ mod secret;
 
 pub use address::forbidden_reason;
 pub use api_key::ApiKey;
+pub use endpoint_health::DisablePolicy;
 pub use endpoint_url::{EndpointUrl, UrlPolicy};
 pub use event_type::{EventType, EventTypes};
 pub use filters::Filters;

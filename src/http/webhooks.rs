@@ -29,6 +29,9 @@ pub struct WebhookInput {
     events: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     filters: Option<Value>,
+    /// Only on PATCH: `true` re-enables a webhook that endpoint health disabled.
+    #[serde(default, deserialize_with = "present")]
+    enabled: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +85,8 @@ pub struct WebhookDetails {
     webhook: WebhookView,
     filters: BTreeMap<String, String>,
     deleted_at: Option<ApiTime>,
+    disabled_at: Option<ApiTime>,
+    disabled_reason: Option<String>,
     secret_preview: String,
     stats: StatsView,
 }
@@ -116,6 +121,8 @@ impl From<&Webhook> for WebhookDetails {
             webhook: webhook.into(),
             filters: webhook.filters.to_pairs().into_iter().collect(),
             deleted_at: webhook.deleted_at.map(ApiTime),
+            disabled_at: webhook.disabled.as_ref().map(|d| ApiTime(d.at)),
+            disabled_reason: webhook.disabled.as_ref().map(|d| d.reason.clone()),
             secret_preview: webhook.secret.preview(),
             stats: (&webhook.stats).into(),
         }
@@ -150,11 +157,26 @@ async fn check_input(
     partial: bool,
 ) -> Result<CheckedInput, ApiError> {
     let mut errors = Vec::new();
-    if partial && input.url.is_none() && input.events.is_none() && input.filters.is_none() {
+    let changes_nothing = input.url.is_none()
+        && input.events.is_none()
+        && input.filters.is_none()
+        && input.enabled.is_none();
+    if partial && changes_nothing {
         errors.push(FieldError::new(
             "body",
-            "give url, events or filters to change",
+            "give url, events, filters or enabled to change",
         ));
+    }
+    match (&input.enabled, partial) {
+        (None, _) | (Some(Value::Bool(true)), true) => {}
+        (Some(_), true) => errors.push(FieldError::new(
+            "enabled",
+            "can only be true, to re-enable a disabled webhook; delete a webhook to stop it",
+        )),
+        (Some(_), false) => errors.push(FieldError::new(
+            "enabled",
+            "is only accepted when updating a webhook",
+        )),
     }
     let url = match &input.url {
         None if !partial => Err("is required".to_owned()),

@@ -172,8 +172,9 @@ pub trait DeliveryStore: Send + Sync {
         limit: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Records an attempt; false (and nothing written) when the lease was lost meanwhile.
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool>;
+    /// Records an attempt with the delivery's new state and the webhook's stats, and disables
+    /// the webhook when its policy says so; writes nothing when the lease was lost meanwhile.
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded>;
     /// Makes leased deliveries due again at once, e.g. on shutdown.
     async fn release_claims(
         &self,

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
 use crate::domain::{
-    AccountId, ApiKeyId, DeliveryId, EndpointUrl, EventId, EventType, EventTypes, Filters, Name,
-    ProjectId, Scopes, WebhookId, WebhookSecret,
+    AccountId, ApiKeyId, DeliveryId, DisablePolicy, EndpointUrl, EventId, EventType, EventTypes,
+    Filters, Name, ProjectId, Scopes, WebhookId, WebhookSecret,
 };
 
 pub struct NewAccount {
@@ -89,6 +89,15 @@ pub struct Webhook {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub stats: WebhookStats,
+    /// Set when endpoint health disabled the webhook; a PATCH clears it.
+    pub disabled: Option<Disabled>,
+}
+
+/// When and why endpoint health disabled a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// A webhook row as both backends read it, before its stored strings are checked.
@@ -104,6 +113,8 @@ pub(super) struct WebhookRow {
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub stats: WebhookStats,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
 }
 
 impl TryFrom<WebhookRow> for Webhook {
@@ -130,6 +141,10 @@ impl TryFrom<WebhookRow> for Webhook {
             updated_at: row.updated_at,
             deleted_at: row.deleted_at,
             stats: row.stats,
+            disabled: row.disabled_at.map(|at| Disabled {
+                at,
+                reason: row.disabled_reason.unwrap_or_default(),
+            }),
         })
     }
 }
@@ -260,6 +275,18 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub result: AttemptResult,
     pub finished_at: DateTime<Utc>,
+    /// When this attempt's failure should disable the endpoint.
+    pub disable_policy: DisablePolicy,
+}
+
+/// What `record_attempt` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The lease was lost meanwhile: nothing was written.
+    Stale,
+    Recorded,
+    /// Recorded, and the webhook was disabled (its pending deliveries cancelled) for this reason.
+    Disabled(String),
 }
 
 #[derive(Debug, Clone)]

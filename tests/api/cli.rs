@@ -70,6 +70,8 @@ fn serve_help_lists_every_setting_with_its_variable() {
         "HOOKRELAY_POLL_INTERVAL_MS",
         "HOOKRELAY_SHUTDOWN_GRACE_MS",
         "HOOKRELAY_RETENTION_DAYS",
+        "HOOKRELAY_DISABLE_AFTER_HOURS",
+        "HOOKRELAY_DISABLE_MIN_FAILURES",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),

@@ -618,6 +618,63 @@ backend_tests! {
         assert_eq!(delivery["attemptCount"], 1);
         assert!(receiver.next(Duration::from_millis(500)).await.is_none(), "sent once");
     }
+
+    async fn a_410_gone_disables_the_webhook_until_a_patch_re_enables_it(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut receiver = Receiver::start().await;
+        receiver.reply_by_default(Reply::Status(410));
+        let webhook = app.create_webhook(&receiver.url("/gone"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        let delivery = app.delivery_when(&accepted["deliveryIds"][0], "failed").await;
+        assert_eq!(delivery["attemptCount"], 1, "Gone is not retried");
+        let details = app.webhook_details(&webhook["id"]).await;
+        assert!(details["disabledReason"].as_str().unwrap().contains("410"), "{details}");
+        assert!(crate::common::is_api_timestamp(&details["disabledAt"]));
+        assert_eq!(details["isActive"], true, "disabled is not deleted");
+        assert_eq!(app.publish("action.created", json!({})).await["deliveries"], 0);
+
+        let path = app.project_path(&format!("/webhooks/{}", webhook["id"].as_str().unwrap()));
+        let refuse = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": false }))).await;
+        assert_error(refuse, 400, "validation_error").await;
+        let (status, enabled) = status_and_json(
+            app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": true }))).await,
+        )
+        .await;
+        assert_eq!(status, 200, "{enabled}");
+        assert_eq!(enabled["data"]["disabledAt"], Value::Null);
+        receiver.drain();
+        receiver.reply_by_default(Reply::Status(200));
+        let again = app.publish("action.created", json!({})).await;
+        assert_eq!(again["deliveries"], 1);
+        assert_eq!(receiver.expect(WAIT).await.path, "/gone");
+    }
+
+    async fn an_endpoint_failing_long_enough_is_disabled_and_its_queue_cancelled(backend) {
+        let app = spawn(backend, |c| {
+            c.delivery.disable_after_hours = 0;
+            c.delivery.disable_min_failures = 3;
+            c.delivery.retry_max = 10;
+            c.delivery.retry_base_ms = 10;
+        })
+        .await;
+        let mut receiver = Receiver::start().await;
+        receiver.reply_by_default(Reply::Status(503));
+        let webhook = app.create_webhook(&receiver.url("/down"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        let delivery = app.delivery_when(&accepted["deliveryIds"][0], "cancelled").await;
+        assert_eq!(delivery["attemptCount"], 3);
+        assert!(delivery["lastError"].as_str().unwrap().contains("disabled"), "{delivery}");
+        let details = app.webhook_details(&webhook["id"]).await;
+        assert_eq!(
+            details["disabledReason"],
+            "every attempt failed for 0 hours (3 failures in a row)"
+        );
+        assert_eq!(receiver.drain().len(), 3);
+        let create_with_enabled = app
+            .post(&app.project_path("/webhooks"), json!({ "url": receiver.url("/x"), "events": ["action.created"], "enabled": true }))
+            .await;
+        assert_error(create_with_enabled, 400, "validation_error").await;
+    }
 }
 
 #[tokio::test]

@@ -5,16 +5,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay::domain::{
-    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventId, EventTypes, Filters, Name, ProjectId, Scope,
-    Scopes, UrlPolicy, WebhookId, WebhookSecret,
+    AccountId, ApiKey, ApiKeyId, DisablePolicy, EndpointUrl, EventId, EventTypes, Filters, Name,
+    ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
 use hookrelay::store::{
     self, AttemptRecord, AttemptResult, DeliveryStatus, EventTarget, NewApiKey, NewEvent,
-    NewWebhook, PoolSettings, Store, StoreError, WebhookChanges,
+    NewWebhook, PoolSettings, Recorded, Store, StoreError, WebhookChanges,
 };
 use hookrelay::tenancy;
 
 use crate::backend_tests;
+
+const NEVER_DISABLE: DisablePolicy = DisablePolicy {
+    after: chrono::TimeDelta::MAX,
+    min_failures: i64::MAX,
+};
 use crate::common::{Backend, TestDb};
 
 async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
@@ -229,10 +234,11 @@ backend_tests! {
                 error: None,
                 result: AttemptResult::Succeeded,
                 finished_at: now,
+                disable_policy: NEVER_DISABLE,
             })
             .await
             .unwrap();
-        assert!(recorded);
+        assert_eq!(recorded, Recorded::Recorded);
 
         let removed = store.purge_finished(Utc::now() + chrono::TimeDelta::minutes(1)).await.unwrap();
         assert_eq!(removed, 2, "the finished delivery and its event");
@@ -282,9 +288,10 @@ backend_tests! {
             error: None,
             result: AttemptResult::Failed,
             finished_at: now,
+            disable_policy: NEVER_DISABLE,
         };
-        assert!(!store.record_attempt(record(&first[0])).await.unwrap(), "the stale holder is ignored");
-        assert!(store.record_attempt(record(&second[0])).await.unwrap());
+        assert_eq!(store.record_attempt(record(&first[0])).await.unwrap(), Recorded::Stale, "the stale holder is ignored");
+        assert_eq!(store.record_attempt(record(&second[0])).await.unwrap(), Recorded::Recorded);
         let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
         assert_eq!(details.attempts.len(), 1);
         assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().stats.total_deliveries, 1);

@@ -246,8 +246,8 @@ backend_tests! {
         assert_eq!(
             keys(data),
             [
-                "createdAt", "deletedAt", "events", "filters", "id", "isActive", "secretPreview",
-                "stats", "updatedAt", "url"
+                "createdAt", "deletedAt", "disabledAt", "disabledReason", "events", "filters", "id",
+                "isActive", "secretPreview", "stats", "updatedAt", "url"
             ]
         );
         assert_eq!(data["filters"], json!({}));

@@ -16,7 +16,7 @@ use super::{PostgresStore, WORK_CHANNEL};
 use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
-    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent, Recorded,
     StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
 };
 
@@ -145,8 +145,8 @@ impl PostgresStore {
             EventTarget::Subscribers => {
                 let candidates: Vec<(Uuid, String)> = sqlx::query_as(
                     // A delete waits for this share lock, then cancels what this event queued.
-                    "select id, filters::text from webhooks \
-                     where project_id = $1 and is_active and $2 = any(events) order by id \
+                    "select id, filters::text from webhooks where project_id = $1 \
+                     and is_active and disabled_at is null and $2 = any(events) order by id \
                      for share",
                 )
                 .bind(event.project_id.as_uuid())
@@ -162,6 +162,37 @@ impl PostgresStore {
                 Ok(targets)
             }
         }
+    }
+
+    /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
+    async fn disable_webhook(
+        tx: &mut Transaction<'_, Postgres>,
+        webhook: WebhookId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "update webhooks set disabled_at = $2, disabled_reason = $3 \
+             where id = $1 and disabled_at is null",
+        )
+        .bind(webhook.as_uuid())
+        .bind(now)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "update deliveries set status = 'cancelled', next_attempt_at = null, \
+             lease_until = null, lease_token = null, last_error = $3, updated_at = $2 \
+             where webhook_id = $1 and status = 'pending'",
+        )
+        .bind(webhook.as_uuid())
+        .bind(now)
+        .bind(format!(
+            "cancelled: the endpoint was disabled because {reason}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     async fn summary(&self, project: ProjectId, id: DeliveryId) -> StoreResult<DeliverySummary> {
@@ -287,7 +318,7 @@ impl DeliveryStore for PostgresStore {
             .collect())
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool> {
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         let (status, next_attempt_at) = match record.result {
             AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
             AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
@@ -312,7 +343,7 @@ impl DeliveryStore for PostgresStore {
         .await?;
         if updated.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Recorded::Stale);
         }
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
@@ -327,22 +358,41 @@ impl DeliveryStore for PostgresStore {
         .bind(storable(&record.error))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let (consecutive, failing_since): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
             "update webhooks set total_deliveries = total_deliveries + 1, \
              successful_deliveries = successful_deliveries + case when $2 then 1 else 0 end, \
              failed_deliveries = failed_deliveries + case when $2 then 0 else 1 end, \
              last_success_at = case when $2 then $3 else last_success_at end, \
              last_failure_at = case when $2 then last_failure_at else $3 end, \
-             consecutive_failures = case when $2 then 0 else consecutive_failures + 1 end \
-             where id = $1",
+             consecutive_failures = case when $2 then 0 else consecutive_failures + 1 end, \
+             failing_since = case when $2 then null else coalesce(failing_since, $3) end \
+             where id = $1 returning consecutive_failures, failing_since",
         )
         .bind(record.webhook_id.as_uuid())
         .bind(succeeded)
         .bind(record.finished_at)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let disable = (!succeeded)
+            .then(|| {
+                record.disable_policy.reason(
+                    record.response_status == Some(410),
+                    consecutive,
+                    failing_since,
+                    record.finished_at,
+                )
+            })
+            .flatten();
+        let outcome = match disable {
+            Some(reason) => {
+                Self::disable_webhook(&mut tx, record.webhook_id, &reason, record.finished_at)
+                    .await?;
+                Recorded::Disabled(reason)
+            }
+            None => Recorded::Recorded,
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(outcome)
     }
 
     async fn release_claims(

@@ -15,7 +15,7 @@ use crate::store::{
 pub(super) const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
      secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
      successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
-     consecutive_failures";
+     consecutive_failures, disabled_at, disabled_reason";
 
 #[derive(FromRow)]
 struct PgWebhook {
@@ -35,6 +35,8 @@ struct PgWebhook {
     last_success_at: Option<DateTime<Utc>>,
     last_failure_at: Option<DateTime<Utc>>,
     consecutive_failures: i64,
+    disabled_at: Option<DateTime<Utc>>,
+    disabled_reason: Option<String>,
 }
 
 impl TryFrom<PgWebhook> for Webhook {
@@ -60,6 +62,8 @@ impl TryFrom<PgWebhook> for Webhook {
                 last_failure_at: row.last_failure_at,
                 consecutive_failures: row.consecutive_failures,
             },
+            disabled_at: row.disabled_at,
+            disabled_reason: row.disabled_reason,
         }
         .try_into()
     }
@@ -141,7 +145,8 @@ impl WebhookStore for PostgresStore {
     ) -> StoreResult<Webhook> {
         let row: Option<PgWebhook> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
-             filters = coalesce($5::jsonb, filters), updated_at = $6 \
+             filters = coalesce($5::jsonb, filters), updated_at = $6, disabled_at = null, \
+             disabled_reason = null, failing_since = null \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())

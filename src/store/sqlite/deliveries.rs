@@ -14,7 +14,7 @@ use super::{SqliteStore, from_millis, millis};
 use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
-    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent, Recorded,
     StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
 };
 
@@ -144,6 +144,7 @@ impl SqliteStore {
             EventTarget::Subscribers => {
                 let candidates: Vec<(Uuid, String)> = sqlx::query_as(
                     "select id, filters from webhooks where project_id = $1 and is_active \
+                     and disabled_at is null \
                      and exists (select 1 from json_each(webhooks.events) where value = $2) \
                      order by id",
                 )
@@ -160,6 +161,37 @@ impl SqliteStore {
                 Ok(targets)
             }
         }
+    }
+
+    /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
+    async fn disable_webhook(
+        tx: &mut Transaction<'_, Sqlite>,
+        webhook: WebhookId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "update webhooks set disabled_at = $2, disabled_reason = $3 \
+             where id = $1 and disabled_at is null",
+        )
+        .bind(webhook.as_uuid())
+        .bind(millis(now))
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "update deliveries set status = 'cancelled', next_attempt_at = null, \
+             lease_until = null, lease_token = null, last_error = $3, updated_at = $2 \
+             where webhook_id = $1 and status = 'pending'",
+        )
+        .bind(webhook.as_uuid())
+        .bind(millis(now))
+        .bind(format!(
+            "cancelled: the endpoint was disabled because {reason}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     async fn summary(&self, project: ProjectId, id: DeliveryId) -> StoreResult<DeliverySummary> {
@@ -276,7 +308,7 @@ impl DeliveryStore for SqliteStore {
             .collect())
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<bool> {
+    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
         let (status, next_attempt_at) = match record.result {
             AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
             AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(millis(at))),
@@ -301,7 +333,7 @@ impl DeliveryStore for SqliteStore {
         .await?;
         if updated.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(Recorded::Stale);
         }
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
@@ -316,22 +348,40 @@ impl DeliveryStore for SqliteStore {
         .bind(storable(&record.error))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let (consecutive, failing_since): (i64, Option<i64>) = sqlx::query_as(
             "update webhooks set total_deliveries = total_deliveries + 1, \
              successful_deliveries = successful_deliveries + $2, \
              failed_deliveries = failed_deliveries + (1 - $2), \
              last_success_at = case when $2 = 1 then $3 else last_success_at end, \
              last_failure_at = case when $2 = 1 then last_failure_at else $3 end, \
-             consecutive_failures = case when $2 = 1 then 0 else consecutive_failures + 1 end \
-             where id = $1",
+             consecutive_failures = case when $2 = 1 then 0 else consecutive_failures + 1 end, \
+             failing_since = case when $2 = 1 then null else coalesce(failing_since, $3) end \
+             where id = $1 returning consecutive_failures, failing_since",
         )
         .bind(record.webhook_id.as_uuid())
         .bind(i64::from(succeeded))
         .bind(millis(record.finished_at))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        let disable = match succeeded {
+            true => None,
+            false => record.disable_policy.reason(
+                record.response_status == Some(410),
+                consecutive,
+                failing_since.map(from_millis).transpose()?,
+                record.finished_at,
+            ),
+        };
+        let outcome = match disable {
+            Some(reason) => {
+                Self::disable_webhook(&mut tx, record.webhook_id, &reason, record.finished_at)
+                    .await?;
+                Recorded::Disabled(reason)
+            }
+            None => Recorded::Recorded,
+        };
         tx.commit().await?;
-        Ok(true)
+        Ok(outcome)
     }
 
     async fn release_claims(

@@ -14,7 +14,8 @@ use crate::store::{
 
 const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_active, \
      created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
-     failed_deliveries, last_success_at, last_failure_at, consecutive_failures";
+     failed_deliveries, last_success_at, last_failure_at, consecutive_failures, disabled_at, \
+     disabled_reason";
 
 #[derive(FromRow)]
 struct LiteWebhook {
@@ -34,6 +35,8 @@ struct LiteWebhook {
     last_success_at: Option<i64>,
     last_failure_at: Option<i64>,
     consecutive_failures: i64,
+    disabled_at: Option<i64>,
+    disabled_reason: Option<String>,
 }
 
 impl TryFrom<LiteWebhook> for Webhook {
@@ -59,6 +62,8 @@ impl TryFrom<LiteWebhook> for Webhook {
                 last_failure_at: row.last_failure_at.map(from_millis).transpose()?,
                 consecutive_failures: row.consecutive_failures,
             },
+            disabled_at: row.disabled_at.map(from_millis).transpose()?,
+            disabled_reason: row.disabled_reason,
         }
         .try_into()
     }
@@ -134,7 +139,8 @@ impl WebhookStore for SqliteStore {
     ) -> StoreResult<Webhook> {
         let row: Option<LiteWebhook> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
-             filters = coalesce($5, filters), updated_at = $6 \
+             filters = coalesce($5, filters), updated_at = $6, disabled_at = null, \
+             disabled_reason = null, failing_since = null \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())

@@ -84,7 +84,12 @@ impl Browser {
         Some(browser)
     }
 
-    async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    async fn try_command(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let request = match method {
             "GET" => self.http.get(url),
@@ -98,18 +103,46 @@ impl Browser {
             .json()
             .await
             .expect("chromedriver answers JSON");
-        if let Some(error) = response["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {method} {path}: {error}: {}",
-                response["value"]["message"]
-            );
+        match response["value"]["error"].as_str() {
+            Some(error) => Err(format!("{error}: {}", response["value"]["message"])),
+            None => Ok(response["value"].clone()),
         }
-        response["value"].clone()
+    }
+
+    async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {method} {path}: {error}"))
     }
 
     async fn session_command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         self.command(method, &format!("/session/{}{path}", self.session), body)
             .await
+    }
+
+    /// Finds `css` and runs an element command on it, finding it again when the page replaced
+    /// the element in between (the delivery log re-renders while it polls).
+    async fn on_element(
+        &self,
+        css: &str,
+        method: &str,
+        action: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut last_error = String::new();
+        for _ in 0..40 {
+            let id = self.element(css).await;
+            let path = format!("/session/{}/element/{id}{action}", self.session);
+            match self.try_command(method, &path, body.clone()).await {
+                Ok(value) => return value,
+                Err(error) if error.starts_with("stale element reference") => {
+                    last_error = error;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("WebDriver {method} {action} on {css}: {error}"),
+            }
+        }
+        panic!("{css} kept going stale: {last_error}")
     }
 
     pub async fn goto(&self, url: &str) {
@@ -163,39 +196,23 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.session_command("POST", &format!("/element/{id}/click"), None)
-            .await;
+        self.on_element(css, "POST", "/click", None).await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.session_command("POST", &format!("/element/{id}/clear"), None)
+        self.on_element(css, "POST", "/clear", None).await;
+        self.on_element(css, "POST", "/value", Some(json!({ "text": text })))
             .await;
-        self.session_command(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
     }
 
     pub async fn text(&self, css: &str) -> String {
-        let id = self.element(css).await;
-        self.session_command("GET", &format!("/element/{id}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let text = self.on_element(css, "GET", "/text", None).await;
+        text.as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn value(&self, css: &str) -> String {
-        let id = self.element(css).await;
-        self.session_command("GET", &format!("/element/{id}/property/value"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let value = self.on_element(css, "GET", "/property/value", None).await;
+        value.as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn count(&self, css: &str) -> u64 {

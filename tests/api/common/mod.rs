@@ -175,6 +175,8 @@ pub fn test_config(database_url: &str) -> ServeConfig {
             poll_interval_ms: 200,
             shutdown_grace_ms: 1_000,
             retention_days: 30,
+            disable_after_hours: 72,
+            disable_min_failures: 20,
         },
     }
 }
