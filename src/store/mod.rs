@@ -75,10 +75,12 @@ impl From<sqlx::Error> for StoreError {
                 }
                 _ => StoreError::Internal(Box::new(error)),
             },
+            // A protocol error is a conversation cut short, e.g. by a server restarting.
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
             _ => StoreError::Internal(Box::new(error)),
         }

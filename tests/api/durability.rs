@@ -185,3 +185,101 @@ backend_tests! {
         restarted.terminate();
     }
 }
+
+#[tokio::test]
+async fn postgres_going_away_is_a_prompt_503_and_nothing_accepted_is_lost() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let db = TestDb::create(crate::common::Backend::Postgres).await;
+    let mut direct = url::Url::parse(&db.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().unwrap(),
+        direct.port().unwrap_or(5432)
+    );
+    let upstream = tokio::net::lookup_host(upstream)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = crate::common::proxy::Proxy::start(upstream).await;
+    direct.set_host(Some("127.0.0.1")).unwrap();
+    direct.set_port(Some(proxy.address.port())).unwrap();
+    let through_proxy = direct.to_string();
+
+    let mut config = crate::common::test_config(&through_proxy);
+    config.allow_http = true;
+    config.allow_private_targets = true;
+    config.delivery.timeout_ms = 1_000;
+    config.delivery.lease_ms = 2_000;
+    config.delivery.retry_base_ms = 100;
+    let app = hookrelay::App::build(&config).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let store = app.store();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let tenant = hookrelay::tenancy::bootstrap(store.as_ref(), chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let (project, key) = (
+        tenant.project_id.to_string(),
+        tenant.key.key.expose().to_owned(),
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut receiver = Receiver::start().await;
+    let created = client
+        .post(format!("{base}/api/v2/projects/{project}/webhooks"))
+        .bearer_auth(&key)
+        .json(&json!({ "url": receiver.url("/hook"), "events": ["action.created"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let before = publish_many(&client, std::slice::from_ref(&base), &project, &key, 50, 8).await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["error"], "service_unavailable");
+    let list = client
+        .get(format!("{base}/api/v2/projects/{project}/webhooks"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 503);
+    let publish = client
+        .post(format!("{base}/api/v2/projects/{project}/events"))
+        .bearer_auth(&key)
+        .json(&json!({ "event": "action.created", "data": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        publish.status(),
+        503,
+        "nothing is accepted that cannot be stored"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "three calls answered in {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    crate::common::receiver::eventually(Duration::from_secs(30), "readiness", || async {
+        let ready = client.get(format!("{base}/readyz")).send().await.ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+    let after = publish_many(&client, std::slice::from_ref(&base), &project, &key, 50, 8).await;
+    let expected: HashSet<String> = before.into_iter().chain(after).collect();
+    let seen = receive_all(&mut receiver, &expected, Duration::from_secs(60)).await;
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!("database outage: 100 accepted, 0 lost, {duplicates} duplicated");
+    shutdown.cancel();
+}

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 use std::path::PathBuf;
