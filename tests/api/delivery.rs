@@ -675,6 +675,60 @@ backend_tests! {
             .await;
         assert_error(create_with_enabled, 400, "validation_error").await;
     }
+
+    async fn misbehaving_receivers_fail_their_attempts_and_hold_back_no_one(backend) {
+        use crate::common::raw::{Misbehaviour, RawServer};
+        let app = spawn(backend, |c| {
+            c.delivery.timeout_ms = 1_000;
+            c.delivery.lease_ms = 5_000;
+            c.delivery.retry_max = 0;
+        })
+        .await;
+        let mut healthy = Receiver::start().await;
+        app.create_webhook(&healthy.url("/healthy"), &["action.updated"]).await;
+        let cases = [
+            (Misbehaviour::SlowBody, "http", "timed out"),
+            (Misbehaviour::Reset, "http", "failed"),
+            (Misbehaviour::Garbage, "https", "failed"),
+            (Misbehaviour::HugeBody, "http", ""),
+        ];
+        let mut servers = Vec::new();
+        for (misbehaviour, scheme, _) in &cases {
+            let server = RawServer::start(*misbehaviour).await;
+            let url = format!("{scheme}://127.0.0.1:{}/hook", server.port);
+            app.create_webhook(&url, &["action.created", "action.updated"]).await;
+            servers.push(server);
+        }
+        let accepted = app.publish("action.created", json!({})).await;
+        assert_eq!(accepted["deliveries"], 4);
+        let started = std::time::Instant::now();
+        app.publish("action.updated", json!({})).await;
+        healthy.expect(WAIT).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "the healthy endpoint waited {:?}", started.elapsed());
+
+        for (index, (misbehaviour, _, error)) in cases.iter().enumerate() {
+            let id = &accepted["deliveryIds"][index];
+            let delivery = eventually(WAIT, "the attempt to finish", || async {
+                let delivery = app.delivery(id).await;
+                (delivery["status"] != "pending").then_some(delivery)
+            })
+            .await;
+            let attempt = &delivery["attempts"][0];
+            match misbehaviour {
+                Misbehaviour::HugeBody => {
+                    assert_eq!(delivery["status"], "succeeded", "{delivery}");
+                    assert!(attempt["responseBody"].as_str().unwrap().len() <= 1024);
+                    let written = servers[index].written.load(std::sync::atomic::Ordering::SeqCst);
+                    assert!(written < 16 * 1024 * 1024, "read {written} bytes of a 100 MB body");
+                }
+                _ => {
+                    assert_eq!(delivery["status"], "failed", "{misbehaviour:?}: {delivery}");
+                    let text = attempt["error"].as_str().unwrap();
+                    assert!(text.contains(error), "{misbehaviour:?}: {text}");
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod process;
 pub mod proxy;
+pub mod raw;
 pub mod receiver;
 
 use std::path::PathBuf;
