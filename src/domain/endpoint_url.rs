@@ -158,6 +158,19 @@ mod tests {
     }
 
     #[test]
+    fn internationalised_names_are_judged_after_idna_mapping() {
+        assert!(
+            EndpointUrl::parse(
+                "https://\u{ff4c}\u{ff4f}\u{ff43}\u{ff41}\u{ff4c}\u{ff48}\u{ff4f}\u{ff53}\u{ff54}/",
+                STRICT
+            )
+            .is_err()
+        );
+        let url = EndpointUrl::parse("https://b\u{fc}cher.example/", STRICT).unwrap();
+        assert_eq!(url.domain(), Some("xn--bcher-kva.example"));
+    }
+
+    #[test]
     fn private_targets_pass_when_the_policy_allows_them() {
         let lenient = UrlPolicy {
             allow_http: true,

@@ -9,6 +9,7 @@ mod dashboard;
 mod delivery;
 mod durability;
 mod openapi;
+mod properties;
 mod store_contract;
 mod validation;
 mod webhooks;
