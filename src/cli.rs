@@ -55,6 +55,27 @@ pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
             let issued = tenancy::create_key(store.as_ref(), project, scopes, now).await?;
             json!({ "id": issued.id.to_string(), "key": issued.key.expose() })
         }
+        AdminCommand::Key(KeyCommand::List { project }) => {
+            let project: ProjectId = parse_id("--project", project)?;
+            let keys = store.list_api_keys(project).await?;
+            let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            };
+            Value::Array(
+                keys.into_iter()
+                    .map(|key| {
+                        json!({
+                            "id": key.id.to_string(),
+                            "prefix": key.display_prefix,
+                            "scopes": key.scopes.to_strings(),
+                            "createdAt": time(Some(key.created_at)),
+                            "lastUsedAt": time(key.last_used_at),
+                            "revokedAt": time(key.revoked_at),
+                        })
+                    })
+                    .collect(),
+            )
+        }
         AdminCommand::Key(KeyCommand::Revoke { id }) => {
             let id: ApiKeyId = parse_id("key id", id)?;
             store.revoke_api_key(id, now).await?;

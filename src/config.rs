@@ -305,6 +305,13 @@ pub enum KeyCommand {
         #[arg(long, value_delimiter = ',')]
         scopes: Option<Vec<String>>,
     },
+    /// List a project's API keys (never the keys themselves): prefix, scopes, created, last
+    /// used and revoked times, as a JSON array.
+    List {
+        /// The project whose keys to list.
+        #[arg(long)]
+        project: String,
+    },
     /// Revoke an API key at once; prints {"id": …, "revoked": true}.
     Revoke {
         /// The key's id (not the key itself).

@@ -30,6 +30,7 @@ use crate::delivery::retention;
 use crate::delivery::worker::Worker;
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
+use crate::http::key_usage::{self, KeyUsage};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{ApiSettings, AppState};
 use crate::store::{Store, StoreError};
@@ -48,6 +49,9 @@ pub enum StartupError {
     },
 }
 
+/// How stale a key's `last_used_at` may be: uses are written in batches this far apart.
+const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
 /// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
     listener: TcpListener,
@@ -55,6 +59,7 @@ pub struct App {
     store: Arc<dyn Store>,
     worker: Option<Worker>,
     retention_days: u32,
+    key_usage: Arc<KeyUsage>,
 }
 
 impl App {
@@ -63,6 +68,7 @@ impl App {
         let store = store::connect(&config.database.url, &config.database.pool()).await?;
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
+        let key_usage = Arc::new(KeyUsage::default());
         let state = AppState {
             store: store.clone(),
             settings: Arc::new(ApiSettings {
@@ -77,6 +83,7 @@ impl App {
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
             clock: Clock,
             wake: wake.clone(),
+            key_usage: key_usage.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);
         let router = http::router(state, admin_token);
@@ -105,6 +112,7 @@ impl App {
             store,
             worker,
             retention_days: config.delivery.retention_days,
+            key_usage,
         })
     }
 
@@ -122,6 +130,12 @@ impl App {
     /// closes the pool.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let mut background = tokio::task::JoinSet::new();
+        background.spawn(key_usage::flush_periodically(
+            self.key_usage.clone(),
+            self.store.clone(),
+            KEY_USAGE_FLUSH_INTERVAL,
+            shutdown.clone(),
+        ));
         if let Some(worker) = self.worker {
             background.spawn(worker.run(shutdown.clone()));
             if self.retention_days > 0 {

@@ -69,6 +69,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
+    state.key_usage.record(principal.key_id, state.clock.now());
     let now = state.clock.unix_secs();
     let limit = state
         .rate_limiter

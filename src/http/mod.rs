@@ -7,6 +7,7 @@ pub mod errors;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod key_usage;
 pub mod keys;
 pub mod rate_limit;
 pub mod webhooks;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub clock: Clock,
     /// Wakes this process's delivery worker when work is queued.
     pub wake: Arc<Notify>,
+    pub key_usage: Arc<key_usage::KeyUsage>,
 }
 
 /// The request-path knobs of the API.

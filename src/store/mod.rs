@@ -113,6 +113,10 @@ pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
     /// Fails with `NotFound` when the key does not exist or is already revoked.
     async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()>;
     async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Records when keys were last used, many at once; a later time never moves backwards.
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()>;
+    /// Fails with `NotFound` when the project does not exist.
+    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKeyInfo>>;
     /// Creates the tenant only when no account exists and no bootstrap ran before; true if it did.
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool>;
 }

@@ -38,6 +38,17 @@ pub struct BootstrapTenant {
     pub key: NewApiKey,
 }
 
+/// An API key as the operator's listing shows it: never the key itself.
+#[derive(Debug, Clone)]
+pub struct ApiKeyInfo {
+    pub id: ApiKeyId,
+    pub display_prefix: String,
+    pub scopes: Scopes,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// What authentication needs to know about a presented key.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {

@@ -143,6 +143,18 @@ backend_tests! {
         assert_eq!(list_status(&server.address, project_id, plaintext).await, 401);
         server.terminate();
 
+        // Uses are written in batches, and the last batch at shutdown.
+        let listed = run_json(hookrelay(&db.url).args(["admin", "key", "list", "--project", project_id]));
+        let listed = listed.as_array().unwrap();
+        assert_eq!(listed.len(), 1);
+        let entry = &listed[0];
+        assert_eq!(entry["id"], key["id"]);
+        assert_eq!(entry["prefix"], &plaintext[..13]);
+        assert_eq!(entry["scopes"], serde_json::json!(["webhooks.read", "events.write"]));
+        assert!(entry["lastUsedAt"].is_string(), "{entry}");
+        assert!(entry["revokedAt"].is_string(), "{entry}");
+        assert!(!listed.iter().any(|k| k.to_string().contains(plaintext)), "never the key itself");
+
         let bad_scope = hookrelay(&db.url)
             .args(["admin", "key", "create", "--project", project_id, "--scopes", "root"])
             .output()

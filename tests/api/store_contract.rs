@@ -325,4 +325,20 @@ backend_tests! {
         assert_eq!(rest[0].payload, "{}");
         assert_eq!(rest[0].secret, busy.secret);
     }
+
+    async fn key_use_is_recorded_in_batches_and_never_moves_backwards(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let issued = tenancy::create_key(store.as_ref(), project, Scopes::all(), Utc::now()).await.unwrap();
+        let later = Utc::now() + chrono::TimeDelta::minutes(5);
+        let earlier = later - chrono::TimeDelta::minutes(1);
+        store.touch_api_keys(&[(issued.id, later)]).await.unwrap();
+        store.touch_api_keys(&[(issued.id, earlier)]).await.unwrap();
+        let keys = store.list_api_keys(project).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].last_used_at.unwrap().timestamp_millis(), later.timestamp_millis());
+        assert_eq!(keys[0].display_prefix, issued.key.display_prefix());
+        assert!(keys[0].revoked_at.is_none());
+        assert!(matches!(store.list_api_keys(ProjectId::generate()).await, Err(StoreError::NotFound(_))));
+    }
 }

@@ -12,10 +12,10 @@ use sqlx::{FromRow, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
-    StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
+    Store, StoreError, StoreResult, parse_scopes,
 };
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -24,6 +24,16 @@ const WORK_CHANNEL: &str = "hookrelay_work";
 
 pub struct PostgresStore {
     pool: PgPool,
+}
+
+#[derive(FromRow)]
+struct PgKeyInfo {
+    id: Uuid,
+    display_prefix: String,
+    scopes: Vec<String>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(FromRow)]
@@ -164,6 +174,46 @@ impl Store for PostgresStore {
             })
         })
         .transpose()
+    }
+
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in used {
+            sqlx::query("update api_keys set last_used_at = greatest(coalesce(last_used_at, $2), $2) where id = $1")
+                .bind(id.as_uuid())
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKeyInfo>> {
+        let exists: Option<(Uuid,)> = sqlx::query_as("select id from projects where id = $1")
+            .bind(project.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        exists.ok_or(StoreError::NotFound("project"))?;
+        let rows: Vec<PgKeyInfo> = sqlx::query_as(
+            "select id, display_prefix, scopes, created_at, last_used_at, revoked_at \
+             from api_keys where project_id = $1 order by created_at, id",
+        )
+        .bind(project.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ApiKeyInfo {
+                    id: row.id.into(),
+                    display_prefix: row.display_prefix,
+                    scopes: parse_scopes(&row.scopes)?,
+                    created_at: row.created_at,
+                    last_used_at: row.last_used_at,
+                    revoked_at: row.revoked_at,
+                })
+            })
+            .collect()
     }
 
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {

@@ -15,10 +15,10 @@ use sqlx::{FromRow, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings, Store,
-    StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
+    Store, StoreError, StoreResult, parse_scopes,
 };
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -27,6 +27,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+}
+
+#[derive(FromRow)]
+struct LiteKeyInfo {
+    id: Uuid,
+    display_prefix: String,
+    scopes: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -191,6 +201,46 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        for (id, at) in used {
+            sqlx::query("update api_keys set last_used_at = max(coalesce(last_used_at, $2), $2) where id = $1")
+                .bind(id.as_uuid())
+                .bind(millis(*at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKeyInfo>> {
+        let exists: Option<(Uuid,)> = sqlx::query_as("select id from projects where id = $1")
+            .bind(project.as_uuid())
+            .fetch_optional(&self.reader)
+            .await?;
+        exists.ok_or(StoreError::NotFound("project"))?;
+        let rows: Vec<LiteKeyInfo> = sqlx::query_as(
+            "select id, display_prefix, scopes, created_at, last_used_at, revoked_at \
+             from api_keys where project_id = $1 order by created_at, id",
+        )
+        .bind(project.as_uuid())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(ApiKeyInfo {
+                    id: row.id.into(),
+                    display_prefix: row.display_prefix,
+                    scopes: parse_scopes(&from_json_list(&row.scopes)?)?,
+                    created_at: from_millis(row.created_at)?,
+                    last_used_at: row.last_used_at.map(from_millis).transpose()?,
+                    revoked_at: row.revoked_at.map(from_millis).transpose()?,
+                })
+            })
+            .collect()
     }
 
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {
