@@ -292,15 +292,16 @@ impl Shared {
             return Some(permit);
         }
         let permit = permits.acquire_owned().await.ok()?;
-        let lease_until = after(self.clock.now(), self.lease);
+        let now = self.clock.now();
         match self
             .store
-            .renew_claim(claim.id, claim.lease_token, lease_until)
+            .renew_claim(claim.id, claim.lease_token, now, after(now, self.lease))
             .await
         {
             Ok(Some(target)) => {
                 claim.url = target.url;
                 claim.secret = target.secret;
+                claim.previous_secret = target.previous_secret;
                 Some(permit)
             }
             Ok(None) => None,
@@ -379,6 +380,18 @@ fn signed_headers(claim: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
     let body = claim.payload.as_bytes();
     let key = claim.secret.expose().as_bytes();
     let message_id = claim.id.to_string();
+    // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
+    // X-DevTune-Signature has room for one signature, so it carries the new secret's.
+    let mut standard_signatures = standard_signature(key, &message_id, timestamp, body);
+    if let Some(previous) = &claim.previous_secret {
+        standard_signatures.push(' ');
+        standard_signatures.push_str(&standard_signature(
+            previous.expose().as_bytes(),
+            &message_id,
+            timestamp,
+            body,
+        ));
+    }
     headers(&[
         ("content-type", "application/json".to_owned()),
         ("user-agent", USER_AGENT.to_owned()),
@@ -387,9 +400,6 @@ fn signed_headers(claim: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
         ("x-devtune-delivery", message_id.clone()),
         ("webhook-id", message_id.clone()),
         ("webhook-timestamp", timestamp.to_string()),
-        (
-            "webhook-signature",
-            standard_signature(key, &message_id, timestamp, body),
-        ),
+        ("webhook-signature", standard_signatures),
     ])
 }

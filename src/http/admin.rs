@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::errors::ApiError;
-use super::extract::present;
-use super::extract::{ApiJson, ApiPath, OptionalApiJson};
+use super::extract::{ApiJson, ApiPath, OptionalApiJson, present};
 use super::wire::Data;
 use crate::domain::{AccountId, FieldError, Name, Scopes};
 use crate::tenancy;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::instrument;
@@ -13,12 +14,11 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
-use super::extract::present;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
 use super::wire::{ApiTime, Envelope};
 use crate::delivery::net::refuse_private_resolution;
 use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, WebhookId, WebhookSecret};
-use crate::store::{NewWebhook, Webhook, WebhookChanges, WebhookStats};
+use crate::store::{NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookStats};
 
 /// The create and update body. Fields stay loose JSON so every bad field is reported at once.
 #[derive(Deserialize)]
@@ -359,19 +359,56 @@ pub async fn delete_webhook(
     Ok(Json(Deleted { deleted: true }))
 }
 
+/// The optional rotate body: how long the old secret keeps signing beside the new one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateInput {
+    #[serde(default, deserialize_with = "present")]
+    grace_seconds: Option<Value>,
+}
+
+/// The longest grace period a rotation may ask for: one week.
+const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+fn grace(input: Option<RotateInput>) -> Result<Option<TimeDelta>, ApiError> {
+    let Some(value) = input.and_then(|i| i.grace_seconds) else {
+        return Ok(None);
+    };
+    match value.as_u64() {
+        Some(0) => Ok(None),
+        Some(seconds) if seconds <= MAX_GRACE_SECONDS => {
+            Ok(Some(TimeDelta::seconds(seconds as i64)))
+        }
+        _ => Err(ApiError::Validation(vec![FieldError::new(
+            "graceSeconds",
+            format!("must be a whole number of seconds from 0 to {MAX_GRACE_SECONDS}"),
+        )])),
+    }
+}
+
 #[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
 pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
     auth: Authorized<WebhooksWrite>,
     ApiPath(path): ApiPath<WebhookPath>,
+    OptionalApiJson(input): OptionalApiJson<RotateInput>,
 ) -> Result<Json<Envelope<RotatedSecret>>, ApiError> {
+    let grace = grace(input)?;
     let secret = WebhookSecret::generate();
     let now = state.clock.now();
+    let rotation = SecretRotation {
+        secret: secret.clone(),
+        previous_valid_until: grace.map(|g| now + g),
+        at: now,
+    };
     state
         .store
-        .rotate_webhook_secret(auth.project_id, path.webhook_id.into(), secret.clone(), now)
+        .rotate_webhook_secret(auth.project_id, path.webhook_id.into(), rotation)
         .await?;
-    tracing::info!("webhook secret rotated");
+    tracing::info!(
+        grace_seconds = grace.map(|g| g.num_seconds()),
+        "webhook secret rotated"
+    );
     let rotated = RotatedSecret {
         secret: secret.expose().to_owned(),
     };

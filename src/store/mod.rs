@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{ApiKeyId, DeliveryId, ProjectId, WebhookId, WebhookSecret};
+use crate::domain::{ApiKeyId, DeliveryId, ProjectId, WebhookId};
 
 pub use model::*;
 
@@ -152,13 +152,13 @@ pub trait WebhookStore: Send + Sync {
         id: WebhookId,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Only active webhooks can rotate; the new secret applies to every later attempt.
+    /// Only active webhooks can rotate; the new secret signs every later attempt, and the old
+    /// one signs beside it until the rotation's grace period ends.
     async fn rotate_webhook_secret(
         &self,
         project: ProjectId,
         id: WebhookId,
-        secret: WebhookSecret,
-        now: DateTime<Utc>,
+        rotation: SecretRotation,
     ) -> StoreResult<()>;
 }
 
@@ -196,6 +196,7 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         id: DeliveryId,
         lease_token: Uuid,
+        now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<WebhookTarget>>;
     /// Wakes `wake` whenever another instance queues work, until `shutdown`. Backends without

@@ -76,6 +76,14 @@ pub struct WebhookChanges {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A new signing secret, and until when the one it replaces still signs beside it.
+pub struct SecretRotation {
+    pub secret: WebhookSecret,
+    /// `None` retires the old secret at once, as DevTune does.
+    pub previous_valid_until: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+}
+
 /// Delivery attempts to a webhook, kept exact by incrementing in the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebhookStats {
@@ -260,6 +268,8 @@ pub struct ClaimedDelivery {
     pub payload: String,
     pub url: String,
     pub secret: WebhookSecret,
+    /// The rotated-out secret while its grace period lasts; it signs beside `secret`.
+    pub previous_secret: Option<WebhookSecret>,
     /// The number this attempt will carry (1 for the first).
     pub attempt_number: u32,
     pub lease_token: Uuid,
@@ -345,6 +355,7 @@ pub struct DeliveryQuery {
 pub struct WebhookTarget {
     pub url: String,
     pub secret: WebhookSecret,
+    pub previous_secret: Option<WebhookSecret>,
 }
 
 /// The textual values of `data[key]`: a scalar, or each scalar of an array.

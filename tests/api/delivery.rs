@@ -729,6 +729,38 @@ backend_tests! {
             }
         }
     }
+
+    async fn a_rotation_with_a_grace_period_signs_with_both_secrets_meanwhile(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut receiver = Receiver::start().await;
+        let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created"]).await;
+        let old_secret = webhook["secret"].as_str().unwrap().to_owned();
+        let path = app.project_path(&format!("/webhooks/{}/rotate-secret", webhook["id"].as_str().unwrap()));
+        let (status, rotated) = status_and_json(app.post(&path, json!({ "graceSeconds": 3600 })).await).await;
+        assert_eq!(status, 200, "{rotated}");
+        let new_secret = rotated["data"]["secret"].as_str().unwrap().to_owned();
+
+        app.publish("action.created", json!({})).await;
+        let during = receiver.expect(WAIT).await;
+        assert_eq!(during.header("webhook-signature").split(' ').count(), 2);
+        assert!(standard_webhooks_verifies(&whsec(&new_secret), &during));
+        assert!(standard_webhooks_verifies(&whsec(&old_secret), &during));
+        assert_eq!(during.header("x-devtune-signature"), devtune_signature(&new_secret, &during.body));
+
+        // A rotation without a grace period retires the previous secret at once.
+        let (_, again) = status_and_json(app.call(Method::POST, &path, Some(&app.key), None).await).await;
+        let newest = again["data"]["secret"].as_str().unwrap().to_owned();
+        app.publish("action.created", json!({})).await;
+        let after = receiver.expect(WAIT).await;
+        assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+        assert!(standard_webhooks_verifies(&whsec(&newest), &after));
+        assert!(!standard_webhooks_verifies(&whsec(&new_secret), &after));
+
+        for bad in [json!({ "graceSeconds": -1 }), json!({ "graceSeconds": 604801 }), json!({ "graceSeconds": "60" })] {
+            let error = assert_error(app.post(&path, bad.clone()).await, 400, "validation_error").await;
+            assert_eq!(error["details"][0]["field"], "graceSeconds", "{bad}");
+        }
+    }
 }
 
 #[tokio::test]

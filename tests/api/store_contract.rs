@@ -10,7 +10,7 @@ use hookrelay::domain::{
 };
 use hookrelay::store::{
     self, AttemptRecord, AttemptResult, DeliveryStatus, EventTarget, NewApiKey, NewEvent,
-    NewWebhook, PoolSettings, Recorded, Store, StoreError, WebhookChanges,
+    NewWebhook, PoolSettings, Recorded, SecretRotation, Store, StoreError, WebhookChanges,
 };
 use hookrelay::tenancy;
 
@@ -177,7 +177,8 @@ backend_tests! {
         assert_eq!(updated.url, webhook.url);
         assert_eq!(updated.events.len(), 1);
         let secret = WebhookSecret::generate();
-        store.rotate_webhook_secret(project, webhook.id, secret.clone(), Utc::now()).await.unwrap();
+        let rotation = SecretRotation { secret: secret.clone(), previous_valid_until: None, at: Utc::now() };
+        store.rotate_webhook_secret(project, webhook.id, rotation).await.unwrap();
         assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, secret);
 
         store.delete_webhook(project, webhook.id, Utc::now()).await.unwrap();
@@ -185,7 +186,8 @@ backend_tests! {
         assert!(!deleted.is_active);
         assert!(deleted.deleted_at.is_some());
         assert!(matches!(store.delete_webhook(project, webhook.id, Utc::now()).await, Err(StoreError::NotFound(_))));
-        let rotate = store.rotate_webhook_secret(project, webhook.id, WebhookSecret::generate(), Utc::now()).await;
+        let rotation = SecretRotation { secret: WebhookSecret::generate(), previous_valid_until: None, at: Utc::now() };
+        let rotate = store.rotate_webhook_secret(project, webhook.id, rotation).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
         let changes = WebhookChanges { url: None, events: None, filters: None, updated_at: Utc::now() };
         assert!(matches!(store.update_webhook(project, webhook.id, changes).await, Err(StoreError::NotFound(_))));

@@ -73,6 +73,7 @@ struct PgClaim {
     payload: String,
     url: String,
     secret: String,
+    previous_secret: Option<String>,
     attempt_count: i32,
 }
 
@@ -292,7 +293,8 @@ impl DeliveryStore for PostgresStore {
                    for update skip locked) c, events e, webhooks w \
              where d.id = c.id and e.id = d.event_id and w.id = d.webhook_id \
              returning d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
-                       w.url, w.secret, d.attempt_count",
+                       w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
+                       then w.previous_secret end as previous_secret",
         )
         .bind(now)
         .bind(lease_until)
@@ -312,6 +314,7 @@ impl DeliveryStore for PostgresStore {
                 payload: row.payload,
                 url: row.url,
                 secret: WebhookSecret::from_stored(row.secret),
+                previous_secret: row.previous_secret.map(WebhookSecret::from_stored),
                 attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
                 lease_token: token,
             })
@@ -427,21 +430,25 @@ impl DeliveryStore for PostgresStore {
         &self,
         id: DeliveryId,
         lease_token: Uuid,
+        now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<WebhookTarget>> {
-        let row: Option<(String, String)> = sqlx::query_as(
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
             "update deliveries d set lease_until = $3, next_attempt_at = $3 from webhooks w \
              where d.id = $1 and d.lease_token = $2 and d.status = 'pending' \
-             and w.id = d.webhook_id and w.is_active returning w.url, w.secret",
+             and w.id = d.webhook_id and w.is_active returning w.url, w.secret, \
+             case when w.previous_secret_until > $4 then w.previous_secret end",
         )
         .bind(id.as_uuid())
         .bind(lease_token)
         .bind(lease_until)
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(url, secret)| WebhookTarget {
+        Ok(row.map(|(url, secret, previous)| WebhookTarget {
             url,
             secret: WebhookSecret::from_stored(secret),
+            previous_secret: previous.map(WebhookSecret::from_stored),
         }))
     }
 

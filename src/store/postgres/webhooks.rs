@@ -6,10 +6,10 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::PostgresStore;
-use crate::domain::{ProjectId, WebhookId, WebhookSecret};
+use crate::domain::{ProjectId, WebhookId};
 use crate::store::{
-    NewWebhook, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow, WebhookStats,
-    WebhookStore, filters_to_json,
+    NewWebhook, SecretRotation, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow,
+    WebhookStats, WebhookStore, filters_to_json,
 };
 
 pub(super) const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
@@ -196,17 +196,18 @@ impl WebhookStore for PostgresStore {
         &self,
         project: ProjectId,
         id: WebhookId,
-        secret: WebhookSecret,
-        now: DateTime<Utc>,
+        rotation: SecretRotation,
     ) -> StoreResult<()> {
         let updated = sqlx::query(
-            "update webhooks set secret = $3, updated_at = $4 \
+            "update webhooks set previous_secret = case when $5 is null then null else secret end, \
+             previous_secret_until = $5, secret = $3, updated_at = $4 \
              where id = $1 and project_id = $2 and is_active",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
-        .bind(secret.expose())
-        .bind(now)
+        .bind(rotation.secret.expose())
+        .bind(rotation.at)
+        .bind(rotation.previous_valid_until)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() == 0 {

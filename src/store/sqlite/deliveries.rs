@@ -71,6 +71,7 @@ struct LiteClaim {
     payload: String,
     url: String,
     secret: String,
+    previous_secret: Option<String>,
     attempt_count: i64,
 }
 
@@ -283,11 +284,13 @@ impl DeliveryStore for SqliteStore {
         .await?;
         let rows: Vec<LiteClaim> = sqlx::query_as(
             "select d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
-             w.url, w.secret, d.attempt_count from deliveries d \
+             w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $2 \
+             then w.previous_secret end as previous_secret from deliveries d \
              join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
              where d.lease_token = $1 order by d.next_attempt_at, d.id",
         )
         .bind(token)
+        .bind(millis(now))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -302,6 +305,7 @@ impl DeliveryStore for SqliteStore {
                 payload: row.payload,
                 url: row.url,
                 secret: WebhookSecret::from_stored(row.secret),
+                previous_secret: row.previous_secret.map(WebhookSecret::from_stored),
                 attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
                 lease_token: token,
             })
@@ -417,6 +421,7 @@ impl DeliveryStore for SqliteStore {
         &self,
         id: DeliveryId,
         lease_token: Uuid,
+        now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<WebhookTarget>> {
         let mut tx = self.write_tx().await?;
@@ -433,14 +438,18 @@ impl DeliveryStore for SqliteStore {
         .await?;
         let target = match renewed {
             Some((webhook,)) => {
-                let (url, secret): (String, String) =
-                    sqlx::query_as("select url, secret from webhooks where id = $1")
-                        .bind(webhook)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (url, secret, previous): (String, String, Option<String>) = sqlx::query_as(
+                    "select url, secret, case when previous_secret_until > $2 \
+                     then previous_secret end from webhooks where id = $1",
+                )
+                .bind(webhook)
+                .bind(millis(now))
+                .fetch_one(&mut *tx)
+                .await?;
                 Some(WebhookTarget {
                     url,
                     secret: WebhookSecret::from_stored(secret),
+                    previous_secret: previous.map(WebhookSecret::from_stored),
                 })
             }
             None => None,

@@ -6,10 +6,10 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{SqliteStore, from_json_list, from_millis, millis, to_json_list};
-use crate::domain::{ProjectId, WebhookId, WebhookSecret};
+use crate::domain::{ProjectId, WebhookId};
 use crate::store::{
-    NewWebhook, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow, WebhookStats,
-    WebhookStore, filters_to_json,
+    NewWebhook, SecretRotation, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow,
+    WebhookStats, WebhookStore, filters_to_json,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_active, \
@@ -195,17 +195,18 @@ impl WebhookStore for SqliteStore {
         &self,
         project: ProjectId,
         id: WebhookId,
-        secret: WebhookSecret,
-        now: DateTime<Utc>,
+        rotation: SecretRotation,
     ) -> StoreResult<()> {
         let updated = sqlx::query(
-            "update webhooks set secret = $3, updated_at = $4 \
+            "update webhooks set previous_secret = case when $5 is null then null else secret end, \
+             previous_secret_until = $5, secret = $3, updated_at = $4 \
              where id = $1 and project_id = $2 and is_active",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
-        .bind(secret.expose())
-        .bind(millis(now))
+        .bind(rotation.secret.expose())
+        .bind(millis(rotation.at))
+        .bind(rotation.previous_valid_until.map(millis))
         .execute(&self.writer)
         .await?;
         if updated.rows_affected() == 0 {
