@@ -13,7 +13,7 @@ use crate::tenancy;
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn open(database: &DatabaseConfig) -> Result<std::sync::Arc<dyn Store>, CliError> {
-    let store = store::connect(&database.url, &database.pool()).await?;
+    let store = store::connect(&database.url, &database.pool(), database.cipher()?).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -75,6 +75,10 @@ pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
                     })
                     .collect(),
             )
+        }
+        AdminCommand::Reencrypt => {
+            let resealed = store.reseal_secrets().await?;
+            json!({ "resealed": resealed })
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => {
             let id: ApiKeyId = parse_id("key id", id)?;

@@ -12,6 +12,7 @@ use crate::delivery::retry::RetryPolicy;
 use crate::delivery::worker::WorkerSettings;
 use crate::domain::DisablePolicy;
 use crate::store::PoolSettings;
+use crate::store::cipher::SecretCipher;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,9 +70,29 @@ pub struct DatabaseConfig {
         default_value_t = 3000
     )]
     pub acquire_timeout_ms: u64,
+
+    /// Encrypts webhook signing secrets at rest with AES-256-GCM: 32 random bytes, base64
+    /// (e.g. `openssl rand -base64 32`). Without it secrets are stored in plain text.
+    #[arg(long, env = "HOOKRELAY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<String>,
+
+    /// Earlier encryption keys, comma-separated, still accepted for reading after a key
+    /// rotation until `hookrelay admin reencrypt` has resealed every secret.
+    #[arg(
+        long,
+        env = "HOOKRELAY_ENCRYPTION_OLD_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub old_encryption_keys: Vec<String>,
 }
 
 impl DatabaseConfig {
+    /// The cipher for signing secrets at rest, from the configured keys.
+    pub fn cipher(&self) -> Result<SecretCipher, String> {
+        SecretCipher::from_base64(self.encryption_key.as_deref(), &self.old_encryption_keys)
+    }
+
     pub fn pool(&self) -> PoolSettings {
         PoolSettings {
             max_connections: self.max_connections,
@@ -271,6 +292,9 @@ pub enum AdminCommand {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Seal every stored signing secret with the current HOOKRELAY_ENCRYPTION_KEY (after
+    /// setting or rotating it; give the previous key in HOOKRELAY_ENCRYPTION_OLD_KEYS).
+    Reencrypt,
 }
 
 #[derive(Debug, Subcommand)]

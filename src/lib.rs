@@ -65,7 +65,13 @@ pub struct App {
 impl App {
     pub async fn build(config: &ServeConfig) -> Result<Self, StartupError> {
         config.delivery.validate().map_err(StartupError::Settings)?;
-        let store = store::connect(&config.database.url, &config.database.pool()).await?;
+        let cipher = config.database.cipher().map_err(StartupError::Settings)?;
+        if !cipher.encrypts() {
+            tracing::warn!(
+                "webhook signing secrets are stored in plain text; set HOOKRELAY_ENCRYPTION_KEY to encrypt them"
+            );
+        }
+        let store = store::connect(&config.database.url, &config.database.pool(), cipher).await?;
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
         let key_usage = Arc::new(KeyUsage::default());

@@ -1,5 +1,6 @@
 //! The storage interface: one trait of tenant-scoped use cases, a Postgres and a SQLite backend.
 
+pub mod cipher;
 mod model;
 mod postgres;
 mod sqlite;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::{ApiKeyId, DeliveryId, ProjectId, WebhookId};
 
+use cipher::SecretCipher;
 pub use model::*;
 
 pub use postgres::PostgresStore;
@@ -119,6 +121,9 @@ pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
     async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKeyInfo>>;
     /// Creates the tenant only when no account exists and no bootstrap ran before; true if it did.
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool>;
+    /// Seals every stored signing secret with the current encryption key (or opens them all
+    /// when encryption was turned off); returns how many webhooks changed.
+    async fn reseal_secrets(&self) -> StoreResult<u64>;
 }
 
 /// Webhook subscriptions, always within one project.
@@ -234,11 +239,15 @@ pub struct PoolSettings {
 }
 
 /// Opens the backend the URL's scheme names: `postgres://`/`postgresql://` or `sqlite:`.
-pub async fn connect(url: &str, pool: &PoolSettings) -> StoreResult<Arc<dyn Store>> {
+pub async fn connect(
+    url: &str,
+    pool: &PoolSettings,
+    cipher: SecretCipher,
+) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, pool).await?))
+        Ok(Arc::new(PostgresStore::connect(url, pool, cipher).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, pool).await?))
+        Ok(Arc::new(SqliteStore::connect(url, pool, cipher).await?))
     } else {
         Err(StoreError::Internal(
             format!(

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::cipher::SecretCipher;
 use super::{StoreError, StoreResult};
 use crate::domain::{
     AccountId, ApiKeyId, DeliveryId, DisablePolicy, EndpointUrl, EventId, EventType, EventTypes,
@@ -136,10 +137,9 @@ pub(super) struct WebhookRow {
     pub disabled_reason: Option<String>,
 }
 
-impl TryFrom<WebhookRow> for Webhook {
-    type Error = StoreError;
-
-    fn try_from(row: WebhookRow) -> Result<Self, Self::Error> {
+impl WebhookRow {
+    pub(super) fn into_webhook(self, cipher: &SecretCipher) -> StoreResult<Webhook> {
+        let row = self;
         let events = row
             .events
             .iter()
@@ -154,7 +154,7 @@ impl TryFrom<WebhookRow> for Webhook {
             url: row.url,
             events,
             filters: filters_from_json(&row.filters)?,
-            secret: WebhookSecret::from_stored(row.secret),
+            secret: cipher.open(&row.secret)?,
             is_active: row.is_active,
             created_at: row.created_at,
             updated_at: row.updated_at,

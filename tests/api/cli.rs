@@ -72,6 +72,8 @@ fn serve_help_lists_every_setting_with_its_variable() {
         "HOOKRELAY_RETENTION_DAYS",
         "HOOKRELAY_DISABLE_AFTER_HOURS",
         "HOOKRELAY_DISABLE_MIN_FAILURES",
+        "HOOKRELAY_ENCRYPTION_KEY",
+        "HOOKRELAY_ENCRYPTION_OLD_KEYS",
     ] {
         assert!(
             help.contains(&format!("[env: {variable}")),
@@ -177,5 +179,11 @@ backend_tests! {
         assert!(again.status.success());
         let account = run_json(hookrelay(&db.url).args(["admin", "account", "create", "--name", "x"]));
         assert!(account["id"].is_string());
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let resealed = run_json(hookrelay(&db.url).env("HOOKRELAY_ENCRYPTION_KEY", key).args(["admin", "reencrypt"]));
+        assert_eq!(resealed, serde_json::json!({ "resealed": 0 }));
+        let bad = hookrelay(&db.url).env("HOOKRELAY_ENCRYPTION_KEY", "c2hvcnQ=").args(["admin", "reencrypt"]).output().unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("32 bytes"), "{}", String::from_utf8_lossy(&bad.stderr));
     }
 }

@@ -761,6 +761,24 @@ backend_tests! {
             assert_eq!(error["details"][0]["field"], "graceSeconds", "{bad}");
         }
     }
+
+    async fn secrets_are_encrypted_at_rest_and_deliveries_still_verify(backend) {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let app = spawn(backend, |c| c.database.encryption_key = Some(key)).await;
+        let mut receiver = Receiver::start().await;
+        let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created"]).await;
+        let secret = webhook["secret"].as_str().unwrap();
+        let id: uuid::Uuid = webhook["id"].as_str().unwrap().parse().unwrap();
+        let stored = crate::common::stored_secret_column(&app.config.database.url, id).await;
+        assert!(stored.starts_with("enc:v1:"), "{stored}");
+        assert!(!stored.contains(secret), "a database dump does not yield the secret");
+        app.publish("action.created", json!({})).await;
+        let request = receiver.expect(WAIT).await;
+        assert_eq!(request.header("x-devtune-signature"), devtune_signature(secret, &request.body));
+        let details = app.webhook_details(&webhook["id"]).await;
+        assert_eq!(details["secretPreview"], format!("\u{2026}{}", &secret[60..]));
+    }
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use hookrelay::domain::{
     AccountId, ApiKey, ApiKeyId, DisablePolicy, EndpointUrl, EventId, EventTypes, Filters, Name,
     ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
+use hookrelay::store::cipher::SecretCipher;
 use hookrelay::store::{
     self, AttemptRecord, AttemptResult, DeliveryStatus, EventTarget, NewApiKey, NewEvent,
     NewWebhook, PoolSettings, Recorded, SecretRotation, Store, StoreError, WebhookChanges,
@@ -22,13 +23,18 @@ const NEVER_DISABLE: DisablePolicy = DisablePolicy {
 };
 use crate::common::{Backend, TestDb};
 
-async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
-    let db = TestDb::create(backend).await;
-    let pool = PoolSettings {
+fn pool() -> PoolSettings {
+    PoolSettings {
         max_connections: 5,
         acquire_timeout: Duration::from_secs(3),
-    };
-    let store = store::connect(&db.url, &pool).await.expect("connect");
+    }
+}
+
+async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
+    let db = TestDb::create(backend).await;
+    let store = store::connect(&db.url, &pool(), SecretCipher::default())
+        .await
+        .expect("connect");
     store.migrate().await.expect("migrate");
     (store, db)
 }
@@ -342,5 +348,40 @@ backend_tests! {
         assert_eq!(keys[0].display_prefix, issued.key.display_prefix());
         assert!(keys[0].revoked_at.is_none());
         assert!(matches!(store.list_api_keys(ProjectId::generate()).await, Err(StoreError::NotFound(_))));
+    }
+
+    async fn reencrypting_moves_every_secret_to_the_new_key(backend) {
+        use base64::Engine;
+        let key = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        let db = TestDb::create(backend).await;
+        let plain = store::connect(&db.url, &pool(), SecretCipher::default()).await.unwrap();
+        plain.migrate().await.unwrap();
+        let project = new_project(plain.as_ref()).await;
+        let webhook = plain.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        assert_eq!(crate::common::stored_secret_column(&db.url, webhook.id.as_uuid()).await, webhook.secret.expose());
+        plain.close().await;
+
+        let first = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let sealed = store::connect(&db.url, &pool(), first).await.unwrap();
+        assert_eq!(sealed.reseal_secrets().await.unwrap(), 1);
+        assert_eq!(sealed.reseal_secrets().await.unwrap(), 0, "already current");
+        let stored = crate::common::stored_secret_column(&db.url, webhook.id.as_uuid()).await;
+        assert!(stored.starts_with("enc:v1:") && !stored.contains(webhook.secret.expose()), "{stored}");
+        sealed.close().await;
+
+        let rotated = SecretCipher::from_base64(Some(&key(2)), &[key(1)]).unwrap();
+        let store = store::connect(&db.url, &pool(), rotated).await.unwrap();
+        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, webhook.secret);
+        assert_eq!(store.reseal_secrets().await.unwrap(), 1);
+        store.close().await;
+
+        let only_new = SecretCipher::from_base64(Some(&key(2)), &[]).unwrap();
+        let store = store::connect(&db.url, &pool(), only_new).await.unwrap();
+        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, webhook.secret);
+        store.close().await;
+        let only_old = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let store = store::connect(&db.url, &pool(), only_old).await.unwrap();
+        assert!(store.get_webhook(project, webhook.id).await.is_err(), "the retired key alone cannot read it");
+        store.close().await;
     }
 }

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::cipher::SecretCipher;
 use super::{
     ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
     Store, StoreError, StoreResult, parse_scopes,
@@ -24,6 +25,7 @@ const WORK_CHANNEL: &str = "hookrelay_work";
 
 pub struct PostgresStore {
     pool: PgPool,
+    cipher: SecretCipher,
 }
 
 #[derive(FromRow)]
@@ -46,13 +48,17 @@ struct PgApiKey {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        settings: &PoolSettings,
+        cipher: SecretCipher,
+    ) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("hookrelay");
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, cipher })
     }
 
     async fn insert_account(
@@ -214,6 +220,37 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String, Option<String>)> =
+            sqlx::query_as("select id, secret, previous_secret from webhooks")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut changed = 0;
+        for (id, secret, previous) in rows {
+            let stale = !self.cipher.is_current(&secret)
+                || previous
+                    .as_deref()
+                    .is_some_and(|p| !self.cipher.is_current(p));
+            if !stale {
+                continue;
+            }
+            let secret = self.cipher.seal(&self.cipher.open(&secret)?);
+            let previous = previous
+                .map(|p| self.cipher.open(&p).map(|p| self.cipher.seal(&p)))
+                .transpose()?;
+            sqlx::query("update webhooks set secret = $2, previous_secret = $3 where id = $1")
+                .bind(id)
+                .bind(secret)
+                .bind(previous)
+                .execute(&mut *tx)
+                .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {

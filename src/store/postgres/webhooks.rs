@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::domain::{ProjectId, WebhookId};
+use crate::store::cipher::SecretCipher;
 use crate::store::{
     NewWebhook, SecretRotation, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow,
     WebhookStats, WebhookStore, filters_to_json,
@@ -39,10 +40,9 @@ struct PgWebhook {
     disabled_reason: Option<String>,
 }
 
-impl TryFrom<PgWebhook> for Webhook {
-    type Error = StoreError;
-
-    fn try_from(row: PgWebhook) -> Result<Self, Self::Error> {
+impl PgWebhook {
+    fn into_webhook(self, cipher: &SecretCipher) -> StoreResult<Webhook> {
+        let row = self;
         WebhookRow {
             id: row.id,
             project_id: row.project_id,
@@ -65,7 +65,7 @@ impl TryFrom<PgWebhook> for Webhook {
             disabled_at: row.disabled_at,
             disabled_reason: row.disabled_reason,
         }
-        .try_into()
+        .into_webhook(cipher)
     }
 }
 
@@ -102,12 +102,12 @@ impl WebhookStore for PostgresStore {
         .bind(new.url.as_str())
         .bind(new.events.to_strings())
         .bind(filters_to_json(&new.filters))
-        .bind(new.secret.expose())
+        .bind(self.cipher.seal(&new.secret))
         .bind(new.created_at)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        row.try_into()
+        row.into_webhook(&self.cipher)
     }
 
     async fn list_webhooks(
@@ -123,7 +123,9 @@ impl WebhookStore for PostgresStore {
         .bind(include_inactive)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(Webhook::try_from).collect()
+        rows.into_iter()
+            .map(|row| row.into_webhook(&self.cipher))
+            .collect()
     }
 
     async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
@@ -134,7 +136,8 @@ impl WebhookStore for PostgresStore {
         .bind(project.as_uuid())
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+        row.ok_or(StoreError::NotFound("webhook"))?
+            .into_webhook(&self.cipher)
     }
 
     async fn update_webhook(
@@ -157,7 +160,8 @@ impl WebhookStore for PostgresStore {
         .bind(changes.updated_at)
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+        row.ok_or(StoreError::NotFound("webhook"))?
+            .into_webhook(&self.cipher)
     }
 
     async fn delete_webhook(
@@ -205,7 +209,7 @@ impl WebhookStore for PostgresStore {
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
-        .bind(rotation.secret.expose())
+        .bind(self.cipher.seal(&rotation.secret))
         .bind(rotation.at)
         .bind(rotation.previous_valid_until)
         .execute(&self.pool)

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, millis};
-use crate::domain::{DeliveryId, ProjectId, WebhookId, WebhookSecret};
+use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent, Recorded,
@@ -294,22 +294,26 @@ impl DeliveryStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| ClaimedDelivery {
-                id: row.id.into(),
-                project_id: row.project_id.into(),
-                webhook_id: row.webhook_id.into(),
-                event_id: row.event_id.into(),
-                event_type: row.event_type,
-                payload: row.payload,
-                url: row.url,
-                secret: WebhookSecret::from_stored(row.secret),
-                previous_secret: row.previous_secret.map(WebhookSecret::from_stored),
-                attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
-                lease_token: token,
+        rows.into_iter()
+            .map(|row| {
+                Ok(ClaimedDelivery {
+                    id: row.id.into(),
+                    project_id: row.project_id.into(),
+                    webhook_id: row.webhook_id.into(),
+                    event_id: row.event_id.into(),
+                    event_type: row.event_type,
+                    payload: row.payload,
+                    url: row.url,
+                    secret: self.cipher.open(&row.secret)?,
+                    previous_secret: row
+                        .previous_secret
+                        .map(|p| self.cipher.open(&p))
+                        .transpose()?,
+                    attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
+                    lease_token: token,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
@@ -448,8 +452,8 @@ impl DeliveryStore for SqliteStore {
                 .await?;
                 Some(WebhookTarget {
                     url,
-                    secret: WebhookSecret::from_stored(secret),
-                    previous_secret: previous.map(WebhookSecret::from_stored),
+                    secret: self.cipher.open(&secret)?,
+                    previous_secret: previous.map(|p| self.cipher.open(&p)).transpose()?,
                 })
             }
             None => None,

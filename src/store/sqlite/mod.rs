@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::cipher::SecretCipher;
 use super::{
     ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
     Store, StoreError, StoreResult, parse_scopes,
@@ -27,6 +28,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    cipher: SecretCipher,
 }
 
 #[derive(FromRow)]
@@ -66,7 +68,11 @@ pub(super) fn from_json_list(stored: &str) -> StoreResult<Vec<String>> {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, settings: &PoolSettings) -> StoreResult<Self> {
+    pub async fn connect(
+        url: &str,
+        settings: &PoolSettings,
+        cipher: SecretCipher,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -82,7 +88,11 @@ impl SqliteStore {
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options.read_only(true));
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            cipher,
+        })
     }
 
     /// Takes the write lock up front, so a transaction never fails half-way on lock upgrade.
@@ -241,6 +251,37 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let rows: Vec<(Uuid, String, Option<String>)> =
+            sqlx::query_as("select id, secret, previous_secret from webhooks")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut changed = 0;
+        for (id, secret, previous) in rows {
+            let stale = !self.cipher.is_current(&secret)
+                || previous
+                    .as_deref()
+                    .is_some_and(|p| !self.cipher.is_current(p));
+            if !stale {
+                continue;
+            }
+            let secret = self.cipher.seal(&self.cipher.open(&secret)?);
+            let previous = previous
+                .map(|p| self.cipher.open(&p).map(|p| self.cipher.seal(&p)))
+                .transpose()?;
+            sqlx::query("update webhooks set secret = $2, previous_secret = $3 where id = $1")
+                .bind(id)
+                .bind(secret)
+                .bind(previous)
+                .execute(&mut *tx)
+                .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool> {

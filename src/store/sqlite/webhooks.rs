@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{SqliteStore, from_json_list, from_millis, millis, to_json_list};
 use crate::domain::{ProjectId, WebhookId};
+use crate::store::cipher::SecretCipher;
 use crate::store::{
     NewWebhook, SecretRotation, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow,
     WebhookStats, WebhookStore, filters_to_json,
@@ -39,10 +40,9 @@ struct LiteWebhook {
     disabled_reason: Option<String>,
 }
 
-impl TryFrom<LiteWebhook> for Webhook {
-    type Error = StoreError;
-
-    fn try_from(row: LiteWebhook) -> Result<Self, Self::Error> {
+impl LiteWebhook {
+    fn into_webhook(self, cipher: &SecretCipher) -> StoreResult<Webhook> {
+        let row = self;
         WebhookRow {
             id: row.id,
             project_id: row.project_id,
@@ -65,7 +65,7 @@ impl TryFrom<LiteWebhook> for Webhook {
             disabled_at: row.disabled_at.map(from_millis).transpose()?,
             disabled_reason: row.disabled_reason,
         }
-        .try_into()
+        .into_webhook(cipher)
     }
 }
 
@@ -95,13 +95,13 @@ impl WebhookStore for SqliteStore {
         .bind(new.url.as_str())
         .bind(to_json_list(new.events.to_strings()))
         .bind(filters_to_json(&new.filters))
-        .bind(new.secret.expose())
+        .bind(self.cipher.seal(&new.secret))
         .bind(millis(new.created_at))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::missing_parent(e, "project"))?;
         tx.commit().await?;
-        row.try_into()
+        row.into_webhook(&self.cipher)
     }
 
     async fn list_webhooks(
@@ -117,7 +117,9 @@ impl WebhookStore for SqliteStore {
         .bind(include_inactive)
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter().map(Webhook::try_from).collect()
+        rows.into_iter()
+            .map(|row| row.into_webhook(&self.cipher))
+            .collect()
     }
 
     async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
@@ -128,7 +130,8 @@ impl WebhookStore for SqliteStore {
         .bind(project.as_uuid())
         .fetch_optional(&self.reader)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+        row.ok_or(StoreError::NotFound("webhook"))?
+            .into_webhook(&self.cipher)
     }
 
     async fn update_webhook(
@@ -156,7 +159,8 @@ impl WebhookStore for SqliteStore {
         .bind(millis(changes.updated_at))
         .fetch_optional(&self.writer)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?.try_into()
+        row.ok_or(StoreError::NotFound("webhook"))?
+            .into_webhook(&self.cipher)
     }
 
     async fn delete_webhook(
@@ -204,7 +208,7 @@ impl WebhookStore for SqliteStore {
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
-        .bind(rotation.secret.expose())
+        .bind(self.cipher.seal(&rotation.secret))
         .bind(millis(rotation.at))
         .bind(rotation.previous_valid_until.map(millis))
         .execute(&self.writer)

@@ -153,6 +153,8 @@ pub fn test_config(database_url: &str) -> ServeConfig {
             url: database_url.to_owned(),
             max_connections: 5,
             acquire_timeout_ms: 3000,
+            encryption_key: None,
+            old_encryption_keys: Vec::new(),
         },
         log: LogConfig {
             format: LogFormat::Text,
@@ -267,9 +269,14 @@ impl TestApp {
 
     /// A fresh connection to this app's database, usable after `stop`.
     pub async fn reopen_store(&self) -> Arc<dyn Store> {
-        hookrelay::store::connect(&self.config.database.url, &self.config.database.pool())
-            .await
-            .expect("the database is still there")
+        let cipher = self.config.database.cipher().expect("valid keys");
+        hookrelay::store::connect(
+            &self.config.database.url,
+            &self.config.database.pool(),
+            cipher,
+        )
+        .await
+        .expect("the database is still there")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -388,4 +395,29 @@ pub fn keys(value: &Value) -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// A webhook's `secret` column exactly as stored, read past the application.
+pub async fn stored_secret_column(database_url: &str, webhook: uuid::Uuid) -> String {
+    if database_url.starts_with("sqlite:") {
+        let mut conn = <sqlx::SqliteConnection as Connection>::connect(database_url)
+            .await
+            .expect("the SQLite file opens");
+        let (secret,): (String,) = sqlx::query_as("select secret from webhooks where id = $1")
+            .bind(webhook)
+            .fetch_one(&mut conn)
+            .await
+            .expect("the webhook row");
+        secret
+    } else {
+        let mut conn = sqlx::PgConnection::connect(database_url)
+            .await
+            .expect("the database accepts connections");
+        let (secret,): (String,) = sqlx::query_as("select secret from webhooks where id = $1")
+            .bind(webhook)
+            .fetch_one(&mut conn)
+            .await
+            .expect("the webhook row");
+        secret
+    }
 }

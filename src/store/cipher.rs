@@ -1,0 +1,189 @@
+//! Signing secrets at rest: AES-256-GCM with the key id stored beside each ciphertext, so the
+//! key can be rotated; without a key, secrets are stored as they are.
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
+
+use super::{StoreError, StoreResult};
+use crate::domain::WebhookSecret;
+
+const PREFIX: &str = "enc:v1:";
+
+/// One 32-byte key and the id derived from it.
+#[derive(Clone)]
+struct SealingKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+impl SealingKey {
+    fn new(bytes: &[u8; 32]) -> Self {
+        let digest = Sha256::digest(bytes);
+        Self {
+            id: hex::encode(&digest[..4]),
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes)),
+        }
+    }
+}
+
+/// Seals secrets with the current key and opens them with it or any retired key.
+#[derive(Clone, Default)]
+pub struct SecretCipher {
+    current: Option<SealingKey>,
+    retired: Vec<SealingKey>,
+}
+
+impl std::fmt::Debug for SecretCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCipher")
+            .field("current", &self.current.as_ref().map(|k| &k.id))
+            .field(
+                "retired",
+                &self.retired.iter().map(|k| &k.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+fn decode_key(encoded: &str) -> Result<[u8; 32], String> {
+    let bytes = STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "an encryption key must be base64".to_owned())?;
+    bytes
+        .try_into()
+        .map_err(|_| "an encryption key must be 32 bytes (44 base64 characters)".to_owned())
+}
+
+impl SecretCipher {
+    /// `current` seals; `retired` keys only open what they sealed before a rotation.
+    pub fn from_base64(current: Option<&str>, retired: &[String]) -> Result<Self, String> {
+        Ok(Self {
+            current: current
+                .map(decode_key)
+                .transpose()?
+                .map(|k| SealingKey::new(&k)),
+            retired: retired
+                .iter()
+                .map(|k| decode_key(k).map(|k| SealingKey::new(&k)))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn encrypts(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// The stored form of a secret.
+    pub fn seal(&self, secret: &WebhookSecret) -> String {
+        let Some(key) = &self.current else {
+            return secret.expose().to_owned();
+        };
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let sealed = key
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), secret.expose().as_bytes())
+            .expect("AES-GCM encrypts any input of this size");
+        let mut blob = nonce.to_vec();
+        blob.extend(sealed);
+        format!("{PREFIX}{}:{}", key.id, STANDARD.encode(blob))
+    }
+
+    /// A secret from its stored form, sealed or (from before a key was set) plain.
+    pub fn open(&self, stored: &str) -> StoreResult<WebhookSecret> {
+        let Some(rest) = stored.strip_prefix(PREFIX) else {
+            return Ok(WebhookSecret::from_stored(stored.to_owned()));
+        };
+        let (key_id, encoded) = rest
+            .split_once(':')
+            .ok_or_else(|| StoreError::corrupt("a sealed secret without a key id"))?;
+        let key = self
+            .current
+            .iter()
+            .chain(&self.retired)
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| {
+                StoreError::corrupt(format!(
+                    "a secret sealed with key {key_id}, which is not configured"
+                ))
+            })?;
+        let blob = STANDARD
+            .decode(encoded)
+            .map_err(|_| StoreError::corrupt("a sealed secret that is not base64"))?;
+        if blob.len() < 12 {
+            return Err(StoreError::corrupt(
+                "a sealed secret too short to hold a nonce",
+            ));
+        }
+        let (nonce, sealed) = blob.split_at(12);
+        let plain = key
+            .cipher
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| StoreError::corrupt("a sealed secret that does not decrypt"))?;
+        String::from_utf8(plain)
+            .map(WebhookSecret::from_stored)
+            .map_err(|_| StoreError::corrupt("a sealed secret that is not text"))
+    }
+
+    /// Whether a stored secret is already sealed with the current key (or needs no key).
+    pub fn is_current(&self, stored: &str) -> bool {
+        match &self.current {
+            None => !stored.starts_with(PREFIX),
+            Some(key) => stored
+                .strip_prefix(PREFIX)
+                .is_some_and(|rest| rest.starts_with(&format!("{}:", key.id))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> String {
+        STANDARD.encode([byte; 32])
+    }
+
+    #[test]
+    fn seals_and_opens_and_hides_the_secret() {
+        let cipher = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let secret = WebhookSecret::generate();
+        let stored = cipher.seal(&secret);
+        assert!(stored.starts_with("enc:v1:"));
+        assert!(!stored.contains(secret.expose()));
+        assert_ne!(stored, cipher.seal(&secret), "a fresh nonce every time");
+        assert_eq!(cipher.open(&stored).unwrap(), secret);
+        assert!(cipher.is_current(&stored));
+    }
+
+    #[test]
+    fn a_retired_key_still_opens_and_an_unknown_one_does_not() {
+        let old = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let secret = WebhookSecret::generate();
+        let stored = old.seal(&secret);
+        let rotated = SecretCipher::from_base64(Some(&key(2)), &[key(1)]).unwrap();
+        assert_eq!(rotated.open(&stored).unwrap(), secret);
+        assert!(!rotated.is_current(&stored));
+        let stranger = SecretCipher::from_base64(Some(&key(3)), &[]).unwrap();
+        assert!(stranger.open(&stored).is_err());
+    }
+
+    #[test]
+    fn without_a_key_secrets_stay_plain_and_tampering_is_caught() {
+        let plain = SecretCipher::default();
+        let secret = WebhookSecret::generate();
+        assert_eq!(plain.seal(&secret), secret.expose());
+        assert_eq!(plain.open(secret.expose()).unwrap(), secret);
+        let cipher = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let mut stored = cipher.seal(&secret);
+        stored.pop();
+        stored.push(if stored.ends_with('A') { 'B' } else { 'A' });
+        assert!(cipher.open(&stored).is_err());
+        assert!(SecretCipher::from_base64(Some("short"), &[]).is_err());
+    }
+}
