@@ -7,7 +7,7 @@ use crate::config::{
     AccountCommand, AdminArgs, AdminCommand, DatabaseConfig, KeyCommand, ProjectCommand,
 };
 use crate::domain::{AccountId, ApiKeyId, Name, ProjectId, Scopes};
-use crate::store::{self, Store};
+use crate::store::{self, Actor, Channel, Store};
 use crate::tenancy;
 
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,7 +52,14 @@ pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
                 None => Scopes::all(),
                 Some(list) => Scopes::parse(list).map_err(|e| format!("--scopes {e}"))?,
             };
-            let issued = tenancy::create_key(store.as_ref(), project, scopes, now).await?;
+            let issued = tenancy::create_key(
+                store.as_ref(),
+                project,
+                scopes,
+                Actor::admin(Channel::Cli),
+                now,
+            )
+            .await?;
             json!({ "id": issued.id.to_string(), "key": issued.key.expose() })
         }
         AdminCommand::Key(KeyCommand::List { project }) => {
@@ -82,7 +89,7 @@ pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
         }
         AdminCommand::Key(KeyCommand::Revoke { id }) => {
             let id: ApiKeyId = parse_id("key id", id)?;
-            store.revoke_api_key(id, now).await?;
+            tenancy::revoke_key(store.as_ref(), id, Actor::admin(Channel::Cli), now).await?;
             json!({ "id": id.to_string(), "revoked": true })
         }
     };

@@ -3,7 +3,11 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{AccountId, ApiKey, ApiKeyId, Name, ProjectId, Scopes};
-use crate::store::{BootstrapTenant, NewAccount, NewApiKey, NewProject, Store, StoreResult};
+use serde_json::json;
+
+use crate::store::{
+    Actor, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject, Store, StoreResult,
+};
 
 /// A key as issued: the plaintext exists only here, to be shown once.
 #[derive(Debug)]
@@ -72,11 +76,37 @@ pub async fn create_key(
     store: &dyn Store,
     project_id: ProjectId,
     scopes: Scopes,
+    actor: Actor,
     now: DateTime<Utc>,
 ) -> StoreResult<IssuedKey> {
+    let changes = json!({ "scopes": scopes.to_strings() });
     let (issued, record) = new_key(project_id, scopes, now);
-    store.create_api_key(record).await?;
+    let audit = AuditEntry {
+        actor,
+        action: "api_key.created",
+        target_id: issued.id.to_string(),
+        changes,
+        at: now,
+    };
+    store.create_api_key(record, audit).await?;
     Ok(issued)
+}
+
+/// Revokes a key at once; the audit log of its project records who did.
+pub async fn revoke_key(
+    store: &dyn Store,
+    id: ApiKeyId,
+    actor: Actor,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let audit = AuditEntry {
+        actor,
+        action: "api_key.revoked",
+        target_id: id.to_string(),
+        changes: json!({}),
+        at: now,
+    };
+    store.revoke_api_key(id, audit).await
 }
 
 /// Creates a "default" account and project with an all-scope key, once, on an empty database.

@@ -51,7 +51,8 @@ class ApiError extends Error {
 }
 
 async function api(path, { method = 'GET', body } = {}) {
-  const headers = { Authorization: `Bearer ${state.key}` };
+  // The channel header lets the audit log tell dashboard changes from API ones.
+  const headers = { Authorization: `Bearer ${state.key}`, 'X-Hookrelay-Channel': 'dashboard' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
   try {

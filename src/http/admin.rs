@@ -12,6 +12,7 @@ use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, OptionalApiJson, present};
 use super::wire::Data;
 use crate::domain::{AccountId, FieldError, Name, Scopes};
+use crate::store::{Actor, Channel};
 use crate::tenancy;
 
 #[derive(Deserialize)]
@@ -138,8 +139,14 @@ pub async fn create_api_key(
         }
     };
     let project_id = path.project_id.into();
-    let issued =
-        tenancy::create_key(state.store.as_ref(), project_id, scopes, state.clock.now()).await?;
+    let issued = tenancy::create_key(
+        state.store.as_ref(),
+        project_id,
+        scopes,
+        Actor::admin(Channel::Admin),
+        state.clock.now(),
+    )
+    .await?;
     tracing::info!(key_id = %issued.id, %project_id, "API key created");
     let data = CreatedKey {
         id: issued.id.to_string(),
@@ -152,10 +159,14 @@ pub async fn revoke_api_key(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<KeyPath>,
 ) -> Result<Json<Data<RevokedKey>>, ApiError> {
-    state
-        .store
-        .revoke_api_key(path.key_id.into(), state.clock.now())
-        .await?;
+    let actor = Actor::admin(Channel::Admin);
+    tenancy::revoke_key(
+        state.store.as_ref(),
+        path.key_id.into(),
+        actor,
+        state.clock.now(),
+    )
+    .await?;
     tracing::info!(key_id = %path.key_id, "API key revoked");
     let data = RevokedKey {
         id: path.key_id.to_string(),

@@ -18,6 +18,7 @@ use super::errors::ApiError;
 use super::extract::ApiPath;
 use super::rate_limit::RateLimitStatus;
 use crate::domain::{AccountId, ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
+use crate::store::{Actor, AuditEntry, Channel};
 
 /// The authenticated key behind a request.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct Principal {
     pub project_id: ProjectId,
     pub account_id: AccountId,
     pub scopes: Scopes,
+    /// `dashboard` when the dashboard says so in `X-Hookrelay-Channel`, else `api`.
+    pub channel: Channel,
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -60,6 +63,10 @@ async fn resolve_principal(state: &AppState, headers: &HeaderMap) -> Result<Prin
         project_id: record.project_id,
         account_id: record.account_id,
         scopes: record.scopes,
+        channel: match headers.get("x-hookrelay-channel") {
+            Some(value) if value == "dashboard" => Channel::Dashboard,
+            _ => Channel::Api,
+        },
     })
 }
 
@@ -123,6 +130,7 @@ pub struct Authorized<S> {
     pub project_id: ProjectId,
     pub account_id: AccountId,
     pub key_id: ApiKeyId,
+    pub channel: Channel,
     _scope: PhantomData<S>,
 }
 
@@ -163,8 +171,31 @@ where
             project_id: principal.project_id,
             account_id: principal.account_id,
             key_id: principal.key_id,
+            channel: principal.channel,
             _scope: PhantomData,
         })
+    }
+}
+
+impl<S> Authorized<S> {
+    /// An audit entry for a change this caller makes now.
+    pub fn audit(
+        &self,
+        action: &'static str,
+        target_id: impl ToString,
+        changes: serde_json::Value,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> AuditEntry {
+        AuditEntry {
+            actor: Actor {
+                key: Some(self.key_id),
+                channel: self.channel,
+            },
+            action,
+            target_id: target_id.to_string(),
+            changes,
+            at,
+        }
     }
 }
 

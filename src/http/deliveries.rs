@@ -214,7 +214,11 @@ pub async fn retry_delivery(
     let now = state.clock.now();
     let summary = state
         .store
-        .retry_delivery(auth.project_id, path.delivery_id.into(), now)
+        .retry_delivery(
+            auth.project_id,
+            path.delivery_id.into(),
+            auth.audit("delivery.retried", path.delivery_id, json!({}), now),
+        )
         .await?;
     state.wake.notify_one();
     tracing::info!("delivery queued again by hand");
@@ -246,6 +250,12 @@ pub async fn send_test_event(
             idempotency_key: None,
             created_at: rendered.created_at,
             target: EventTarget::Webhook(path.webhook_id.into()),
+            audit: Some(auth.audit(
+                "webhook.test_sent",
+                path.webhook_id,
+                json!({ "eventId": rendered.id.to_string() }),
+                rendered.created_at,
+            )),
         })
         .await?;
     state.wake.notify_one();

@@ -168,6 +168,7 @@ pub async fn create_event(
             idempotency_key: key,
             created_at: rendered.created_at,
             target: EventTarget::Subscribers,
+            audit: None,
         })
         .await?;
     if !accepted.replayed && !accepted.delivery_ids.is_empty() {

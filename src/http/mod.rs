@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the route table and the router built from it.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod deliveries;
 pub mod errors;
@@ -105,6 +106,11 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/events",
             events::create_event,
+        ),
+        route(
+            Method::GET,
+            "/api/v2/projects/{projectId}/audit-log",
+            audit::list_audit_log,
         ),
         route(
             Method::GET,

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -87,6 +87,8 @@ pub struct WebhookDetails {
     deleted_at: Option<ApiTime>,
     disabled_at: Option<ApiTime>,
     disabled_reason: Option<String>,
+    last_modified_by: Option<String>,
+    last_modified_via: Option<String>,
     secret_preview: String,
     stats: StatsView,
 }
@@ -123,6 +125,8 @@ impl From<&Webhook> for WebhookDetails {
             deleted_at: webhook.deleted_at.map(ApiTime),
             disabled_at: webhook.disabled.as_ref().map(|d| ApiTime(d.at)),
             disabled_reason: webhook.disabled.as_ref().map(|d| d.reason.clone()),
+            last_modified_by: webhook.last_modified_by.clone(),
+            last_modified_via: webhook.last_modified_via.clone(),
             secret_preview: webhook.secret.preview(),
             stats: (&webhook.stats).into(),
         }
@@ -142,6 +146,25 @@ pub struct Deleted {
 #[derive(Serialize)]
 pub struct RotatedSecret {
     secret: String,
+}
+
+/// What an update asks to change, for the audit log.
+fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
+    let mut requested = serde_json::Map::new();
+    if let Some(url) = &checked.url {
+        requested.insert("url".into(), json!(url.as_str()));
+    }
+    if let Some(events) = &checked.events {
+        requested.insert("events".into(), json!(events.to_strings()));
+    }
+    if let Some(filters) = &checked.filters {
+        let filters: BTreeMap<_, _> = filters.to_pairs().into_iter().collect();
+        requested.insert("filters".into(), json!(filters));
+    }
+    if input.enabled.is_some() {
+        requested.insert("enabled".into(), json!(true));
+    }
+    requested.into()
 }
 
 /// The validated parts of a `WebhookInput`; absent fields stay `None`.
@@ -270,9 +293,15 @@ pub async fn create_webhook(
         created_at: now,
     };
     let limit = state.settings.max_webhooks_per_project;
+    let changes = json!({
+        "url": new.url.as_str(),
+        "events": new.events.to_strings(),
+        "filters": new.filters.to_pairs().into_iter().collect::<BTreeMap<_, _>>(),
+    });
+    let audit = auth.audit("webhook.created", new.id, changes, now);
     let webhook = state
         .store
-        .create_webhook(auth.project_id, new, limit)
+        .create_webhook(auth.project_id, new, limit, audit)
         .await?;
     tracing::info!(webhook_id = %webhook.id, "webhook created");
     let created = CreatedWebhook {
@@ -331,6 +360,12 @@ pub async fn update_webhook(
 ) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
     let checked = check_input(&state, &input, true).await?;
     let now = state.clock.now();
+    let audit = auth.audit(
+        "webhook.updated",
+        path.webhook_id,
+        requested(&checked, &input),
+        now,
+    );
     let changes = WebhookChanges {
         url: checked.url,
         events: checked.events,
@@ -339,7 +374,7 @@ pub async fn update_webhook(
     };
     let webhook = state
         .store
-        .update_webhook(auth.project_id, path.webhook_id.into(), changes)
+        .update_webhook(auth.project_id, path.webhook_id.into(), changes, audit)
         .await?;
     tracing::info!("webhook updated");
     Ok(Json(Envelope::new((&webhook).into(), auth.project_id, now)))
@@ -353,7 +388,16 @@ pub async fn delete_webhook(
 ) -> Result<Json<Deleted>, ApiError> {
     state
         .store
-        .delete_webhook(auth.project_id, path.webhook_id.into(), state.clock.now())
+        .delete_webhook(
+            auth.project_id,
+            path.webhook_id.into(),
+            auth.audit(
+                "webhook.deleted",
+                path.webhook_id,
+                json!({}),
+                state.clock.now(),
+            ),
+        )
         .await?;
     tracing::info!("webhook deleted");
     Ok(Json(Deleted { deleted: true }))
@@ -403,7 +447,17 @@ pub async fn rotate_webhook_secret(
     };
     state
         .store
-        .rotate_webhook_secret(auth.project_id, path.webhook_id.into(), rotation)
+        .rotate_webhook_secret(
+            auth.project_id,
+            path.webhook_id.into(),
+            rotation,
+            auth.audit(
+                "webhook.secret_rotated",
+                path.webhook_id,
+                json!({ "graceSeconds": grace.map_or(0, |g| g.num_seconds()) }),
+                now,
+            ),
+        )
         .await?;
     tracing::info!(
         grace_seconds = grace.map(|g| g.num_seconds()),

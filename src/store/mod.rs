@@ -111,9 +111,9 @@ pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
     /// Fails with `NotFound` when the account does not exist.
     async fn create_project(&self, new: NewProject) -> StoreResult<()>;
     /// Fails with `NotFound` when the project does not exist.
-    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<()>;
+    async fn create_api_key(&self, new: NewApiKey, audit: AuditEntry) -> StoreResult<()>;
     /// Fails with `NotFound` when the key does not exist or is already revoked.
-    async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn revoke_api_key(&self, id: ApiKeyId, audit: AuditEntry) -> StoreResult<()>;
     async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>>;
     /// Records when keys were last used, many at once; a later time never moves backwards.
     async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()>;
@@ -135,6 +135,7 @@ pub trait WebhookStore: Send + Sync {
         project: ProjectId,
         new: NewWebhook,
         limit: u32,
+        audit: AuditEntry,
     ) -> StoreResult<Webhook>;
     async fn list_webhooks(
         &self,
@@ -149,13 +150,14 @@ pub trait WebhookStore: Send + Sync {
         project: ProjectId,
         id: WebhookId,
         changes: WebhookChanges,
+        audit: AuditEntry,
     ) -> StoreResult<Webhook>;
     /// Deactivates the webhook and cancels its pending deliveries.
     async fn delete_webhook(
         &self,
         project: ProjectId,
         id: WebhookId,
-        now: DateTime<Utc>,
+        audit: AuditEntry,
     ) -> StoreResult<()>;
     /// Only active webhooks can rotate; the new secret signs every later attempt, and the old
     /// one signs beside it until the rotation's grace period ends.
@@ -164,7 +166,15 @@ pub trait WebhookStore: Send + Sync {
         project: ProjectId,
         id: WebhookId,
         rotation: SecretRotation,
+        audit: AuditEntry,
     ) -> StoreResult<()>;
+    /// The project's audit log, newest first, before the `before` entry when given.
+    async fn list_audit(
+        &self,
+        project: ProjectId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// Events, the durable delivery queue and the delivery log.
@@ -225,7 +235,7 @@ pub trait DeliveryStore: Send + Sync {
         &self,
         project: ProjectId,
         id: DeliveryId,
-        now: DateTime<Utc>,
+        audit: AuditEntry,
     ) -> StoreResult<DeliverySummary>;
     /// Deletes finished deliveries (with their attempts) and events last touched before `before`.
     async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64>;

@@ -111,6 +111,8 @@ pub struct Webhook {
     pub stats: WebhookStats,
     /// Set when endpoint health disabled the webhook; a PATCH clears it.
     pub disabled: Option<Disabled>,
+    pub last_modified_by: Option<String>,
+    pub last_modified_via: Option<String>,
 }
 
 /// When and why endpoint health disabled a webhook.
@@ -135,6 +137,8 @@ pub(super) struct WebhookRow {
     pub stats: WebhookStats,
     pub disabled_at: Option<DateTime<Utc>>,
     pub disabled_reason: Option<String>,
+    pub last_modified_by: Option<String>,
+    pub last_modified_via: Option<String>,
 }
 
 impl WebhookRow {
@@ -164,6 +168,8 @@ impl WebhookRow {
                 at,
                 reason: row.disabled_reason.unwrap_or_default(),
             }),
+            last_modified_by: row.last_modified_by,
+            last_modified_via: row.last_modified_via,
         })
     }
 }
@@ -212,6 +218,8 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub target: EventTarget,
+    /// Recorded for events a person sends (test events); published events are not changes.
+    pub audit: Option<AuditEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -379,4 +387,103 @@ pub(super) fn data_values(data: &serde_json::Value, key: &str) -> Vec<String> {
 /// U+FFFD on every backend alike.
 pub(super) fn storable(text: &Option<String>) -> Option<String> {
     text.as_ref().map(|t| t.replace('\0', "\u{FFFD}"))
+}
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Api,
+    Dashboard,
+    Admin,
+    Cli,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Api => "api",
+            Channel::Dashboard => "dashboard",
+            Channel::Admin => "admin",
+            Channel::Cli => "cli",
+        }
+    }
+}
+
+/// Who made a change: an API key, or the operator through the admin API or CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub key: Option<ApiKeyId>,
+    pub channel: Channel,
+}
+
+impl Actor {
+    pub fn admin(channel: Channel) -> Self {
+        Self { key: None, channel }
+    }
+
+    pub(super) fn kind(&self) -> &'static str {
+        if self.key.is_some() {
+            "api_key"
+        } else {
+            "admin"
+        }
+    }
+
+    /// The id a webhook's `lastModifiedBy` shows: the key's id, or `admin`.
+    pub(super) fn id(&self) -> String {
+        self.key
+            .map_or_else(|| "admin".to_owned(), |k| k.to_string())
+    }
+}
+
+/// One change, as the audit log records it within the change's own transaction.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub actor: Actor,
+    pub action: &'static str,
+    pub target_id: String,
+    /// What changed; never a secret.
+    pub changes: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// A recorded change, as `GET …/audit-log` lists it.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: uuid::Uuid,
+    pub at: DateTime<Utc>,
+    pub actor_type: String,
+    pub actor_id: Option<String>,
+    pub channel: String,
+    pub action: String,
+    pub target_id: String,
+    pub changes: serde_json::Value,
+}
+
+/// An audit row as both backends read it: (id, at, actor type, actor id, channel, action,
+/// target, changes as JSON text).
+pub(super) type AuditRow = (
+    uuid::Uuid,
+    DateTime<Utc>,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
+pub(super) fn audit_record(row: AuditRow) -> StoreResult<AuditRecord> {
+    let (id, at, actor_type, actor_id, channel, action, target_id, changes) = row;
+    Ok(AuditRecord {
+        id,
+        at,
+        actor_type,
+        actor_id,
+        channel,
+        action,
+        target_id,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| StoreError::corrupt(format!("stored audit changes: {e}")))?,
+    })
 }

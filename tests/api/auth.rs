@@ -45,7 +45,7 @@ backend_tests! {
             .await
             .unwrap()
             .unwrap();
-        app.store.revoke_api_key(record.id, chrono::Utc::now()).await.unwrap();
+        app.store.revoke_api_key(record.id, crate::common::cli_audit("api_key.revoked")).await.unwrap();
         assert_error(app.get(&path).await, 401, "unauthorized").await;
     }
 

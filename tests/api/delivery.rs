@@ -492,6 +492,7 @@ backend_tests! {
                     created_at: chrono::Utc::now(),
                 },
                 25,
+                crate::common::cli_audit("webhook.created"),
             )
             .await
             .unwrap();

@@ -3,6 +3,7 @@
 mod common;
 
 mod admin;
+mod audit;
 mod auth;
 mod cli;
 mod dashboard;

@@ -21,7 +21,7 @@ const NEVER_DISABLE: DisablePolicy = DisablePolicy {
     after: chrono::TimeDelta::MAX,
     min_failures: i64::MAX,
 };
-use crate::common::{Backend, TestDb};
+use crate::common::{Backend, TestDb, cli_actor, cli_audit};
 
 fn pool() -> PoolSettings {
     PoolSettings {
@@ -90,7 +90,7 @@ backend_tests! {
 
     async fn a_key_needs_an_existing_project(backend) {
         let (store, _db) = open(backend).await;
-        let result = tenancy::create_key(store.as_ref(), ProjectId::generate(), Scopes::all(), Utc::now()).await;
+        let result = tenancy::create_key(store.as_ref(), ProjectId::generate(), Scopes::all(), cli_actor(), Utc::now()).await;
         assert!(matches!(result, Err(StoreError::NotFound("project"))), "{result:?}");
     }
 
@@ -98,16 +98,16 @@ backend_tests! {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
         let scopes = Scopes::parse(&["webhooks.read", "events.write"]).unwrap();
-        let issued = tenancy::create_key(store.as_ref(), project, scopes, Utc::now()).await.unwrap();
+        let issued = tenancy::create_key(store.as_ref(), project, scopes, cli_actor(), Utc::now()).await.unwrap();
         let found = store.find_api_key(&issued.key.hash()).await.unwrap().unwrap();
         assert_eq!(found.id, issued.id);
         assert_eq!(found.project_id, project);
         assert!(found.scopes.contains(Scope::EventsWrite));
         assert!(!found.scopes.contains(Scope::WebhooksWrite));
         assert!(!found.revoked);
-        store.revoke_api_key(issued.id, Utc::now()).await.unwrap();
+        store.revoke_api_key(issued.id, cli_audit("api_key.revoked")).await.unwrap();
         assert!(store.find_api_key(&issued.key.hash()).await.unwrap().unwrap().revoked);
-        let again = store.revoke_api_key(issued.id, Utc::now()).await;
+        let again = store.revoke_api_key(issued.id, cli_audit("api_key.revoked")).await;
         assert!(matches!(again, Err(StoreError::NotFound(_))));
         assert!(store.find_api_key(&ApiKey::generate().hash()).await.unwrap().is_none());
     }
@@ -124,8 +124,8 @@ backend_tests! {
             scopes: Scopes::all(),
             created_at: Utc::now(),
         };
-        store.create_api_key(record()).await.unwrap();
-        let duplicate = store.create_api_key(record()).await;
+        store.create_api_key(record(), cli_audit("api_key.created")).await.unwrap();
+        let duplicate = store.create_api_key(record(), cli_audit("api_key.created")).await;
         assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
     }
 
@@ -158,7 +158,7 @@ backend_tests! {
         let other = new_project(store.as_ref()).await;
         let new = new_webhook(&["action.created", "visibility.changed"]);
         let (id, secret, created_at) = (new.id, new.secret.clone(), new.created_at);
-        let created = store.create_webhook(project, new, 10).await.unwrap();
+        let created = store.create_webhook(project, new, 10, cli_audit("webhook.created")).await.unwrap();
         assert_eq!(created.id, id);
         assert_eq!(created.secret, secret);
         assert_eq!(created.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(), ["action.created", "visibility.changed"]);
@@ -172,47 +172,47 @@ backend_tests! {
     async fn updates_rotations_and_deletes_touch_only_active_webhooks(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let changes = WebhookChanges {
             url: None,
             events: Some(EventTypes::parse(&["action.updated"]).unwrap()),
             filters: None,
             updated_at: Utc::now(),
         };
-        let updated = store.update_webhook(project, webhook.id, changes).await.unwrap();
+        let updated = store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await.unwrap();
         assert_eq!(updated.url, webhook.url);
         assert_eq!(updated.events.len(), 1);
         let secret = WebhookSecret::generate();
         let rotation = SecretRotation { secret: secret.clone(), previous_valid_until: None, at: Utc::now() };
-        store.rotate_webhook_secret(project, webhook.id, rotation).await.unwrap();
+        store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await.unwrap();
         assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, secret);
 
-        store.delete_webhook(project, webhook.id, Utc::now()).await.unwrap();
+        store.delete_webhook(project, webhook.id, cli_audit("webhook.deleted")).await.unwrap();
         let deleted = store.get_webhook(project, webhook.id).await.unwrap();
         assert!(!deleted.is_active);
         assert!(deleted.deleted_at.is_some());
-        assert!(matches!(store.delete_webhook(project, webhook.id, Utc::now()).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.delete_webhook(project, webhook.id, cli_audit("webhook.deleted")).await, Err(StoreError::NotFound(_))));
         let rotation = SecretRotation { secret: WebhookSecret::generate(), previous_valid_until: None, at: Utc::now() };
-        let rotate = store.rotate_webhook_secret(project, webhook.id, rotation).await;
+        let rotate = store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
         let changes = WebhookChanges { url: None, events: None, filters: None, updated_at: Utc::now() };
-        assert!(matches!(store.update_webhook(project, webhook.id, changes).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await, Err(StoreError::NotFound(_))));
     }
 
     async fn the_webhook_cap_counts_only_active_webhooks(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let first = store.create_webhook(project, new_webhook(&["action.created"]), 1).await.unwrap();
-        let over = store.create_webhook(project, new_webhook(&["action.created"]), 1).await;
+        let first = store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await.unwrap();
+        let over = store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await;
         assert!(matches!(over, Err(StoreError::WebhookLimitReached { limit: 1 })), "{over:?}");
-        store.delete_webhook(project, first.id, Utc::now()).await.unwrap();
-        store.create_webhook(project, new_webhook(&["action.created"]), 1).await.unwrap();
+        store.delete_webhook(project, first.id, cli_audit("webhook.deleted")).await.unwrap();
+        store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await.unwrap();
     }
 
     async fn retention_purges_finished_deliveries_and_their_events_only(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let accept = |n: u32| NewEvent {
             id: EventId::generate(),
             project_id: project,
@@ -222,6 +222,7 @@ backend_tests! {
             idempotency_key: None,
             created_at: Utc::now(),
             target: EventTarget::Subscribers,
+            audit: None,
         };
         let done = store.accept_event(accept(1)).await.unwrap();
         let waiting = store.accept_event(accept(2)).await.unwrap();
@@ -262,7 +263,7 @@ backend_tests! {
     async fn an_outcome_from_a_lost_lease_is_not_recorded(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let accepted = store
             .accept_event(NewEvent {
                 id: EventId::generate(),
@@ -273,6 +274,7 @@ backend_tests! {
                 idempotency_key: None,
                 created_at: Utc::now(),
                 target: EventTarget::Subscribers,
+                audit: None,
             })
             .await
             .unwrap();
@@ -308,8 +310,8 @@ backend_tests! {
     async fn claims_skip_excluded_webhooks_and_leased_rows(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
-        let free = store.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        let free = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         store
             .accept_event(NewEvent {
                 id: EventId::generate(),
@@ -320,6 +322,7 @@ backend_tests! {
                 idempotency_key: None,
                 created_at: Utc::now(),
                 target: EventTarget::Subscribers,
+                audit: None,
             })
             .await
             .unwrap();
@@ -337,7 +340,7 @@ backend_tests! {
     async fn key_use_is_recorded_in_batches_and_never_moves_backwards(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
-        let issued = tenancy::create_key(store.as_ref(), project, Scopes::all(), Utc::now()).await.unwrap();
+        let issued = tenancy::create_key(store.as_ref(), project, Scopes::all(), cli_actor(), Utc::now()).await.unwrap();
         let later = Utc::now() + chrono::TimeDelta::minutes(5);
         let earlier = later - chrono::TimeDelta::minutes(1);
         store.touch_api_keys(&[(issued.id, later)]).await.unwrap();
@@ -357,7 +360,7 @@ backend_tests! {
         let plain = store::connect(&db.url, &pool(), SecretCipher::default()).await.unwrap();
         plain.migrate().await.unwrap();
         let project = new_project(plain.as_ref()).await;
-        let webhook = plain.create_webhook(project, new_webhook(&["action.created"]), 10).await.unwrap();
+        let webhook = plain.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         assert_eq!(crate::common::stored_secret_column(&db.url, webhook.id.as_uuid()).await, webhook.secret.expose());
         plain.close().await;
 

@@ -247,7 +247,8 @@ backend_tests! {
             keys(data),
             [
                 "createdAt", "deletedAt", "disabledAt", "disabledReason", "events", "filters", "id",
-                "isActive", "secretPreview", "stats", "updatedAt", "url"
+                "isActive", "lastModifiedBy", "lastModifiedVia", "secretPreview", "stats",
+                "updatedAt", "url"
             ]
         );
         assert_eq!(data["filters"], json!({}));

@@ -12,12 +12,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{PostgresStore, WORK_CHANNEL};
+use super::{PostgresStore, WORK_CHANNEL, insert_audit};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
-    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent, Recorded,
-    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
+    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimedDelivery,
+    DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
+    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+    storable,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -267,6 +268,9 @@ impl DeliveryStore for PostgresStore {
                 .bind(WORK_CHANNEL)
                 .execute(&mut *tx)
                 .await?;
+        }
+        if let Some(audit) = &event.audit {
+            insert_audit(&mut tx, event.project_id, audit).await?;
         }
         tx.commit().await?;
         Ok(AcceptedEvent {
@@ -557,8 +561,9 @@ impl DeliveryStore for PostgresStore {
         &self,
         project: ProjectId,
         id: DeliveryId,
-        now: DateTime<Utc>,
+        audit: AuditEntry,
     ) -> StoreResult<DeliverySummary> {
+        let now = audit.at;
         let mut tx = self.pool.begin().await?;
         // Locking the webhook too keeps a concurrent delete from slipping in between.
         let found: Option<(bool, bool)> = sqlx::query_as(
@@ -594,6 +599,7 @@ impl DeliveryStore for PostgresStore {
             .bind(WORK_CHANNEL)
             .execute(&mut *tx)
             .await?;
+        insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         self.summary(project, id).await
     }

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::cipher::SecretCipher;
 use super::{
-    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
-    Store, StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
+    PoolSettings, Store, StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::{ApiKeyId, ProjectId};
 
@@ -45,6 +45,30 @@ struct PgApiKey {
     account_id: Uuid,
     scopes: Vec<String>,
     revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Writes one audit entry inside the transaction that makes the change.
+pub(super) async fn insert_audit(
+    tx: &mut Transaction<'_, Postgres>,
+    project: ProjectId,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
+    sqlx::query(
+        "insert into audit_log (id, project_id, at, actor_type, actor_id, channel, action, \
+         target_id, changes) values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(project.as_uuid())
+    .bind(entry.at)
+    .bind(entry.actor.kind())
+    .bind(entry.actor.key.map(|k| k.to_string()))
+    .bind(entry.actor.channel.as_str())
+    .bind(entry.action)
+    .bind(&entry.target_id)
+    .bind(entry.changes.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl PostgresStore {
@@ -142,23 +166,27 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<()> {
+    async fn create_api_key(&self, new: NewApiKey, audit: AuditEntry) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         Self::insert_api_key(&mut tx, &new).await?;
+        insert_audit(&mut tx, new.project_id, &audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()> {
-        let updated =
-            sqlx::query("update api_keys set revoked_at = $2 where id = $1 and revoked_at is null")
-                .bind(id.as_uuid())
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound("API key"));
-        }
+    async fn revoke_api_key(&self, id: ApiKeyId, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let revoked: Option<(Uuid,)> = sqlx::query_as(
+            "update api_keys set revoked_at = $2 where id = $1 and revoked_at is null \
+             returning project_id",
+        )
+        .bind(id.as_uuid())
+        .bind(audit.at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (project,) = revoked.ok_or(StoreError::NotFound("API key"))?;
+        insert_audit(&mut tx, project.into(), &audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -6,17 +6,18 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::PostgresStore;
+use super::insert_audit;
 use crate::domain::{ProjectId, WebhookId};
 use crate::store::cipher::SecretCipher;
 use crate::store::{
-    NewWebhook, SecretRotation, StoreError, StoreResult, Webhook, WebhookChanges, WebhookRow,
-    WebhookStats, WebhookStore, filters_to_json,
+    AuditEntry, AuditRecord, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
+    WebhookChanges, WebhookRow, WebhookStats, WebhookStore, audit_record, filters_to_json,
 };
 
 pub(super) const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
      secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
      successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
-     consecutive_failures, disabled_at, disabled_reason";
+     consecutive_failures, disabled_at, disabled_reason, last_modified_by, last_modified_via";
 
 #[derive(FromRow)]
 struct PgWebhook {
@@ -38,6 +39,8 @@ struct PgWebhook {
     consecutive_failures: i64,
     disabled_at: Option<DateTime<Utc>>,
     disabled_reason: Option<String>,
+    last_modified_by: Option<String>,
+    last_modified_via: Option<String>,
 }
 
 impl PgWebhook {
@@ -64,6 +67,8 @@ impl PgWebhook {
             },
             disabled_at: row.disabled_at,
             disabled_reason: row.disabled_reason,
+            last_modified_by: row.last_modified_by,
+            last_modified_via: row.last_modified_via,
         }
         .into_webhook(cipher)
     }
@@ -76,6 +81,7 @@ impl WebhookStore for PostgresStore {
         project: ProjectId,
         new: NewWebhook,
         limit: u32,
+        audit: AuditEntry,
     ) -> StoreResult<Webhook> {
         let mut tx = self.pool.begin().await?;
         // Locking the project row serialises concurrent creates, so the cap holds across instances.
@@ -94,8 +100,8 @@ impl WebhookStore for PostgresStore {
         }
         let row: PgWebhook = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
-             updated_at) values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7) \
-             returning {WEBHOOK_COLUMNS}"
+             updated_at, last_modified_by, last_modified_via) \
+             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9) returning {WEBHOOK_COLUMNS}"
         ))
         .bind(new.id.as_uuid())
         .bind(project.as_uuid())
@@ -104,8 +110,11 @@ impl WebhookStore for PostgresStore {
         .bind(filters_to_json(&new.filters))
         .bind(self.cipher.seal(&new.secret))
         .bind(new.created_at)
+        .bind(audit.actor.id())
+        .bind(audit.actor.channel.as_str())
         .fetch_one(&mut *tx)
         .await?;
+        insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         row.into_webhook(&self.cipher)
     }
@@ -145,11 +154,14 @@ impl WebhookStore for PostgresStore {
         project: ProjectId,
         id: WebhookId,
         changes: WebhookChanges,
+        audit: AuditEntry,
     ) -> StoreResult<Webhook> {
+        let mut tx = self.pool.begin().await?;
         let row: Option<PgWebhook> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
              filters = coalesce($5::jsonb, filters), updated_at = $6, disabled_at = null, \
-             disabled_reason = null, failing_since = null \
+             disabled_reason = null, failing_since = null, last_modified_by = $7, \
+             last_modified_via = $8 \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())
@@ -158,26 +170,36 @@ impl WebhookStore for PostgresStore {
         .bind(changes.events.as_ref().map(|e| e.to_strings()))
         .bind(changes.filters.as_ref().map(filters_to_json))
         .bind(changes.updated_at)
-        .fetch_optional(&self.pool)
+        .bind(audit.actor.id())
+        .bind(audit.actor.channel.as_str())
+        .fetch_optional(&mut *tx)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?
-            .into_webhook(&self.cipher)
+        let webhook = row
+            .ok_or(StoreError::NotFound("webhook"))?
+            .into_webhook(&self.cipher)?;
+        insert_audit(&mut tx, project, &audit).await?;
+        tx.commit().await?;
+        Ok(webhook)
     }
 
     async fn delete_webhook(
         &self,
         project: ProjectId,
         id: WebhookId,
-        now: DateTime<Utc>,
+        audit: AuditEntry,
     ) -> StoreResult<()> {
+        let now = audit.at;
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query(
-            "update webhooks set is_active = false, deleted_at = $3, updated_at = $3 \
+            "update webhooks set is_active = false, deleted_at = $3, updated_at = $3, \
+             last_modified_by = $4, last_modified_via = $5 \
              where id = $1 and project_id = $2 and is_active",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
         .bind(now)
+        .bind(audit.actor.id())
+        .bind(audit.actor.channel.as_str())
         .execute(&mut *tx)
         .await?;
         if deleted.rows_affected() == 0 {
@@ -192,6 +214,7 @@ impl WebhookStore for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -201,10 +224,13 @@ impl WebhookStore for PostgresStore {
         project: ProjectId,
         id: WebhookId,
         rotation: SecretRotation,
+        audit: AuditEntry,
     ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "update webhooks set previous_secret = case when $5 is null then null else secret end, \
-             previous_secret_until = $5, secret = $3, updated_at = $4 \
+             previous_secret_until = $5, secret = $3, updated_at = $4, last_modified_by = $6, \
+             last_modified_via = $7 \
              where id = $1 and project_id = $2 and is_active",
         )
         .bind(id.as_uuid())
@@ -212,11 +238,43 @@ impl WebhookStore for PostgresStore {
         .bind(self.cipher.seal(&rotation.secret))
         .bind(rotation.at)
         .bind(rotation.previous_valid_until)
-        .execute(&self.pool)
+        .bind(audit.actor.id())
+        .bind(audit.actor.channel.as_str())
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound("webhook"));
         }
+        insert_audit(&mut tx, project, &audit).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        project: ProjectId,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let rows: Vec<(
+            Uuid,
+            DateTime<Utc>,
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+        )> = sqlx::query_as(
+            "select id, at, actor_type, actor_id, channel, action, target_id, changes::text \
+                 from audit_log where project_id = $1 and ($2::uuid is null or id < $2) \
+                 order by id desc limit $3",
+        )
+        .bind(project.as_uuid())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(audit_record).collect()
     }
 }

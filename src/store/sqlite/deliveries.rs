@@ -10,12 +10,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{SqliteStore, from_millis, millis};
+use super::{SqliteStore, from_millis, insert_audit, millis};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryDetails,
-    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, NewEvent, Recorded,
-    StoreError, StoreResult, WebhookTarget, data_values, filters_from_json, storable,
+    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimedDelivery,
+    DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
+    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
+    storable,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -248,6 +249,9 @@ impl DeliveryStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
             delivery_ids.push(id);
+        }
+        if let Some(audit) = &event.audit {
+            insert_audit(&mut tx, event.project_id, audit).await?;
         }
         tx.commit().await?;
         Ok(AcceptedEvent {
@@ -526,8 +530,9 @@ impl DeliveryStore for SqliteStore {
         &self,
         project: ProjectId,
         id: DeliveryId,
-        now: DateTime<Utc>,
+        audit: AuditEntry,
     ) -> StoreResult<DeliverySummary> {
+        let now = audit.at;
         let mut tx = self.write_tx().await?;
         let found: Option<(bool, bool)> = sqlx::query_as(
             "select w.is_active, d.status = 'pending' and coalesce(d.lease_until > $3, 0) \
@@ -558,6 +563,7 @@ impl DeliveryStore for SqliteStore {
         .bind(millis(now))
         .execute(&mut *tx)
         .await?;
+        insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         self.summary(project, id).await
     }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::cipher::SecretCipher;
 use super::{
-    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, PoolSettings,
-    Store, StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
+    PoolSettings, Store, StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::{ApiKeyId, ProjectId};
 
@@ -65,6 +65,30 @@ pub(super) fn to_json_list(items: Vec<String>) -> String {
 
 pub(super) fn from_json_list(stored: &str) -> StoreResult<Vec<String>> {
     serde_json::from_str(stored).map_err(|e| StoreError::corrupt(format!("stored list: {e}")))
+}
+
+/// Writes one audit entry inside the transaction that makes the change.
+pub(super) async fn insert_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    project: ProjectId,
+    entry: &AuditEntry,
+) -> StoreResult<()> {
+    sqlx::query(
+        "insert into audit_log (id, project_id, at, actor_type, actor_id, channel, action, \
+         target_id, changes) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(project.as_uuid())
+    .bind(millis(entry.at))
+    .bind(entry.actor.kind())
+    .bind(entry.actor.key.map(|k| k.to_string()))
+    .bind(entry.actor.channel.as_str())
+    .bind(entry.action)
+    .bind(&entry.target_id)
+    .bind(entry.changes.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -173,23 +197,27 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_api_key(&self, new: NewApiKey) -> StoreResult<()> {
+    async fn create_api_key(&self, new: NewApiKey, audit: AuditEntry) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         Self::insert_api_key(&mut tx, &new).await?;
+        insert_audit(&mut tx, new.project_id, &audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn revoke_api_key(&self, id: ApiKeyId, now: DateTime<Utc>) -> StoreResult<()> {
-        let updated =
-            sqlx::query("update api_keys set revoked_at = $2 where id = $1 and revoked_at is null")
-                .bind(id.as_uuid())
-                .bind(millis(now))
-                .execute(&self.writer)
-                .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound("API key"));
-        }
+    async fn revoke_api_key(&self, id: ApiKeyId, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let revoked: Option<(Uuid,)> = sqlx::query_as(
+            "update api_keys set revoked_at = $2 where id = $1 and revoked_at is null \
+             returning project_id",
+        )
+        .bind(id.as_uuid())
+        .bind(millis(audit.at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (project,) = revoked.ok_or(StoreError::NotFound("API key"))?;
+        insert_audit(&mut tx, project.into(), &audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -223,7 +223,7 @@ impl TestApp {
         let project_id = tenancy::create_project(store.as_ref(), account_id, name, now)
             .await
             .expect("project");
-        let key = tenancy::create_key(store.as_ref(), project_id, Scopes::all(), now)
+        let key = tenancy::create_key(store.as_ref(), project_id, Scopes::all(), cli_actor(), now)
             .await
             .expect("key");
         TestApp {
@@ -290,12 +290,18 @@ impl TestApp {
 
     pub async fn key_with_scopes(&self, scopes: &[&str]) -> String {
         let scopes = Scopes::parse(scopes).expect("valid scopes");
-        tenancy::create_key(self.store.as_ref(), self.project_id, scopes, Clock.now())
-            .await
-            .expect("key")
-            .key
-            .expose()
-            .to_owned()
+        tenancy::create_key(
+            self.store.as_ref(),
+            self.project_id,
+            scopes,
+            cli_actor(),
+            Clock.now(),
+        )
+        .await
+        .expect("key")
+        .key
+        .expose()
+        .to_owned()
     }
 
     /// Another project of the same account, with its own all-scope key.
@@ -305,9 +311,15 @@ impl TestApp {
         let project = tenancy::create_project(self.store.as_ref(), self.account_id, name, now)
             .await
             .expect("project");
-        let key = tenancy::create_key(self.store.as_ref(), project, Scopes::all(), now)
-            .await
-            .expect("key");
+        let key = tenancy::create_key(
+            self.store.as_ref(),
+            project,
+            Scopes::all(),
+            cli_actor(),
+            now,
+        )
+        .await
+        .expect("key");
         (project, key.key.expose().to_owned())
     }
 
@@ -420,4 +432,19 @@ pub async fn stored_secret_column(database_url: &str, webhook: uuid::Uuid) -> St
             .expect("the webhook row");
         secret
     }
+}
+
+/// The audit entry tests pass when they call the store directly, as the CLI would.
+pub fn cli_audit(action: &'static str) -> hookrelay::store::AuditEntry {
+    hookrelay::store::AuditEntry {
+        actor: hookrelay::store::Actor::admin(hookrelay::store::Channel::Cli),
+        action,
+        target_id: "test".into(),
+        changes: serde_json::json!({}),
+        at: chrono::Utc::now(),
+    }
+}
+
+pub fn cli_actor() -> hookrelay::store::Actor {
+    hookrelay::store::Actor::admin(hookrelay::store::Channel::Cli)
 }
