@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{Authorized, WebhooksRead};
 use super::errors::ApiError;
 use super::extract::ApiQuery;
-use super::wire::{ApiTime, Envelope};
+use super::wire::{ApiTime, Envelope, page_params};
 use crate::store::AuditRecord;
 
 const DEFAULT_PAGE: u32 = 50;
@@ -72,19 +72,8 @@ pub async fn list_audit_log(
     auth: Authorized<WebhooksRead>,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Envelope<AuditPage>>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let before = query
-        .cursor
-        .map(|c| c.parse::<Uuid>())
-        .transpose()
-        .map_err(|_| {
-            ApiError::BadRequest("cursor must be a nextCursor value from a previous page".into())
-        })?;
+    let (limit, before) =
+        page_params::<Uuid>(query.limit, query.cursor.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let mut records = state
         .store
         .list_audit(auth.project_id, before, limit + 1)

@@ -15,7 +15,7 @@ use super::errors::ApiError;
 use super::events::{AcceptedView, render_event};
 use super::extract::{ApiPath, ApiQuery};
 use super::webhooks::WebhookPath;
-use super::wire::{ApiTime, Envelope};
+use super::wire::{ApiTime, Envelope, page_params};
 use crate::domain::DeliveryId;
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliverySummary, EventTarget, NewEvent,
@@ -129,19 +129,8 @@ pub struct DeliveryPage {
 }
 
 fn parse_query(query: ListQuery) -> Result<DeliveryQuery, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
-    let before = query
-        .cursor
-        .map(|c| c.parse::<DeliveryId>())
-        .transpose()
-        .map_err(|_| {
-            ApiError::BadRequest("cursor must be a nextCursor value from a previous page".into())
-        })?;
+    let (limit, before) =
+        page_params::<DeliveryId>(query.limit, query.cursor.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let status = query
         .status
         .map(|s| {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+use super::errors::ApiError;
 use crate::domain::ProjectId;
 
 /// A timestamp as the DevTune documents write it: `2026-02-08T12:00:00.000Z`.
@@ -45,4 +46,23 @@ impl<T> Envelope<T> {
 #[derive(Serialize)]
 pub struct Data<T> {
     pub data: T,
+}
+
+/// A page request: how many items (within `1..=max`) and the cursor of the previous page.
+pub fn page_params<C: std::str::FromStr>(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    default: u32,
+    max: u32,
+) -> Result<(u32, Option<C>), ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
+    }
+    let cursor = cursor.map(str::parse::<C>).transpose().map_err(|_| {
+        ApiError::BadRequest("cursor must be a nextCursor value from a previous page".into())
+    })?;
+    Ok((limit, cursor))
 }

@@ -367,7 +367,7 @@ pub struct WebhookTarget {
 }
 
 /// The textual values of `data[key]`: a scalar, or each scalar of an array.
-pub(super) fn data_values(data: &serde_json::Value, key: &str) -> Vec<String> {
+fn data_values(data: &serde_json::Value, key: &str) -> Vec<String> {
     fn text(value: &serde_json::Value) -> Option<String> {
         match value {
             serde_json::Value::String(s) => Some(s.clone()),
@@ -486,4 +486,18 @@ pub(super) fn audit_record(row: AuditRow) -> StoreResult<AuditRecord> {
         changes: serde_json::from_str(&changes)
             .map_err(|e| StoreError::corrupt(format!("stored audit changes: {e}")))?,
     })
+}
+
+/// The candidate webhooks (id, stored filters) whose filters accept the event's data.
+pub(super) fn matching_webhooks(
+    candidates: Vec<(Uuid, String)>,
+    data: &serde_json::Value,
+) -> StoreResult<Vec<Uuid>> {
+    let mut targets = Vec::with_capacity(candidates.len());
+    for (id, filters) in candidates {
+        if filters_from_json(&filters)?.matches(|key| data_values(data, key)) {
+            targets.push(id);
+        }
+    }
+    Ok(targets)
 }

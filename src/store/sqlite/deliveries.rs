@@ -15,8 +15,7 @@ use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimedDelivery,
     DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
-    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, data_values, filters_from_json,
-    storable,
+    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, matching_webhooks, storable,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -154,13 +153,7 @@ impl SqliteStore {
                 .bind(&event.event_type)
                 .fetch_all(&mut **tx)
                 .await?;
-                let mut targets = Vec::with_capacity(candidates.len());
-                for (id, filters) in candidates {
-                    if filters_from_json(&filters)?.matches(|key| data_values(&event.data, key)) {
-                        targets.push(id);
-                    }
-                }
-                Ok(targets)
+                matching_webhooks(candidates, &event.data)
             }
         }
     }
