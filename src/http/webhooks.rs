@@ -174,6 +174,74 @@ struct CheckedInput {
     filters: Option<Filters>,
 }
 
+/// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
+type FieldCheck<T> = Result<Option<T>, String>;
+
+fn check_enabled(enabled: Option<&Value>, partial: bool) -> Result<(), String> {
+    match (enabled, partial) {
+        (None, _) | (Some(Value::Bool(true)), true) => Ok(()),
+        (Some(_), true) => Err(
+            "can only be true, to re-enable a disabled webhook; delete a webhook to stop it".into(),
+        ),
+        (Some(_), false) => Err("is only accepted when updating a webhook".into()),
+    }
+}
+
+async fn check_url(
+    state: &AppState,
+    url: Option<&Value>,
+    partial: bool,
+) -> FieldCheck<EndpointUrl> {
+    let url = match url {
+        None if !partial => return Err("is required".into()),
+        None => return Ok(None),
+        Some(Value::String(raw)) => EndpointUrl::parse(raw, state.settings.url_policy)?,
+        Some(_) => return Err("must be a string".into()),
+    };
+    resolve_check(state, &url).await?;
+    Ok(Some(url))
+}
+
+fn check_events(events: Option<&Value>, partial: bool) -> FieldCheck<EventTypes> {
+    const SHAPE: &str = "must be an array of event type strings";
+    match events {
+        None if !partial => Err("is required".into()),
+        None => Ok(None),
+        Some(Value::Array(items)) => {
+            let names: Vec<&str> = items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .ok_or(SHAPE)?;
+            EventTypes::parse(&names).map(Some)
+        }
+        Some(_) => Err(SHAPE.into()),
+    }
+}
+
+fn check_filters(filters: Option<&Value>) -> FieldCheck<Filters> {
+    match filters {
+        None => Ok(None),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(key, value)| value.as_str().map(|v| (key.as_str(), v)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "values must be strings of comma-separated accepted values".to_owned())
+            .and_then(Filters::parse)
+            .map(Some),
+        Some(_) => Err("must be an object mapping data keys to accepted values".into()),
+    }
+}
+
+/// Keeps a field's value, or records why it was refused.
+fn keep<T>(field: &str, checked: FieldCheck<T>, errors: &mut Vec<FieldError>) -> Option<T> {
+    checked.unwrap_or_else(|message| {
+        errors.push(FieldError::new(field, message));
+        None
+    })
+}
+
+/// Checks every field of a create (`partial == false`) or update body, reporting all at once.
 async fn check_input(
     state: &AppState,
     input: &WebhookInput,
@@ -190,73 +258,25 @@ async fn check_input(
             "give url, events, filters or enabled to change",
         ));
     }
-    match (&input.enabled, partial) {
-        (None, _) | (Some(Value::Bool(true)), true) => {}
-        (Some(_), true) => errors.push(FieldError::new(
-            "enabled",
-            "can only be true, to re-enable a disabled webhook; delete a webhook to stop it",
-        )),
-        (Some(_), false) => errors.push(FieldError::new(
-            "enabled",
-            "is only accepted when updating a webhook",
-        )),
+    if let Err(message) = check_enabled(input.enabled.as_ref(), partial) {
+        errors.push(FieldError::new("enabled", message));
     }
-    let url = match &input.url {
-        None if !partial => Err("is required".to_owned()),
-        None => Ok(None),
-        Some(Value::String(raw)) => EndpointUrl::parse(raw, state.settings.url_policy).map(Some),
-        Some(_) => Err("must be a string".to_owned()),
+    let url = check_url(state, input.url.as_ref(), partial).await;
+    let checked = CheckedInput {
+        url: keep("url", url, &mut errors),
+        events: keep(
+            "events",
+            check_events(input.events.as_ref(), partial),
+            &mut errors,
+        ),
+        filters: keep(
+            "filters",
+            check_filters(input.filters.as_ref()),
+            &mut errors,
+        ),
     };
-    let url = match url {
-        Ok(Some(url)) => match resolve_check(state, &url).await {
-            Ok(()) => Some(url),
-            Err(message) => {
-                errors.push(FieldError::new("url", message));
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(message) => {
-            errors.push(FieldError::new("url", message));
-            None
-        }
-    };
-    let events = match &input.events {
-        None if !partial => Err("is required".to_owned()),
-        None => Ok(None),
-        Some(Value::Array(items)) => {
-            match items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
-                Some(names) => EventTypes::parse(&names).map(Some),
-                None => Err("must be an array of event type strings".to_owned()),
-            }
-        }
-        Some(_) => Err("must be an array of event type strings".to_owned()),
-    }
-    .unwrap_or_else(|message| {
-        errors.push(FieldError::new("events", message));
-        None
-    });
-    let filters = match &input.filters {
-        None => Ok(None),
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(key, value)| value.as_str().map(|v| (key.as_str(), v)))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| "values must be strings of comma-separated accepted values".to_owned())
-            .and_then(Filters::parse)
-            .map(Some),
-        Some(_) => Err("must be an object mapping data keys to accepted values".to_owned()),
-    }
-    .unwrap_or_else(|message| {
-        errors.push(FieldError::new("filters", message));
-        None
-    });
     if errors.is_empty() {
-        Ok(CheckedInput {
-            url,
-            events,
-            filters,
-        })
+        Ok(checked)
     } else {
         Err(ApiError::Validation(errors))
     }
