@@ -265,7 +265,8 @@ async fn postgres_going_away_is_a_prompt_503_and_nothing_accepted_is_lost() {
         "nothing is accepted that cannot be stored"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // A hang would last the 3 s pool acquire timeout at least; answers come in milliseconds.
+        started.elapsed() < Duration::from_secs(2),
         "three calls answered in {:?}",
         started.elapsed()
     );
