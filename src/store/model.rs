@@ -501,3 +501,67 @@ pub(super) fn matching_webhooks(
     }
     Ok(targets)
 }
+
+impl AttemptRecord {
+    /// The delivery's status and next due time after this attempt.
+    pub(super) fn next_state(&self) -> (DeliveryStatus, Option<DateTime<Utc>>) {
+        match self.result {
+            AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
+            AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+            AttemptResult::Failed => (DeliveryStatus::Failed, None),
+        }
+    }
+
+    /// Why this failure disables the endpoint, given the webhook's failure run after it.
+    pub(super) fn disable_reason(
+        &self,
+        consecutive_failures: i64,
+        failing_since: Option<DateTime<Utc>>,
+    ) -> Option<String> {
+        if self.result == AttemptResult::Succeeded {
+            return None;
+        }
+        self.disable_policy.reason(
+            self.response_status == Some(410),
+            consecutive_failures,
+            failing_since,
+            self.finished_at,
+        )
+    }
+}
+
+/// A claimed row as both backends read it, before its secrets are opened.
+pub(super) struct ClaimRow {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub attempt_count: i64,
+}
+
+impl ClaimRow {
+    pub(super) fn into_claim(
+        self,
+        cipher: &SecretCipher,
+        token: Uuid,
+    ) -> StoreResult<ClaimedDelivery> {
+        Ok(ClaimedDelivery {
+            id: self.id.into(),
+            project_id: self.project_id.into(),
+            webhook_id: self.webhook_id.into(),
+            event_id: self.event_id.into(),
+            event_type: self.event_type,
+            payload: self.payload,
+            url: self.url,
+            secret: cipher.open(&self.secret)?,
+            previous_secret: self.previous_secret.map(|p| cipher.open(&p)).transpose()?,
+            attempt_number: u32::try_from(self.attempt_count).unwrap_or_default() + 1,
+            lease_token: token,
+        })
+    }
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{SqliteStore, from_millis, insert_audit, millis};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimedDelivery,
+    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimRow, ClaimedDelivery,
     DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
     NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, matching_webhooks, storable,
 };
@@ -293,32 +293,26 @@ impl DeliveryStore for SqliteStore {
         tx.commit().await?;
         rows.into_iter()
             .map(|row| {
-                Ok(ClaimedDelivery {
-                    id: row.id.into(),
-                    project_id: row.project_id.into(),
-                    webhook_id: row.webhook_id.into(),
-                    event_id: row.event_id.into(),
+                ClaimRow {
+                    id: row.id,
+                    project_id: row.project_id,
+                    webhook_id: row.webhook_id,
+                    event_id: row.event_id,
                     event_type: row.event_type,
                     payload: row.payload,
                     url: row.url,
-                    secret: self.cipher.open(&row.secret)?,
-                    previous_secret: row
-                        .previous_secret
-                        .map(|p| self.cipher.open(&p))
-                        .transpose()?,
-                    attempt_number: u32::try_from(row.attempt_count).unwrap_or_default() + 1,
-                    lease_token: token,
-                })
+                    secret: row.secret,
+                    previous_secret: row.previous_secret,
+                    attempt_count: row.attempt_count,
+                }
+                .into_claim(&self.cipher, token)
             })
             .collect()
     }
 
     async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
-        let (status, next_attempt_at) = match record.result {
-            AttemptResult::Succeeded => (DeliveryStatus::Succeeded, None),
-            AttemptResult::RetryAt(at) => (DeliveryStatus::Pending, Some(millis(at))),
-            AttemptResult::Failed => (DeliveryStatus::Failed, None),
-        };
+        let (status, next_attempt_at) = record.next_state();
+        let next_attempt_at = next_attempt_at.map(millis);
         let succeeded = record.result == AttemptResult::Succeeded;
         let mut tx = self.write_tx().await?;
         let updated = sqlx::query(
@@ -368,15 +362,8 @@ impl DeliveryStore for SqliteStore {
         .bind(millis(record.finished_at))
         .fetch_one(&mut *tx)
         .await?;
-        let disable = match succeeded {
-            true => None,
-            false => record.disable_policy.reason(
-                record.response_status == Some(410),
-                consecutive,
-                failing_since.map(from_millis).transpose()?,
-                record.finished_at,
-            ),
-        };
+        let disable =
+            record.disable_reason(consecutive, failing_since.map(from_millis).transpose()?);
         let outcome = match disable {
             Some(reason) => {
                 Self::disable_webhook(&mut tx, record.webhook_id, &reason, record.finished_at)
