@@ -139,6 +139,23 @@ impl SecretCipher {
                 .is_some_and(|rest| rest.starts_with(&format!("{}:", key.id))),
         }
     }
+
+    /// A webhook's stored secrets sealed with the current key, or `None` when they already are.
+    pub fn reseal(
+        &self,
+        secret: &str,
+        previous: Option<&str>,
+    ) -> StoreResult<Option<(String, Option<String>)>> {
+        let current = self.is_current(secret) && previous.is_none_or(|p| self.is_current(p));
+        if current {
+            return Ok(None);
+        }
+        let secret = self.seal(&self.open(secret)?);
+        let previous = previous
+            .map(|p| self.open(p).map(|p| self.seal(&p)))
+            .transpose()?;
+        Ok(Some((secret, previous)))
+    }
 }
 
 #[cfg(test)]

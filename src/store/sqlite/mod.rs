@@ -289,17 +289,9 @@ impl Store for SqliteStore {
                 .await?;
         let mut changed = 0;
         for (id, secret, previous) in rows {
-            let stale = !self.cipher.is_current(&secret)
-                || previous
-                    .as_deref()
-                    .is_some_and(|p| !self.cipher.is_current(p));
-            if !stale {
+            let Some((secret, previous)) = self.cipher.reseal(&secret, previous.as_deref())? else {
                 continue;
-            }
-            let secret = self.cipher.seal(&self.cipher.open(&secret)?);
-            let previous = previous
-                .map(|p| self.cipher.open(&p).map(|p| self.cipher.seal(&p)))
-                .transpose()?;
+            };
             sqlx::query("update webhooks set secret = $2, previous_secret = $3 where id = $1")
                 .bind(id)
                 .bind(secret)
