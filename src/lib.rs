@@ -75,6 +75,18 @@ impl App {
         store.migrate().await?;
         let wake = Arc::new(Notify::new());
         let key_usage = Arc::new(KeyUsage::default());
+        let worker = config.delivery.worker.then(|| {
+            let client = DeliveryClient::new(
+                Duration::from_millis(config.delivery.timeout_ms),
+                config.allow_private_targets,
+            );
+            Worker::new(
+                store.clone(),
+                client,
+                config.delivery.worker_settings(),
+                wake.clone(),
+            )
+        });
         let state = AppState {
             store: store.clone(),
             settings: Arc::new(ApiSettings {
@@ -88,7 +100,8 @@ impl App {
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
             clock: Clock,
-            wake: wake.clone(),
+            wake,
+            handoff: worker.as_ref().map(Worker::handoff),
             key_usage: key_usage.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);
@@ -100,18 +113,6 @@ impl App {
                     address: config.listen,
                     source,
                 })?;
-        let worker = config.delivery.worker.then(|| {
-            let client = DeliveryClient::new(
-                Duration::from_millis(config.delivery.timeout_ms),
-                config.allow_private_targets,
-            );
-            Worker::new(
-                store.clone(),
-                client,
-                config.delivery.worker_settings(),
-                wake,
-            )
-        });
         Ok(Self {
             listener,
             router,

@@ -1,11 +1,13 @@
 //! The delivery worker: claims due deliveries, signs and sends them, and records each outcome.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::header::HeaderMap;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,9 +19,16 @@ use super::retry::RetryPolicy;
 use super::signer::{devtune_signature, standard_signature};
 use crate::clock::Clock;
 use crate::domain::{DeliveryId, DisablePolicy, WebhookId};
-use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Recorded, Store};
+use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Lease, Recorded, Store};
 
 pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
+
+/// Most attempt outcomes written by one transaction.
+const RECORD_BATCH: usize = 512;
+
+/// An attempt that waited longer than this for its endpoint's turn renews its claim first and
+/// picks up a rotated secret or a deletion that happened meanwhile.
+const RENEW_AFTER_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -63,12 +72,55 @@ struct Shared {
     jitter: fn() -> f64,
     endpoints: Mutex<Endpoints>,
     held: Mutex<HashMap<DeliveryId, Uuid>>,
+    /// Claims handed over or taken and not yet finished, the measure of `max_in_flight`.
+    load: Arc<AtomicUsize>,
 }
 
 pub struct Worker {
     shared: Arc<Shared>,
     settings: WorkerSettings,
     wake: Arc<Notify>,
+    inbox: UnboundedReceiver<ClaimedDelivery>,
+    handoff: Handoff,
+}
+
+/// The API's way to give freshly accepted deliveries straight to this instance's worker: the
+/// rows are committed already claimed, so the worker sends them without a trip through the
+/// queue, and if this process dies the lease runs out and any instance takes them.
+#[derive(Clone)]
+pub struct Handoff {
+    inbox: UnboundedSender<ClaimedDelivery>,
+    load: Arc<AtomicUsize>,
+    capacity: usize,
+    lease: Duration,
+}
+
+impl Handoff {
+    /// A lease for a new event's deliveries while the worker has room; with `None` they wait
+    /// in the queue for a claim instead.
+    pub fn lease(&self, now: DateTime<Utc>) -> Option<Lease> {
+        let room = self.load.load(Ordering::Relaxed) < self.capacity;
+        (room && !self.inbox.is_closed()).then(|| Lease {
+            token: Uuid::new_v4(),
+            until: after(now, self.lease),
+        })
+    }
+
+    /// Gives claims to the worker; hands them back once it has stopped.
+    pub fn hand_over(&self, claims: Vec<ClaimedDelivery>) -> Result<(), Vec<ClaimedDelivery>> {
+        self.load.fetch_add(claims.len(), Ordering::Relaxed);
+        let mut refused = Vec::new();
+        for claim in claims {
+            if let Err(returned) = self.inbox.send(claim) {
+                refused.push(returned.0);
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        self.load.fetch_sub(refused.len(), Ordering::Relaxed);
+        Err(refused)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -88,6 +140,14 @@ impl Worker {
         settings: WorkerSettings,
         wake: Arc<Notify>,
     ) -> Self {
+        let load = Arc::new(AtomicUsize::new(0));
+        let (sender, inbox) = unbounded_channel();
+        let handoff = Handoff {
+            inbox: sender,
+            load: load.clone(),
+            capacity: settings.max_in_flight,
+            lease: settings.lease,
+        };
         let shared = Arc::new(Shared {
             store,
             client,
@@ -98,34 +158,47 @@ impl Worker {
             jitter: rand::random::<f64>,
             endpoints: Mutex::new(Endpoints::default()),
             held: Mutex::new(HashMap::new()),
+            load,
         });
         Self {
             shared,
             settings,
             wake,
+            inbox,
+            handoff,
         }
+    }
+
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     /// Runs until `shutdown`, then lets attempts finish within the grace period and releases
     /// every claim it still holds.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let listener = {
             let store = self.shared.store.clone();
             let wake = self.wake.clone();
             let stop = shutdown.clone();
             tokio::spawn(async move { store.listen_for_work(wake, stop).await })
         };
+        let (outcomes, recorded) = unbounded_channel();
+        let recorder = tokio::spawn(self.shared.clone().record_outcomes(recorded));
         let mut attempts = JoinSet::new();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
-            let free = self.settings.max_in_flight.saturating_sub(attempts.len());
+            while let Ok(claim) = self.inbox.try_recv() {
+                self.start(claim, &mut attempts, &outcomes);
+            }
+            let load = self.shared.load.load(Ordering::Relaxed);
+            let free = self.settings.max_in_flight.saturating_sub(load);
             let wanted = u32::try_from(free)
                 .unwrap_or(u32::MAX)
                 .min(self.settings.batch_size);
             let mut took_all_wanted = false;
             if wanted > 0 {
-                match self.claim(wanted, &mut attempts).await {
+                match self.claim(wanted, &mut attempts, &outcomes).await {
                     Ok(claimed) => {
                         failures = 0;
                         took_all_wanted = claimed == wanted as usize;
@@ -149,10 +222,17 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+                Some(claim) = self.inbox.recv() => self.start(claim, &mut attempts, &outcomes),
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
             }
         }
-        self.drain(attempts).await;
+        // Claims handed over but not started are released with the rest.
+        self.inbox.close();
+        while let Ok(claim) = self.inbox.try_recv() {
+            lock(&self.shared.held).insert(claim.id, claim.lease_token);
+            self.shared.load.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.drain(attempts, outcomes, recorder).await;
         let _ = listener.await;
     }
 
@@ -161,6 +241,7 @@ impl Worker {
         &self,
         wanted: u32,
         attempts: &mut JoinSet<()>,
+        outcomes: &UnboundedSender<AttemptRecord>,
     ) -> Result<usize, crate::store::StoreError> {
         let exclude: Vec<WebhookId> = lock(&self.shared.endpoints)
             .by_webhook
@@ -175,31 +256,44 @@ impl Worker {
             .claim_due(now, after(now, self.settings.lease), wanted, &exclude)
             .await?;
         let count = claims.len();
+        self.shared.load.fetch_add(count, Ordering::Relaxed);
         for claim in claims {
-            let permits = {
-                let mut endpoints = lock(&self.shared.endpoints);
-                let endpoint = endpoints
-                    .by_webhook
-                    .entry(claim.webhook_id)
-                    .or_insert_with(|| Endpoint {
-                        permits: Arc::new(Semaphore::new(self.settings.per_endpoint)),
-                        claimed: 0,
-                    });
-                endpoint.claimed += 1;
-                endpoint.permits.clone()
-            };
-            lock(&self.shared.held).insert(claim.id, claim.lease_token);
-            let span = tracing::info_span!(
-                "attempt",
-                delivery_id = %claim.id,
-                webhook_id = %claim.webhook_id,
-                project_id = %claim.project_id,
-                attempt = claim.attempt_number,
-            );
-            let shared = self.shared.clone();
-            attempts.spawn(async move { shared.attempt(claim, permits).await }.instrument(span));
+            self.start(claim, attempts, outcomes);
         }
         Ok(count)
+    }
+
+    /// Starts the attempt of a claim already counted in the load.
+    fn start(
+        &self,
+        claim: ClaimedDelivery,
+        attempts: &mut JoinSet<()>,
+        outcomes: &UnboundedSender<AttemptRecord>,
+    ) {
+        let permits = {
+            let mut endpoints = lock(&self.shared.endpoints);
+            let endpoint = endpoints
+                .by_webhook
+                .entry(claim.webhook_id)
+                .or_insert_with(|| Endpoint {
+                    permits: Arc::new(Semaphore::new(self.settings.per_endpoint)),
+                    claimed: 0,
+                });
+            endpoint.claimed += 1;
+            endpoint.permits.clone()
+        };
+        lock(&self.shared.held).insert(claim.id, claim.lease_token);
+        let span = tracing::info_span!(
+            "attempt",
+            delivery_id = %claim.id,
+            webhook_id = %claim.webhook_id,
+            project_id = %claim.project_id,
+            attempt = claim.attempt_number,
+        );
+        let shared = self.shared.clone();
+        let outcomes = outcomes.clone();
+        attempts
+            .spawn(async move { shared.attempt(claim, permits, outcomes).await }.instrument(span));
     }
 
     /// How long to sleep when nothing more can be claimed now: until the next due delivery,
@@ -220,7 +314,12 @@ impl Worker {
         }
     }
 
-    async fn drain(&self, mut attempts: JoinSet<()>) {
+    async fn drain(
+        &self,
+        mut attempts: JoinSet<()>,
+        outcomes: UnboundedSender<AttemptRecord>,
+        recorder: tokio::task::JoinHandle<()>,
+    ) {
         let in_flight = attempts.len();
         if in_flight > 0 {
             tracing::info!(in_flight, "letting attempts in flight finish");
@@ -237,6 +336,9 @@ impl Worker {
             attempts.abort_all();
             while attempts.join_next().await.is_some() {}
         }
+        // Every attempt has ended and dropped its sender: the recorder writes what is left.
+        drop(outcomes);
+        let _ = recorder.await;
         let held: Vec<(DeliveryId, Uuid)> = lock(&self.shared.held).drain().collect();
         if held.is_empty() {
             return;
@@ -252,7 +354,12 @@ impl Worker {
 }
 
 impl Shared {
-    async fn attempt(&self, mut claim: ClaimedDelivery, permits: Arc<Semaphore>) {
+    async fn attempt(
+        &self,
+        mut claim: ClaimedDelivery,
+        permits: Arc<Semaphore>,
+        outcomes: UnboundedSender<AttemptRecord>,
+    ) {
         if let Some(permit) = self.take_turn(&mut claim, permits).await {
             let record = self.send(&claim).await;
             drop(permit);
@@ -263,26 +370,62 @@ impl Shared {
                 outcome = ?record.result,
                 "delivery attempt"
             );
-            match self.store.record_attempt(record).await {
-                Ok(Recorded::Recorded) => {}
-                Ok(Recorded::Disabled(reason)) => {
-                    tracing::warn!(%reason, "webhook disabled; its pending deliveries are cancelled")
-                }
-                Ok(Recorded::Stale) => {
-                    tracing::info!("the delivery changed hands meanwhile; outcome not recorded")
-                }
-                Err(error) => tracing::warn!(
-                    %error,
-                    "cannot record the attempt; the delivery is tried again when its lease ends"
-                ),
-            }
+            // The claim stays held until its outcome is written, so a shutdown in between
+            // releases it rather than losing it.
+            let _ = outcomes.send(record);
+        } else {
+            self.release_hold(claim.id, claim.lease_token);
         }
         self.finish(&claim);
     }
 
-    /// Waits for a slot of the endpoint. A wait may outlast a rotation, a deletion or the lease
-    /// itself, so after one the claim is renewed and the webhook read again; `None` when the
-    /// delivery is no longer ours to send.
+    /// Writes attempt outcomes in batches: whatever finished while the previous batch was
+    /// being written goes into the next one, so a busy worker writes fewer, larger batches and
+    /// an idle one writes each outcome at once.
+    async fn record_outcomes(self: Arc<Self>, mut recorded: UnboundedReceiver<AttemptRecord>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while recorded.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            match self.store.record_attempts(&batch).await {
+                Ok(outcomes) => {
+                    for (record, outcome) in batch.iter().zip(outcomes) {
+                        match outcome {
+                            Recorded::Recorded => {}
+                            Recorded::Disabled(reason) => tracing::warn!(
+                                webhook_id = %record.webhook_id,
+                                %reason,
+                                "webhook disabled; its pending deliveries are cancelled"
+                            ),
+                            Recorded::Stale => tracing::info!(
+                                delivery_id = %record.delivery_id,
+                                "the delivery changed hands meanwhile; outcome not recorded"
+                            ),
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    attempts = batch.len(),
+                    "cannot record attempts; their deliveries are tried again when their leases end"
+                ),
+            }
+            for record in batch.drain(..) {
+                self.release_hold(record.delivery_id, record.lease_token);
+            }
+        }
+    }
+
+    /// Forgets a claim that needs no release at shutdown.
+    fn release_hold(&self, id: DeliveryId, lease_token: Uuid) {
+        let mut held = lock(&self.held);
+        // A newer claim of the same delivery keeps its entry.
+        if held.get(&id) == Some(&lease_token) {
+            held.remove(&id);
+        }
+    }
+
+    /// Waits for a slot of the endpoint. A long wait may outlast a rotation, a deletion or the
+    /// lease itself, so after one the claim is renewed and the webhook read again; `None` when
+    /// the delivery is no longer ours to send.
     async fn take_turn(
         &self,
         claim: &mut ClaimedDelivery,
@@ -291,7 +434,11 @@ impl Shared {
         if let Ok(permit) = permits.clone().try_acquire_owned() {
             return Some(permit);
         }
+        let waiting_since = Instant::now();
         let permit = permits.acquire_owned().await.ok()?;
+        if waiting_since.elapsed() < RENEW_AFTER_WAIT.min(self.lease / 4) {
+            return Some(permit);
+        }
         let now = self.clock.now();
         match self
             .store
@@ -358,13 +505,7 @@ impl Shared {
     }
 
     fn finish(&self, claim: &ClaimedDelivery) {
-        {
-            let mut held = lock(&self.held);
-            // A newer claim of the same delivery keeps its entry.
-            if held.get(&claim.id) == Some(&claim.lease_token) {
-                held.remove(&claim.id);
-            }
-        }
+        self.load.fetch_sub(1, Ordering::Relaxed);
         let mut endpoints = lock(&self.endpoints);
         if let Some(endpoint) = endpoints.by_webhook.get_mut(&claim.webhook_id) {
             endpoint.claimed = endpoint.claimed.saturating_sub(1);

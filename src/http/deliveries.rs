@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
-use super::events::{AcceptedView, render_event};
+use super::events::{AcceptedView, queue_event, render_event};
 use super::extract::{ApiPath, ApiQuery};
 use super::webhooks::WebhookPath;
 use super::wire::{ApiTime, Envelope, page_params};
@@ -228,9 +228,9 @@ pub async fn send_test_event(
         "message": "A test event sent from hookrelay to check this endpoint.",
     });
     let rendered = render_event(&state, TEST_EVENT, auth.project_id, auth.account_id, &data)?;
-    let accepted = state
-        .store
-        .accept_event(NewEvent {
+    let accepted = queue_event(
+        &state,
+        NewEvent {
             id: rendered.id,
             project_id: auth.project_id,
             event_type: TEST_EVENT.to_owned(),
@@ -245,9 +245,10 @@ pub async fn send_test_event(
                 json!({ "eventId": rendered.id.to_string() }),
                 rendered.created_at,
             )),
-        })
-        .await?;
-    state.wake.notify_one();
+            lease: None,
+        },
+    )
+    .await?;
     tracing::info!(event_id = %accepted.id, "test event queued");
     let body = Envelope::new(
         AcceptedView::from(&accepted),

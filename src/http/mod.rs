@@ -29,6 +29,7 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::dashboard;
+use crate::delivery::worker::Handoff;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use auth::AdminToken;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Wakes this process's delivery worker when work is queued.
     pub wake: Arc<Notify>,
+    /// Gives new deliveries straight to this process's worker; `None` when it runs none.
+    pub handoff: Option<Handoff>,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
 

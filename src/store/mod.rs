@@ -180,9 +180,10 @@ pub trait WebhookStore: Send + Sync {
 /// Events, the durable delivery queue and the delivery log.
 #[async_trait]
 pub trait DeliveryStore: Send + Sync {
-    /// Writes the event and one pending delivery per target in one transaction. With an
-    /// idempotency key seen in the last 24 hours, returns that event instead and writes nothing.
-    /// Fails with `NotFound` when a targeted webhook is not active in the project.
+    /// Writes the event and one pending delivery per target in one transaction, claimed under
+    /// the event's lease when it has one. With an idempotency key seen in the last 24 hours,
+    /// returns that event instead and writes nothing. Fails with `NotFound` when a targeted
+    /// webhook is not active in the project.
     async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent>;
     /// Leases up to `limit` due deliveries until `lease_until`, skipping the excluded webhooks
     /// and rows other workers hold.
@@ -193,9 +194,11 @@ pub trait DeliveryStore: Send + Sync {
         limit: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Records an attempt with the delivery's new state and the webhook's stats, and disables
-    /// the webhook when its policy says so; writes nothing when the lease was lost meanwhile.
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded>;
+    /// Records finished attempts, in the order they finished, with their deliveries' new states
+    /// and their webhooks' stats, in one transaction of a fixed number of statements; disables
+    /// a webhook when its policy says so. An attempt whose lease was lost meanwhile writes
+    /// nothing. Returns what happened to each, in order.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>>;
     /// Makes leased deliveries due again at once, e.g. on shutdown.
     async fn release_claims(
         &self,

@@ -220,6 +220,16 @@ pub struct NewEvent {
     pub target: EventTarget,
     /// Recorded for events a person sends (test events); published events are not changes.
     pub audit: Option<AuditEntry>,
+    /// When set, the deliveries are written already claimed under this lease and returned as
+    /// claims, so the accepting instance can send them without a round trip through the queue.
+    pub lease: Option<Lease>,
+}
+
+/// A claim on deliveries: who holds them (the token) and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub token: Uuid,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +239,8 @@ pub struct AcceptedEvent {
     pub delivery_ids: Vec<DeliveryId>,
     /// True when an earlier event with the same idempotency key answered instead.
     pub replayed: bool,
+    /// The new deliveries as claims, when the event asked for a lease.
+    pub claims: Vec<ClaimedDelivery>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,18 +500,199 @@ pub(super) fn audit_record(row: AuditRow) -> StoreResult<AuditRecord> {
     })
 }
 
-/// The candidate webhooks (id, stored filters) whose filters accept the event's data.
+/// The candidate webhooks whose filters accept the event's data.
 pub(super) fn matching_webhooks(
-    candidates: Vec<(Uuid, String)>,
+    candidates: Vec<TargetCandidate>,
     data: &serde_json::Value,
-) -> StoreResult<Vec<Uuid>> {
+) -> StoreResult<Vec<TargetRow>> {
     let mut targets = Vec::with_capacity(candidates.len());
-    for (id, filters) in candidates {
+    for candidate in candidates {
+        let (target, filters) = candidate.into_parts();
         if filters_from_json(&filters)?.matches(|key| data_values(data, key)) {
-            targets.push(id);
+            targets.push(target);
         }
     }
     Ok(targets)
+}
+
+/// The new deliveries (one per target, ids in the same order) as claims under the event's
+/// lease; none when it has no lease.
+pub(super) fn leased_claims(
+    cipher: &SecretCipher,
+    event: &NewEvent,
+    targets: Vec<TargetRow>,
+    delivery_ids: impl IntoIterator<Item = Uuid>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    let Some(lease) = event.lease else {
+        return Ok(Vec::new());
+    };
+    targets
+        .into_iter()
+        .zip(delivery_ids)
+        .map(|(target, id)| target.into_claim(cipher, event, id, lease))
+        .collect()
+}
+
+/// A webhook an event may be queued for, with its stored filters, as both backends read it.
+#[derive(sqlx::FromRow)]
+pub(super) struct TargetCandidate {
+    id: Uuid,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    filters: String,
+}
+
+impl TargetCandidate {
+    pub(super) fn into_parts(self) -> (TargetRow, String) {
+        let target = TargetRow {
+            id: self.id,
+            url: self.url,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+        };
+        (target, self.filters)
+    }
+}
+
+/// A webhook an event is queued for.
+#[derive(Debug, Clone)]
+pub(super) struct TargetRow {
+    pub id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+}
+
+impl TargetRow {
+    /// The delivery as a claim under `lease`, ready for its first attempt.
+    fn into_claim(
+        self,
+        cipher: &SecretCipher,
+        event: &NewEvent,
+        delivery: Uuid,
+        lease: Lease,
+    ) -> StoreResult<ClaimedDelivery> {
+        ClaimRow {
+            id: delivery,
+            project_id: event.project_id.as_uuid(),
+            webhook_id: self.id,
+            event_id: event.id.as_uuid(),
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            url: self.url,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+            attempt_count: 0,
+        }
+        .into_claim(cipher, lease.token)
+    }
+}
+
+/// A webhook's failure run: how many attempts failed in a row, and since when.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct FailureRun {
+    pub consecutive: i64,
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// What a batch of attempts changes on one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WebhookTally {
+    pub webhook_id: WebhookId,
+    pub total: i64,
+    pub succeeded: i64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// The failure run after the batch.
+    pub run: FailureRun,
+    /// Set when the batch disables the webhook, at the first attempt that crossed the policy.
+    pub disable: Option<Disable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Disable {
+    /// The attempt that disabled the webhook, and when it finished.
+    pub delivery_id: DeliveryId,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Folds recorded attempts, in the order they finished, into one change per webhook, starting
+/// from each webhook's failure run before the batch; attempt by attempt it decides exactly what
+/// recording them one at a time would have.
+pub(super) fn tally_attempts(
+    records: &[&AttemptRecord],
+    runs_before: &std::collections::HashMap<WebhookId, FailureRun>,
+) -> Vec<WebhookTally> {
+    let mut tallies: Vec<WebhookTally> = Vec::new();
+    for record in records {
+        let index = match tallies
+            .iter()
+            .position(|t| t.webhook_id == record.webhook_id)
+        {
+            Some(index) => index,
+            None => {
+                tallies.push(WebhookTally {
+                    webhook_id: record.webhook_id,
+                    total: 0,
+                    succeeded: 0,
+                    last_success_at: None,
+                    last_failure_at: None,
+                    run: runs_before
+                        .get(&record.webhook_id)
+                        .copied()
+                        .unwrap_or_default(),
+                    disable: None,
+                });
+                tallies.len() - 1
+            }
+        };
+        let tally = &mut tallies[index];
+        tally.total += 1;
+        if record.result == AttemptResult::Succeeded {
+            tally.succeeded += 1;
+            tally.last_success_at = Some(record.finished_at);
+            tally.run = FailureRun::default();
+        } else {
+            tally.last_failure_at = Some(record.finished_at);
+            tally.run.consecutive += 1;
+            tally.run.since = tally.run.since.or(Some(record.finished_at));
+            if tally.disable.is_none() {
+                tally.disable = record
+                    .disable_reason(tally.run.consecutive, tally.run.since)
+                    .map(|reason| Disable {
+                        delivery_id: record.delivery_id,
+                        at: record.finished_at,
+                        reason,
+                    });
+            }
+        }
+    }
+    tallies
+}
+
+/// What recording each of `records` did, given which of them still held their lease.
+pub(super) fn recorded_outcomes(
+    records: &[AttemptRecord],
+    held: &std::collections::HashSet<DeliveryId>,
+    tallies: &[WebhookTally],
+) -> Vec<Recorded> {
+    records
+        .iter()
+        .map(|record| {
+            if !held.contains(&record.delivery_id) {
+                return Recorded::Stale;
+            }
+            let disabled_here = tallies.iter().find_map(|t| match &t.disable {
+                Some(disable) if disable.delivery_id == record.delivery_id => {
+                    Some(disable.reason.clone())
+                }
+                _ => None,
+            });
+            disabled_here.map_or(Recorded::Recorded, Recorded::Disabled)
+        })
+        .collect()
 }
 
 impl AttemptRecord {

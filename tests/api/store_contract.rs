@@ -10,8 +10,9 @@ use hookrelay::domain::{
 };
 use hookrelay::store::cipher::SecretCipher;
 use hookrelay::store::{
-    self, AttemptRecord, AttemptResult, DeliveryStatus, EventTarget, NewApiKey, NewEvent,
-    NewWebhook, PoolSettings, Recorded, SecretRotation, Store, StoreError, WebhookChanges,
+    self, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryStatus, EventTarget, Lease,
+    NewApiKey, NewEvent, NewWebhook, PoolSettings, Recorded, SecretRotation, Store, StoreError,
+    WebhookChanges,
 };
 use hookrelay::tenancy;
 
@@ -47,6 +48,44 @@ async fn new_project(store: &dyn Store) -> ProjectId {
     tenancy::create_project(store, account, Name::parse("p").unwrap(), now)
         .await
         .unwrap()
+}
+
+/// A published `action.created` event with this data, for every subscriber.
+fn event(project: ProjectId, data: serde_json::Value) -> NewEvent {
+    NewEvent {
+        id: EventId::generate(),
+        project_id: project,
+        event_type: "action.created".into(),
+        payload: data.to_string(),
+        data,
+        idempotency_key: None,
+        created_at: Utc::now(),
+        target: EventTarget::Subscribers,
+        audit: None,
+        lease: None,
+    }
+}
+
+fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy) -> AttemptRecord {
+    let now = Utc::now();
+    AttemptRecord {
+        delivery_id: claim.id,
+        webhook_id: claim.webhook_id,
+        lease_token: claim.lease_token,
+        attempt_number: claim.attempt_number,
+        started_at: now,
+        duration_ms: 1,
+        response_status: Some(if result == AttemptResult::Succeeded {
+            200
+        } else {
+            500
+        }),
+        response_body: None,
+        error: None,
+        result,
+        finished_at: now,
+        disable_policy: policy,
+    }
 }
 
 fn new_webhook(events: &[&str]) -> NewWebhook {
@@ -213,17 +252,7 @@ backend_tests! {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        let accept = |n: u32| NewEvent {
-            id: EventId::generate(),
-            project_id: project,
-            event_type: "action.created".into(),
-            payload: format!("{{\"n\":{n}}}"),
-            data: serde_json::json!({ "n": n }),
-            idempotency_key: None,
-            created_at: Utc::now(),
-            target: EventTarget::Subscribers,
-            audit: None,
-        };
+        let accept = |n: u32| event(project, serde_json::json!({ "n": n }));
         let done = store.accept_event(accept(1)).await.unwrap();
         let waiting = store.accept_event(accept(2)).await.unwrap();
         let now = Utc::now();
@@ -231,7 +260,7 @@ backend_tests! {
         assert_eq!(claims.len(), 2);
         let finished = claims.iter().find(|c| c.id == done.delivery_ids[0]).unwrap();
         let recorded = store
-            .record_attempt(AttemptRecord {
+            .record_attempts(&[AttemptRecord {
                 delivery_id: finished.id,
                 webhook_id: webhook.id,
                 lease_token: finished.lease_token,
@@ -244,10 +273,10 @@ backend_tests! {
                 result: AttemptResult::Succeeded,
                 finished_at: now,
                 disable_policy: NEVER_DISABLE,
-            })
+            }])
             .await
             .unwrap();
-        assert_eq!(recorded, Recorded::Recorded);
+        assert_eq!(recorded, [Recorded::Recorded]);
 
         let removed = store.purge_finished(Utc::now() + chrono::TimeDelta::minutes(1)).await.unwrap();
         assert_eq!(removed, 2, "the finished delivery and its event");
@@ -264,20 +293,7 @@ backend_tests! {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        let accepted = store
-            .accept_event(NewEvent {
-                id: EventId::generate(),
-                project_id: project,
-                event_type: "action.created".into(),
-                payload: "{}".into(),
-                data: serde_json::json!({}),
-                idempotency_key: None,
-                created_at: Utc::now(),
-                target: EventTarget::Subscribers,
-                audit: None,
-            })
-            .await
-            .unwrap();
+        let accepted = store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let first = store.claim_due(now, now, 10, &[]).await.unwrap();
         assert_eq!(first.len(), 1);
@@ -300,11 +316,78 @@ backend_tests! {
             finished_at: now,
             disable_policy: NEVER_DISABLE,
         };
-        assert_eq!(store.record_attempt(record(&first[0])).await.unwrap(), Recorded::Stale, "the stale holder is ignored");
-        assert_eq!(store.record_attempt(record(&second[0])).await.unwrap(), Recorded::Recorded);
+        assert_eq!(store.record_attempts(&[record(&first[0])]).await.unwrap(), [Recorded::Stale], "the stale holder is ignored");
+        assert_eq!(store.record_attempts(&[record(&second[0])]).await.unwrap(), [Recorded::Recorded]);
         let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
         assert_eq!(details.attempts.len(), 1);
         assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().stats.total_deliveries, 1);
+    }
+
+    async fn an_event_accepted_under_a_lease_comes_back_claimed_and_stays_out_of_the_queue(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        let now = Utc::now();
+        let lease = Lease { token: uuid::Uuid::new_v4(), until: now + chrono::TimeDelta::seconds(30) };
+        let accepted = store
+            .accept_event(NewEvent { lease: Some(lease), ..event(project, serde_json::json!({ "n": 1 })) })
+            .await
+            .unwrap();
+        assert_eq!(accepted.claims.len(), 1);
+        let claim = &accepted.claims[0];
+        assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.delivery_ids[0], webhook.id, lease.token));
+        assert_eq!((claim.payload.as_str(), claim.attempt_number), ("{\"n\":1}", 1));
+        assert_eq!(claim.secret, webhook.secret);
+        assert!(store.claim_due(now, lease.until, 10, &[]).await.unwrap().is_empty(), "a leased delivery is not due");
+        let summary = store.get_delivery(project, claim.id).await.unwrap().summary;
+        assert_eq!((summary.status, summary.next_attempt_at), (DeliveryStatus::Pending, None), "in flight");
+
+        // Should this instance die, the lease runs out and any worker takes the delivery.
+        let after_lease = lease.until + chrono::TimeDelta::milliseconds(1);
+        let taken = store.claim_due(after_lease, after_lease + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), [claim.id]);
+        assert_eq!(store.record_attempts(&[outcome(claim, AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Stale]);
+        assert_eq!(store.record_attempts(&[outcome(&taken[0], AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Recorded]);
+    }
+
+    async fn a_batch_of_outcomes_counts_exactly_as_one_at_a_time(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let flaky = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        let steady = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        for n in 0..4 {
+            store.accept_event(event(project, serde_json::json!({ "n": n }))).await.unwrap();
+        }
+        let now = Utc::now();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, &[]).await.unwrap();
+        let (flaky_claims, steady_claims): (Vec<_>, Vec<_>) = claims.iter().partition(|c| c.webhook_id == flaky.id);
+        assert_eq!((flaky_claims.len(), steady_claims.len()), (4, 4));
+        // Two failures in a row disable the flaky webhook at once; it fails, fails (disabled
+        // here), succeeds and fails again, all in one batch.
+        let strict = DisablePolicy { after: chrono::TimeDelta::zero(), min_failures: 2 };
+        let flaky_results = [AttemptResult::Failed, AttemptResult::Failed, AttemptResult::Succeeded, AttemptResult::Failed];
+        let mut batch: Vec<AttemptRecord> = flaky_claims
+            .iter()
+            .zip(flaky_results)
+            .map(|(claim, result)| outcome(claim, result, strict))
+            .collect();
+        batch.extend(steady_claims.iter().map(|c| outcome(c, AttemptResult::Succeeded, strict)));
+        let recorded = store.record_attempts(&batch).await.unwrap();
+        assert_eq!(recorded[0], Recorded::Recorded);
+        assert!(matches!(&recorded[1], Recorded::Disabled(reason) if reason.contains("2 failures in a row")), "{recorded:?}");
+        assert!(recorded[2..].iter().all(|r| *r == Recorded::Recorded), "{recorded:?}");
+
+        let flaky = store.get_webhook(project, flaky.id).await.unwrap();
+        assert_eq!((flaky.stats.total_deliveries, flaky.stats.successful_deliveries, flaky.stats.failed_deliveries), (4, 1, 3));
+        assert!(flaky.disabled.is_some());
+        let steady = store.get_webhook(project, steady.id).await.unwrap();
+        assert_eq!((steady.stats.total_deliveries, steady.stats.successful_deliveries), (4, 4));
+        assert!(steady.disabled.is_none());
+        for claim in &claims {
+            let details = store.get_delivery(project, claim.id).await.unwrap();
+            assert_eq!(details.attempts.len(), 1, "one attempt logged per outcome");
+            assert_eq!(details.summary.attempt_count, 1);
+        }
     }
 
     async fn claims_skip_excluded_webhooks_and_leased_rows(backend) {
@@ -312,20 +395,7 @@ backend_tests! {
         let project = new_project(store.as_ref()).await;
         let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let free = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        store
-            .accept_event(NewEvent {
-                id: EventId::generate(),
-                project_id: project,
-                event_type: "action.created".into(),
-                payload: "{}".into(),
-                data: serde_json::json!({}),
-                idempotency_key: None,
-                created_at: Utc::now(),
-                target: EventTarget::Subscribers,
-                audit: None,
-            })
-            .await
-            .unwrap();
+        store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
         let claimed = store.claim_due(now, lease, 10, &[busy.id]).await.unwrap();

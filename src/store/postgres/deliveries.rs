@@ -1,6 +1,7 @@
 //! Events, the delivery queue and the delivery log on Postgres: `for update skip locked` leases
 //! let several instances share the queue, and NOTIFY wakes them when work is committed.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use uuid::Uuid;
 use super::{PostgresStore, WORK_CHANNEL, insert_audit};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimRow, ClaimedDelivery,
-    DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
-    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, matching_webhooks, storable,
+    AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
+    NewEvent, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow, WebhookTally,
+    WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -123,40 +125,47 @@ impl PostgresStore {
             event_type,
             delivery_ids: delivery_ids.into_iter().map(|(d,)| d.into()).collect(),
             replayed: true,
+            claims: Vec::new(),
         }))
     }
 
     async fn targets(
         tx: &mut Transaction<'_, Postgres>,
         event: &NewEvent,
-    ) -> StoreResult<Vec<Uuid>> {
-        match event.target {
+    ) -> StoreResult<Vec<TargetRow>> {
+        // The rotated-out secret still signs while its grace period lasts.
+        const TARGET_COLUMNS: &str = "id, url, secret, case when previous_secret_until > $3 \
+             then previous_secret end as previous_secret, filters::text as filters";
+        let candidates: Vec<TargetCandidate> = match event.target {
             EventTarget::Webhook(webhook) => {
-                let found: Option<(Uuid,)> = sqlx::query_as(
-                    "select id from webhooks where id = $1 and project_id = $2 and is_active \
-                     for share",
-                )
+                let found: Option<TargetCandidate> = sqlx::query_as(&format!(
+                    "select {TARGET_COLUMNS} from webhooks \
+                     where id = $1 and project_id = $2 and is_active for share"
+                ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
+                .bind(event.created_at)
                 .fetch_optional(&mut **tx)
                 .await?;
-                let (id,) = found.ok_or(StoreError::NotFound("webhook"))?;
-                Ok(vec![id])
+                let found = found.ok_or(StoreError::NotFound("webhook"))?;
+                // A test event goes to its webhook whatever the filters say.
+                return Ok(vec![found.into_parts().0]);
             }
             EventTarget::Subscribers => {
-                let candidates: Vec<(Uuid, String)> = sqlx::query_as(
+                sqlx::query_as(&format!(
                     // A delete waits for this share lock, then cancels what this event queued.
-                    "select id, filters::text from webhooks where project_id = $1 \
+                    "select {TARGET_COLUMNS} from webhooks where project_id = $1 \
                      and is_active and disabled_at is null and $2 = any(events) order by id \
-                     for share",
-                )
+                     for share"
+                ))
                 .bind(event.project_id.as_uuid())
                 .bind(&event.event_type)
+                .bind(event.created_at)
                 .fetch_all(&mut **tx)
-                .await?;
-                matching_webhooks(candidates, &event.data)
+                .await?
             }
-        }
+        };
+        matching_webhooks(candidates, &event.data)
     }
 
     /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
@@ -207,6 +216,81 @@ fn millis_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// A batch of attempt outcomes as the delivery update's `unnest` columns.
+#[derive(Default)]
+struct DeliveryColumns {
+    ids: Vec<Uuid>,
+    tokens: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    response_status: Vec<Option<i32>>,
+    errors: Vec<Option<String>>,
+    finished_at: Vec<DateTime<Utc>>,
+}
+
+impl DeliveryColumns {
+    fn push(&mut self, record: &AttemptRecord) {
+        let (status, next_attempt_at) = record.next_state();
+        self.ids.push(record.delivery_id.as_uuid());
+        self.tokens.push(record.lease_token);
+        self.statuses.push(status.as_str());
+        self.next_attempt_at.push(next_attempt_at);
+        self.response_status
+            .push(record.response_status.map(i32::from));
+        self.errors.push(storable(&record.error));
+        self.finished_at.push(record.finished_at);
+    }
+}
+
+/// A batch of attempts as the attempt log insert's `unnest` columns.
+#[derive(Default)]
+struct AttemptColumns {
+    ids: Vec<Uuid>,
+    numbers: Vec<i32>,
+    started_at: Vec<DateTime<Utc>>,
+    duration_ms: Vec<i32>,
+    response_status: Vec<Option<i32>>,
+    response_body: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+}
+
+impl AttemptColumns {
+    fn push(&mut self, record: &AttemptRecord) {
+        self.ids.push(record.delivery_id.as_uuid());
+        self.numbers.push(millis_i32(record.attempt_number));
+        self.started_at.push(record.started_at);
+        self.duration_ms.push(millis_i32(record.duration_ms));
+        self.response_status
+            .push(record.response_status.map(i32::from));
+        self.response_body.push(storable(&record.response_body));
+        self.error.push(storable(&record.error));
+    }
+}
+
+/// Per-webhook changes of a batch as the stats update's `unnest` columns.
+#[derive(Default)]
+struct StatsColumns {
+    ids: Vec<Uuid>,
+    total: Vec<i64>,
+    succeeded: Vec<i64>,
+    last_success_at: Vec<Option<DateTime<Utc>>>,
+    last_failure_at: Vec<Option<DateTime<Utc>>>,
+    consecutive: Vec<i64>,
+    failing_since: Vec<Option<DateTime<Utc>>>,
+}
+
+impl StatsColumns {
+    fn push(&mut self, tally: &WebhookTally) {
+        self.ids.push(tally.webhook_id.as_uuid());
+        self.total.push(tally.total);
+        self.succeeded.push(tally.succeeded);
+        self.last_success_at.push(tally.last_success_at);
+        self.last_failure_at.push(tally.last_failure_at);
+        self.consecutive.push(tally.run.consecutive);
+        self.failing_since.push(tally.run.since);
+    }
+}
+
 #[async_trait]
 impl DeliveryStore for PostgresStore {
     async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
@@ -237,16 +321,17 @@ impl DeliveryStore for PostgresStore {
             tx.commit().await?;
             return earlier.ok_or_else(|| StoreError::Conflict("idempotency key in use".into()));
         }
-        let webhooks = Self::targets(&mut tx, &event).await?;
-        let delivery_ids: Vec<Uuid> = webhooks
+        let targets = Self::targets(&mut tx, &event).await?;
+        let webhooks: Vec<Uuid> = targets.iter().map(|t| t.id).collect();
+        let delivery_ids: Vec<Uuid> = targets
             .iter()
             .map(|_| DeliveryId::generate().as_uuid())
             .collect();
         if !webhooks.is_empty() {
             sqlx::query(
                 "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-                 next_attempt_at, created_at, updated_at) \
-                 select t.id, $3, t.webhook_id, $4, 'pending', $5, $5, $5 \
+                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+                 select t.id, $3, t.webhook_id, $4, 'pending', coalesce($6, $5), $6, $7, $5, $5 \
                  from unnest($1::uuid[], $2::uuid[]) as t(id, webhook_id)",
             )
             .bind(&delivery_ids)
@@ -254,14 +339,19 @@ impl DeliveryStore for PostgresStore {
             .bind(event.project_id.as_uuid())
             .bind(event.id.as_uuid())
             .bind(event.created_at)
+            .bind(event.lease.map(|l| l.until))
+            .bind(event.lease.map(|l| l.token))
             .execute(&mut *tx)
             .await?;
-            // Delivered on commit only, which is exactly when other workers can see the rows.
-            sqlx::query("select pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            if event.lease.is_none() {
+                // Delivered on commit only, which is exactly when other workers can see the rows.
+                sqlx::query("select pg_notify($1, '')")
+                    .bind(WORK_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
+        let claims = leased_claims(&self.cipher, &event, targets, delivery_ids.iter().copied())?;
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }
@@ -271,6 +361,7 @@ impl DeliveryStore for PostgresStore {
             event_type: event.event_type,
             delivery_ids: delivery_ids.into_iter().map(DeliveryId::from).collect(),
             replayed: false,
+            claims,
         })
     }
 
@@ -319,68 +410,120 @@ impl DeliveryStore for PostgresStore {
             .collect()
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
-        let (status, next_attempt_at) = record.next_state();
-        let succeeded = record.result == AttemptResult::Succeeded;
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "update deliveries set status = $3, attempt_count = attempt_count + 1, \
-             next_attempt_at = $4, lease_until = null, lease_token = null, \
-             last_response_status = $5, last_error = $6, updated_at = $7 \
-             where id = $1 and lease_token = $2 and status = 'pending'",
+        // Webhook rows are locked first and in id order, as a delete locks them, so concurrent
+        // batches and deletes queue instead of deadlocking.
+        let mut webhook_ids: Vec<Uuid> = records.iter().map(|r| r.webhook_id.as_uuid()).collect();
+        webhook_ids.sort_unstable();
+        webhook_ids.dedup();
+        let runs: Vec<(Uuid, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "select id, consecutive_failures, failing_since from webhooks \
+             where id = any($1) order by id for update",
         )
-        .bind(record.delivery_id.as_uuid())
-        .bind(record.lease_token)
-        .bind(status.as_str())
-        .bind(next_attempt_at)
-        .bind(record.response_status.map(i32::from))
-        .bind(storable(&record.error))
-        .bind(record.finished_at)
-        .execute(&mut *tx)
+        .bind(&webhook_ids)
+        .fetch_all(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
+        let runs_before: HashMap<WebhookId, FailureRun> = runs
+            .into_iter()
+            .map(|(id, consecutive, since)| {
+                let run = FailureRun { consecutive, since };
+                (WebhookId::from(id), run)
+            })
+            .collect();
+
+        let mut columns = DeliveryColumns::default();
+        for record in records {
+            columns.push(record);
+        }
+        let held: Vec<(Uuid,)> = sqlx::query_as(
+            "update deliveries d set status = t.status, attempt_count = d.attempt_count + 1, \
+             next_attempt_at = t.next_attempt_at, lease_until = null, lease_token = null, \
+             last_response_status = t.response_status, last_error = t.error, \
+             updated_at = t.finished_at \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], \
+                         $6::text[], $7::timestamptz[]) \
+                  as t(id, token, status, next_attempt_at, response_status, error, finished_at) \
+             where d.id = t.id and d.lease_token = t.token and d.status = 'pending' \
+             returning d.id",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.tokens)
+        .bind(&columns.statuses)
+        .bind(&columns.next_attempt_at)
+        .bind(&columns.response_status)
+        .bind(&columns.errors)
+        .bind(&columns.finished_at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let held: HashSet<DeliveryId> = held.into_iter().map(|(id,)| id.into()).collect();
+        let kept: Vec<&AttemptRecord> = records
+            .iter()
+            .filter(|r| held.contains(&r.delivery_id))
+            .collect();
+        if kept.is_empty() {
             tx.rollback().await?;
-            return Ok(Recorded::Stale);
+            return Ok(recorded_outcomes(records, &held, &[]));
+        }
+
+        let mut attempts = AttemptColumns::default();
+        for record in &kept {
+            attempts.push(record);
         }
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error) values ($1, $2, $3, $4, $5, $6, $7)",
+             response_status, response_body, error) \
+             select * from unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
+                                  $5::int4[], $6::text[], $7::text[])",
         )
-        .bind(record.delivery_id.as_uuid())
-        .bind(millis_i32(record.attempt_number))
-        .bind(record.started_at)
-        .bind(millis_i32(record.duration_ms))
-        .bind(record.response_status.map(i32::from))
-        .bind(storable(&record.response_body))
-        .bind(storable(&record.error))
+        .bind(&attempts.ids)
+        .bind(&attempts.numbers)
+        .bind(&attempts.started_at)
+        .bind(&attempts.duration_ms)
+        .bind(&attempts.response_status)
+        .bind(&attempts.response_body)
+        .bind(&attempts.error)
         .execute(&mut *tx)
         .await?;
-        let (consecutive, failing_since): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "update webhooks set total_deliveries = total_deliveries + 1, \
-             successful_deliveries = successful_deliveries + case when $2 then 1 else 0 end, \
-             failed_deliveries = failed_deliveries + case when $2 then 0 else 1 end, \
-             last_success_at = case when $2 then $3 else last_success_at end, \
-             last_failure_at = case when $2 then last_failure_at else $3 end, \
-             consecutive_failures = case when $2 then 0 else consecutive_failures + 1 end, \
-             failing_since = case when $2 then null else coalesce(failing_since, $3) end \
-             where id = $1 returning consecutive_failures, failing_since",
+
+        let tallies = tally_attempts(&kept, &runs_before);
+        let mut stats = StatsColumns::default();
+        for tally in &tallies {
+            stats.push(tally);
+        }
+        sqlx::query(
+            "update webhooks w set total_deliveries = w.total_deliveries + t.total, \
+             successful_deliveries = w.successful_deliveries + t.succeeded, \
+             failed_deliveries = w.failed_deliveries + t.total - t.succeeded, \
+             last_success_at = coalesce(t.last_success_at, w.last_success_at), \
+             last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
+             consecutive_failures = t.consecutive, failing_since = t.failing_since \
+             from unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], \
+                         $5::timestamptz[], $6::int8[], $7::timestamptz[]) \
+                  as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
+                       failing_since) \
+             where w.id = t.id",
         )
-        .bind(record.webhook_id.as_uuid())
-        .bind(succeeded)
-        .bind(record.finished_at)
-        .fetch_one(&mut *tx)
+        .bind(&stats.ids)
+        .bind(&stats.total)
+        .bind(&stats.succeeded)
+        .bind(&stats.last_success_at)
+        .bind(&stats.last_failure_at)
+        .bind(&stats.consecutive)
+        .bind(&stats.failing_since)
+        .execute(&mut *tx)
         .await?;
-        let disable = record.disable_reason(consecutive, failing_since);
-        let outcome = match disable {
-            Some(reason) => {
-                Self::disable_webhook(&mut tx, record.webhook_id, &reason, record.finished_at)
+        for tally in &tallies {
+            if let Some(disable) = &tally.disable {
+                Self::disable_webhook(&mut tx, tally.webhook_id, &disable.reason, disable.at)
                     .await?;
-                Recorded::Disabled(reason)
             }
-            None => Recorded::Recorded,
-        };
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(recorded_outcomes(records, &held, &tallies))
     }
 
     async fn release_claims(

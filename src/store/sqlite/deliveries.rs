@@ -1,6 +1,7 @@
 //! Events, the delivery queue and the delivery log on SQLite: one instance, one writer, so a
 //! claim is an `update … returning` inside an immediate transaction.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,9 +14,10 @@ use uuid::Uuid;
 use super::{SqliteStore, from_millis, insert_audit, millis};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AttemptResult, AuditEntry, ClaimRow, ClaimedDelivery,
-    DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget,
-    NewEvent, Recorded, StoreError, StoreResult, WebhookTarget, matching_webhooks, storable,
+    AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
+    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
+    NewEvent, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow, WebhookTarget,
+    leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -85,9 +87,15 @@ struct LiteAttempt {
     error: Option<String>,
 }
 
-/// How `hex(webhook_id)` spells an id, for excluding webhooks through `json_each`.
-fn hex_id(id: &WebhookId) -> String {
-    id.as_uuid().simple().to_string().to_uppercase()
+/// How `hex()` spells a stored id, and what `unhex()` reads back, for passing ids in JSON.
+fn hex_uuid(id: Uuid) -> String {
+    id.simple().to_string().to_uppercase()
+}
+
+/// A batch as one JSON array parameter, which `json_each` turns back into rows, so a batch of
+/// any size is one statement.
+fn json_rows<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("batch rows serialise to JSON")
 }
 
 impl SqliteStore {
@@ -126,36 +134,47 @@ impl SqliteStore {
             event_type,
             delivery_ids: delivery_ids.into_iter().map(|(d,)| d.into()).collect(),
             replayed: true,
+            claims: Vec::new(),
         }))
     }
 
-    async fn targets(tx: &mut Transaction<'_, Sqlite>, event: &NewEvent) -> StoreResult<Vec<Uuid>> {
-        match event.target {
+    async fn targets(
+        tx: &mut Transaction<'_, Sqlite>,
+        event: &NewEvent,
+    ) -> StoreResult<Vec<TargetRow>> {
+        // The rotated-out secret still signs while its grace period lasts.
+        const TARGET_COLUMNS: &str = "id, url, secret, case when previous_secret_until > $3 \
+             then previous_secret end as previous_secret, filters";
+        let candidates: Vec<TargetCandidate> = match event.target {
             EventTarget::Webhook(webhook) => {
-                let found: Option<(Uuid,)> = sqlx::query_as(
-                    "select id from webhooks where id = $1 and project_id = $2 and is_active",
-                )
+                let found: Option<TargetCandidate> = sqlx::query_as(&format!(
+                    "select {TARGET_COLUMNS} from webhooks \
+                     where id = $1 and project_id = $2 and is_active"
+                ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
+                .bind(millis(event.created_at))
                 .fetch_optional(&mut **tx)
                 .await?;
-                let (id,) = found.ok_or(StoreError::NotFound("webhook"))?;
-                Ok(vec![id])
+                let found = found.ok_or(StoreError::NotFound("webhook"))?;
+                // A test event goes to its webhook whatever the filters say.
+                return Ok(vec![found.into_parts().0]);
             }
             EventTarget::Subscribers => {
-                let candidates: Vec<(Uuid, String)> = sqlx::query_as(
-                    "select id, filters from webhooks where project_id = $1 and is_active \
+                sqlx::query_as(&format!(
+                    "select {TARGET_COLUMNS} from webhooks where project_id = $1 and is_active \
                      and disabled_at is null \
                      and exists (select 1 from json_each(webhooks.events) where value = $2) \
-                     order by id",
-                )
+                     order by id"
+                ))
                 .bind(event.project_id.as_uuid())
                 .bind(&event.event_type)
+                .bind(millis(event.created_at))
                 .fetch_all(&mut **tx)
-                .await?;
-                matching_webhooks(candidates, &event.data)
+                .await?
             }
-        }
+        };
+        matching_webhooks(candidates, &event.data)
     }
 
     /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
@@ -225,24 +244,36 @@ impl DeliveryStore for SqliteStore {
         .bind(millis(event.created_at))
         .execute(&mut *tx)
         .await?;
-        let webhooks = Self::targets(&mut tx, &event).await?;
-        let mut delivery_ids = Vec::with_capacity(webhooks.len());
-        for webhook in webhooks {
-            let id = DeliveryId::generate();
+        let targets = Self::targets(&mut tx, &event).await?;
+        let delivery_ids: Vec<DeliveryId> =
+            targets.iter().map(|_| DeliveryId::generate()).collect();
+        if !targets.is_empty() {
+            let rows: Vec<[String; 2]> = targets
+                .iter()
+                .zip(&delivery_ids)
+                .map(|(target, id)| [hex_uuid(id.as_uuid()), hex_uuid(target.id)])
+                .collect();
             sqlx::query(
                 "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-                 next_attempt_at, created_at, updated_at) \
-                 values ($1, $2, $3, $4, 'pending', $5, $5, $5)",
+                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+                 select unhex(value ->> 0), $2, unhex(value ->> 1), $3, 'pending', \
+                        coalesce($5, $4), $5, $6, $4, $4 from json_each($1)",
             )
-            .bind(id.as_uuid())
+            .bind(json_rows(&rows))
             .bind(event.project_id.as_uuid())
-            .bind(webhook)
             .bind(event.id.as_uuid())
             .bind(millis(event.created_at))
+            .bind(event.lease.map(|l| millis(l.until)))
+            .bind(event.lease.map(|l| l.token))
             .execute(&mut *tx)
             .await?;
-            delivery_ids.push(id);
         }
+        let claims = leased_claims(
+            &self.cipher,
+            &event,
+            targets,
+            delivery_ids.iter().map(|id| id.as_uuid()),
+        )?;
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }
@@ -252,6 +283,7 @@ impl DeliveryStore for SqliteStore {
             event_type: event.event_type,
             delivery_ids,
             replayed: false,
+            claims,
         })
     }
 
@@ -263,7 +295,12 @@ impl DeliveryStore for SqliteStore {
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let token = Uuid::new_v4();
-        let excluded = serde_json::Value::from(exclude.iter().map(hex_id).collect::<Vec<_>>());
+        let excluded = serde_json::Value::from(
+            exclude
+                .iter()
+                .map(|id| hex_uuid(id.as_uuid()))
+                .collect::<Vec<_>>(),
+        );
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "update deliveries set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
@@ -310,70 +347,128 @@ impl DeliveryStore for SqliteStore {
             .collect()
     }
 
-    async fn record_attempt(&self, record: AttemptRecord) -> StoreResult<Recorded> {
-        let (status, next_attempt_at) = record.next_state();
-        let next_attempt_at = next_attempt_at.map(millis);
-        let succeeded = record.result == AttemptResult::Succeeded;
-        let mut tx = self.write_tx().await?;
-        let updated = sqlx::query(
-            "update deliveries set status = $3, attempt_count = attempt_count + 1, \
-             next_attempt_at = $4, lease_until = null, lease_token = null, \
-             last_response_status = $5, last_error = $6, updated_at = $7 \
-             where id = $1 and lease_token = $2 and status = 'pending'",
-        )
-        .bind(record.delivery_id.as_uuid())
-        .bind(record.lease_token)
-        .bind(status.as_str())
-        .bind(next_attempt_at)
-        .bind(record.response_status.map(i64::from))
-        .bind(storable(&record.error))
-        .bind(millis(record.finished_at))
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(Recorded::Stale);
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
         }
+        let outcomes: Vec<serde_json::Value> = records
+            .iter()
+            .map(|record| {
+                let (status, next_attempt_at) = record.next_state();
+                serde_json::json!({
+                    "id": hex_uuid(record.delivery_id.as_uuid()),
+                    "token": hex_uuid(record.lease_token),
+                    "status": status.as_str(),
+                    "next": next_attempt_at.map(millis),
+                    "code": record.response_status,
+                    "error": storable(&record.error),
+                    "at": millis(record.finished_at),
+                })
+            })
+            .collect();
+        let mut tx = self.write_tx().await?;
+        let held: Vec<(Uuid,)> = sqlx::query_as(
+            "update deliveries set status = t.value ->> 'status', \
+             attempt_count = attempt_count + 1, next_attempt_at = t.value ->> 'next', \
+             lease_until = null, lease_token = null, \
+             last_response_status = t.value ->> 'code', last_error = t.value ->> 'error', \
+             updated_at = t.value ->> 'at' \
+             from json_each($1) as t \
+             where deliveries.id = unhex(t.value ->> 'id') \
+             and deliveries.lease_token = unhex(t.value ->> 'token') \
+             and deliveries.status = 'pending' returning deliveries.id",
+        )
+        .bind(json_rows(&outcomes))
+        .fetch_all(&mut *tx)
+        .await?;
+        let held: HashSet<DeliveryId> = held.into_iter().map(|(id,)| id.into()).collect();
+        let kept: Vec<&AttemptRecord> = records
+            .iter()
+            .filter(|r| held.contains(&r.delivery_id))
+            .collect();
+        if kept.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded_outcomes(records, &held, &[]));
+        }
+
+        let attempts: Vec<serde_json::Value> = kept
+            .iter()
+            .map(|record| {
+                serde_json::json!([
+                    hex_uuid(record.delivery_id.as_uuid()),
+                    record.attempt_number,
+                    millis(record.started_at),
+                    record.duration_ms,
+                    record.response_status,
+                    storable(&record.response_body),
+                    storable(&record.error),
+                ])
+            })
+            .collect();
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error) values ($1, $2, $3, $4, $5, $6, $7)",
+             response_status, response_body, error) \
+             select unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+                    value ->> 5, value ->> 6 from json_each($1)",
         )
-        .bind(record.delivery_id.as_uuid())
-        .bind(i64::from(record.attempt_number))
-        .bind(millis(record.started_at))
-        .bind(i64::from(record.duration_ms))
-        .bind(record.response_status.map(i64::from))
-        .bind(storable(&record.response_body))
-        .bind(storable(&record.error))
+        .bind(json_rows(&attempts))
         .execute(&mut *tx)
         .await?;
-        let (consecutive, failing_since): (i64, Option<i64>) = sqlx::query_as(
-            "update webhooks set total_deliveries = total_deliveries + 1, \
-             successful_deliveries = successful_deliveries + $2, \
-             failed_deliveries = failed_deliveries + (1 - $2), \
-             last_success_at = case when $2 = 1 then $3 else last_success_at end, \
-             last_failure_at = case when $2 = 1 then last_failure_at else $3 end, \
-             consecutive_failures = case when $2 = 1 then 0 else consecutive_failures + 1 end, \
-             failing_since = case when $2 = 1 then null else coalesce(failing_since, $3) end \
-             where id = $1 returning consecutive_failures, failing_since",
+
+        let webhook_ids: Vec<String> = kept
+            .iter()
+            .map(|r| hex_uuid(r.webhook_id.as_uuid()))
+            .collect();
+        let runs: Vec<(Uuid, i64, Option<i64>)> = sqlx::query_as(
+            "select id, consecutive_failures, failing_since from webhooks \
+             where id in (select unhex(value) from json_each($1))",
         )
-        .bind(record.webhook_id.as_uuid())
-        .bind(i64::from(succeeded))
-        .bind(millis(record.finished_at))
-        .fetch_one(&mut *tx)
+        .bind(json_rows(&webhook_ids))
+        .fetch_all(&mut *tx)
         .await?;
-        let disable =
-            record.disable_reason(consecutive, failing_since.map(from_millis).transpose()?);
-        let outcome = match disable {
-            Some(reason) => {
-                Self::disable_webhook(&mut tx, record.webhook_id, &reason, record.finished_at)
+        let mut runs_before = HashMap::with_capacity(runs.len());
+        for (id, consecutive, since) in runs {
+            let since = since.map(from_millis).transpose()?;
+            runs_before.insert(WebhookId::from(id), FailureRun { consecutive, since });
+        }
+        let tallies = tally_attempts(&kept, &runs_before);
+        let changes: Vec<serde_json::Value> = tallies
+            .iter()
+            .map(|tally| {
+                serde_json::json!({
+                    "id": hex_uuid(tally.webhook_id.as_uuid()),
+                    "total": tally.total,
+                    "succeeded": tally.succeeded,
+                    "success_at": tally.last_success_at.map(millis),
+                    "failure_at": tally.last_failure_at.map(millis),
+                    "consecutive": tally.run.consecutive,
+                    "since": tally.run.since.map(millis),
+                })
+            })
+            .collect();
+        sqlx::query(
+            "update webhooks set \
+             total_deliveries = total_deliveries + (t.value ->> 'total'), \
+             successful_deliveries = successful_deliveries + (t.value ->> 'succeeded'), \
+             failed_deliveries = failed_deliveries + (t.value ->> 'total') \
+                 - (t.value ->> 'succeeded'), \
+             last_success_at = coalesce(t.value ->> 'success_at', last_success_at), \
+             last_failure_at = coalesce(t.value ->> 'failure_at', last_failure_at), \
+             consecutive_failures = t.value ->> 'consecutive', \
+             failing_since = t.value ->> 'since' \
+             from json_each($1) as t where webhooks.id = unhex(t.value ->> 'id')",
+        )
+        .bind(json_rows(&changes))
+        .execute(&mut *tx)
+        .await?;
+        for tally in &tallies {
+            if let Some(disable) = &tally.disable {
+                Self::disable_webhook(&mut tx, tally.webhook_id, &disable.reason, disable.at)
                     .await?;
-                Recorded::Disabled(reason)
             }
-            None => Recorded::Recorded,
-        };
+        }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(recorded_outcomes(records, &held, &tallies))
     }
 
     async fn release_claims(
