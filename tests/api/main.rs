@@ -11,6 +11,7 @@ mod delivery;
 mod durability;
 mod openapi;
 mod properties;
+mod statements;
 mod store_contract;
 mod validation;
 mod webhooks;

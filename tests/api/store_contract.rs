@@ -31,7 +31,7 @@ fn pool() -> PoolSettings {
     }
 }
 
-async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
+pub(crate) async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
     let db = TestDb::create(backend).await;
     let store = store::connect(&db.url, &pool(), SecretCipher::default())
         .await
@@ -40,7 +40,7 @@ async fn open(backend: Backend) -> (Arc<dyn Store>, TestDb) {
     (store, db)
 }
 
-async fn new_project(store: &dyn Store) -> ProjectId {
+pub(crate) async fn new_project(store: &dyn Store) -> ProjectId {
     let now = Utc::now();
     let account = tenancy::create_account(store, Name::parse("a").unwrap(), now)
         .await
@@ -51,7 +51,7 @@ async fn new_project(store: &dyn Store) -> ProjectId {
 }
 
 /// A published `action.created` event with this data, for every subscriber.
-fn event(project: ProjectId, data: serde_json::Value) -> NewEvent {
+pub(crate) fn event(project: ProjectId, data: serde_json::Value) -> NewEvent {
     NewEvent {
         id: EventId::generate(),
         project_id: project,
@@ -88,7 +88,7 @@ fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy
     }
 }
 
-fn new_webhook(events: &[&str]) -> NewWebhook {
+pub(crate) fn new_webhook(events: &[&str]) -> NewWebhook {
     NewWebhook {
         id: WebhookId::generate(),
         url: EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
