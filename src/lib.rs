@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod instruments;
 pub mod report;
 pub mod store;
 pub mod telemetry;
@@ -51,6 +52,19 @@ pub enum StartupError {
 
 /// How stale a key's `last_used_at` may be: uses are written in batches this far apart.
 const KEY_USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Histogram samples wait in the recorder until a scrape or this upkeep folds them in, so
+/// without scrapes they would pile up.
+async fn metrics_upkeep(shutdown: CancellationToken) {
+    let handle = instruments::handle();
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => handle.run_upkeep(),
+        }
+    }
+}
 
 /// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
@@ -102,6 +116,7 @@ impl App {
             clock: Clock,
             wake,
             handoff: worker.as_ref().map(Worker::handoff),
+            metrics: instruments::handle(),
             key_usage: key_usage.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);
@@ -137,6 +152,7 @@ impl App {
     /// closes the pool.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let mut background = tokio::task::JoinSet::new();
+        background.spawn(metrics_upkeep(shutdown.clone()));
         background.spawn(key_usage::flush_periodically(
             self.key_usage.clone(),
             self.store.clone(),

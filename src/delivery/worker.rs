@@ -19,6 +19,7 @@ use super::retry::RetryPolicy;
 use super::signer::{devtune_signature, standard_signature};
 use crate::clock::Clock;
 use crate::domain::{DeliveryId, DisablePolicy, WebhookId};
+use crate::instruments;
 use crate::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Lease, Recorded, Store};
 
 pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
@@ -361,8 +362,13 @@ impl Shared {
         outcomes: UnboundedSender<AttemptRecord>,
     ) {
         if let Some(permit) = self.take_turn(&mut claim, permits).await {
+            instruments::attempt_started();
             let record = self.send(&claim).await;
             drop(permit);
+            instruments::attempt_finished(
+                record.result.label(),
+                Duration::from_millis(record.duration_ms.into()),
+            );
             tracing::info!(
                 status = record.response_status,
                 error = record.error.as_deref(),

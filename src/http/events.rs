@@ -16,6 +16,7 @@ use super::extract::json_body;
 use super::extract::present;
 use super::wire::{ApiTime, Envelope};
 use crate::domain::{AccountId, EventId, EventType, FieldError, ProjectId};
+use crate::instruments;
 use crate::store::{AcceptedEvent, EventTarget, NewEvent};
 
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
@@ -196,6 +197,9 @@ pub async fn create_event(
         },
     )
     .await?;
+    if !accepted.replayed {
+        instruments::events_accepted();
+    }
     tracing::info!(event_id = %accepted.id, deliveries = accepted.delivery_ids.len(), replayed = accepted.replayed, "event accepted");
     let body = Envelope::new(
         AcceptedView::from(&accepted),

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::errors::ApiError;
+use crate::instruments;
 
 /// The contract, compiled in so the served spec is always the one this build implements.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
@@ -24,6 +25,23 @@ pub async fn get_health() -> Json<Status> {
 pub async fn get_readiness(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     state.store.ping().await?;
     Ok(Json(Status { status: "ready" }))
+}
+
+/// Prometheus text format; the queue gauges are read from the database at each scrape.
+pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let now = state.clock.now();
+    let queue = match state.store.queue_depth(now).await {
+        Ok(depth) => Some(depth),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the queue depth for /metrics");
+            None
+        }
+    };
+    instruments::scraped(queue, state.store.pool_usage(), now);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 pub async fn get_open_api() -> impl IntoResponse {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod key_usage;
 pub mod keys;
 pub mod rate_limit;
+pub mod request_metrics;
 pub mod webhooks;
 pub mod wire;
 
@@ -20,7 +21,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::{Method, Request};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -33,6 +34,7 @@ use crate::delivery::worker::Handoff;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use auth::AdminToken;
+use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
 
 /// What every handler can reach.
@@ -47,6 +49,7 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Gives new deliveries straight to this process's worker; `None` when it runs none.
     pub handoff: Option<Handoff>,
+    pub metrics: PrometheusHandle,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
 
@@ -133,6 +136,7 @@ fn operational_routes() -> Vec<Route> {
         route(Method::GET, "/healthz", health::get_health),
         route(Method::GET, "/readyz", health::get_readiness),
         route(Method::GET, "/openapi.yaml", health::get_open_api),
+        route(Method::GET, "/metrics", health::get_metrics),
         route(Method::GET, "/dashboard", dashboard::get_dashboard),
         route(
             Method::GET,
@@ -201,6 +205,7 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
         .on_response(DefaultOnResponse::new().level(Level::INFO));
     app.fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(from_fn(request_metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)

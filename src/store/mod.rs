@@ -106,6 +106,8 @@ pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     async fn close(&self);
+    /// The connection pools' use right now, summed over the backend's pools.
+    fn pool_usage(&self) -> PoolUsage;
 
     async fn create_account(&self, new: NewAccount) -> StoreResult<()>;
     /// Fails with `NotFound` when the account does not exist.
@@ -207,6 +209,8 @@ pub trait DeliveryStore: Send + Sync {
     ) -> StoreResult<()>;
     /// When the earliest pending delivery is due (or its lease ends).
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// The pending deliveries nobody holds, due by `now` and scheduled later.
+    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth>;
     /// Extends a claim that is still held, for an attempt that waited for its turn, and returns
     /// the webhook's current URL and secret; `None` when the lease was lost or the webhook is
     /// no longer active.
@@ -242,6 +246,20 @@ pub trait DeliveryStore: Send + Sync {
     ) -> StoreResult<DeliverySummary>;
     /// Deletes finished deliveries (with their attempts) and events last touched before `before`.
     async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub due: u64,
+    pub scheduled: u64,
+    pub oldest_due_at: Option<DateTime<Utc>>,
 }
 
 /// Pool settings shared by both backends.

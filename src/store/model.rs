@@ -302,6 +302,17 @@ pub enum AttemptResult {
     Failed,
 }
 
+impl AttemptResult {
+    /// The outcome as the metrics name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Succeeded => "succeeded",
+            AttemptResult::RetryAt(_) => "retrying",
+            AttemptResult::Failed => "failed",
+        }
+    }
+}
+
 /// One attempt's outcome, to be written with the delivery's new state and the webhook's stats.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {

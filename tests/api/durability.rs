@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::common::TestDb;
-use crate::common::process::{Server, hookrelay};
+use crate::common::process::{Server, hookrelay, provision_tenant};
 use crate::common::receiver::{Receiver, Reply};
 use crate::common::{TestApp, status_and_json};
 
@@ -112,16 +112,7 @@ async fn two_instances_on_one_postgres_deliver_5000_events_exactly_once() {
 backend_tests! {
     async fn a_server_killed_mid_delivery_loses_no_accepted_event(backend) {
         let db = TestDb::create(backend).await;
-        let provision = |args: &[&str]| -> Value {
-            let output = hookrelay(&db.url).arg("admin").args(args).output().unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            serde_json::from_slice(&output.stdout).unwrap()
-        };
-        let account = provision(&["account", "create", "--name", "crash"]);
-        let project = provision(&["project", "create", "--account", account["id"].as_str().unwrap(), "--name", "p"]);
-        let project = project["id"].as_str().unwrap().to_owned();
-        let key = provision(&["key", "create", "--project", &project]);
-        let key = key["key"].as_str().unwrap().to_owned();
+        let (project, key) = provision_tenant(&db.url);
         let serve = || {
             let mut command = hookrelay(&db.url);
             command

@@ -9,6 +9,7 @@ mod cli;
 mod dashboard;
 mod delivery;
 mod durability;
+mod metrics;
 mod openapi;
 mod properties;
 mod statements;

@@ -18,8 +18,9 @@ use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
-    NewEvent, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow, WebhookTally,
-    WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
+    NewEvent, QueueDepth, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow,
+    WebhookTally, WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable,
+    tally_attempts,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -552,6 +553,24 @@ impl DeliveryStore for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(next)
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            // A live lease is an attempt in flight, not queued work; an expired one is due.
+            "select count(*) filter (where next_attempt_at <= $1), \
+             count(*) filter (where next_attempt_at > $1 and lease_token is null), \
+             min(next_attempt_at) filter (where next_attempt_at <= $1) \
+             from deliveries where status = 'pending'",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueDepth {
+            due: u64::try_from(due).unwrap_or_default(),
+            scheduled: u64::try_from(scheduled).unwrap_or_default(),
+            oldest_due_at: oldest,
+        })
     }
 
     async fn renew_claim(

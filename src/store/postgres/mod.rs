@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::cipher::SecretCipher;
 use super::{
     ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
-    PoolSettings, Store, StoreError, StoreResult, parse_scopes,
+    PoolSettings, PoolUsage, Store, StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::{ApiKeyId, ProjectId};
 
@@ -146,6 +146,14 @@ impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn pool_usage(&self) -> PoolUsage {
+        PoolUsage {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     async fn close(&self) {

@@ -16,8 +16,8 @@ use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
-    NewEvent, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow, WebhookTarget,
-    leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
+    NewEvent, QueueDepth, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow,
+    WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -498,6 +498,24 @@ impl DeliveryStore for SqliteStore {
                 .fetch_one(&self.reader)
                 .await?;
         next.map(from_millis).transpose()
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            // A live lease is an attempt in flight, not queued work; an expired one is due.
+            "select count(*) filter (where next_attempt_at <= $1), \
+             count(*) filter (where next_attempt_at > $1 and lease_token is null), \
+             min(next_attempt_at) filter (where next_attempt_at <= $1) \
+             from deliveries where status = 'pending'",
+        )
+        .bind(millis(now))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(QueueDepth {
+            due: u64::try_from(due).unwrap_or_default(),
+            scheduled: u64::try_from(scheduled).unwrap_or_default(),
+            oldest_due_at: oldest.map(from_millis).transpose()?,
+        })
     }
 
     async fn renew_claim(

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::cipher::SecretCipher;
 use super::{
     ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
-    PoolSettings, Store, StoreError, StoreResult, parse_scopes,
+    PoolSettings, PoolUsage, Store, StoreError, StoreResult, parse_scopes,
 };
 use crate::domain::{ApiKeyId, ProjectId};
 
@@ -176,6 +176,21 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("select 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    fn pool_usage(&self) -> PoolUsage {
+        let pools = [&self.writer, &self.reader];
+        PoolUsage {
+            open: pools.iter().map(|p| p.size()).sum(),
+            idle: pools
+                .iter()
+                .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
+                .sum(),
+            max: pools
+                .iter()
+                .map(|p| p.options().get_max_connections())
+                .sum(),
+        }
     }
 
     async fn close(&self) {

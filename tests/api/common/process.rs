@@ -19,6 +19,29 @@ pub fn hookrelay(database_url: &str) -> Command {
     command
 }
 
+/// An account, a project and an all-scope key made with the admin CLI: (project id, key).
+pub fn provision_tenant(database_url: &str) -> (String, String) {
+    let provision = |args: &[&str]| -> Value {
+        let output = hookrelay(database_url)
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let account = provision(&["account", "create", "--name", "tenant"]);
+    let account = account["id"].as_str().unwrap().to_owned();
+    let project = provision(&["project", "create", "--account", &account, "--name", "p"]);
+    let project = project["id"].as_str().unwrap().to_owned();
+    let key = provision(&["key", "create", "--project", &project]);
+    (project, key["key"].as_str().unwrap().to_owned())
+}
+
 /// A `serve` process, its address once it listens, and its stdout for after it exits.
 /// Dropping it kills the process, so a failing test leaves nothing running.
 pub struct Server {

@@ -1,0 +1,97 @@
+//! GET /metrics: the Prometheus text of one server process, which has its own recorder.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::backend_tests;
+use crate::common::TestDb;
+use crate::common::process::{Server, hookrelay, provision_tenant};
+use crate::common::receiver::{Receiver, Reply, eventually};
+
+/// The value of the sample whose line starts with `series` (name and labels, as rendered).
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+async fn scrape(client: &reqwest::Client, server: &Server) -> String {
+    let response = client
+        .get(format!("{}/metrics", server.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+backend_tests! {
+    async fn metrics_count_deliveries_requests_and_the_queue(backend) {
+        let db = TestDb::create(backend).await;
+        let (project, key) = provision_tenant(&db.url);
+        let mut command = hookrelay(&db.url);
+        command
+            .env("HOOKRELAY_BOOTSTRAP", "false")
+            .env("HOOKRELAY_ALLOW_HTTP", "true")
+            .env("HOOKRELAY_ALLOW_PRIVATE_TARGETS", "true")
+            .env("HOOKRELAY_RETRY_BASE_MS", "3600000");
+        let server = Server::start(command);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut receiver = Receiver::start().await;
+        // Two successes, then a failure that is retried an hour later.
+        receiver.script([Reply::Status(200), Reply::Status(200), Reply::Status(503)]);
+        let webhooks = format!("{}/api/v2/projects/{project}/webhooks", server.address);
+        let created = client
+            .post(&webhooks)
+            .bearer_auth(&key)
+            .json(&json!({ "url": receiver.url("/hook"), "events": ["action.created"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        for n in 0..3 {
+            let published = client
+                .post(format!("{}/api/v2/projects/{project}/events", server.address))
+                .bearer_auth(&key)
+                .json(&json!({ "event": "action.created", "data": { "n": n } }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(published.status(), 202);
+            receiver.expect(Duration::from_secs(10)).await;
+        }
+
+        let text = eventually(Duration::from_secs(10), "the three outcomes are counted", || async {
+            let text = scrape(&client, &server).await;
+            (sample(&text, "hookrelay_deliveries_scheduled") == Some(1.0)).then_some(text)
+        })
+        .await;
+        let outcome = |o: &str| sample(&text, &format!("hookrelay_delivery_attempts_total{{outcome=\"{o}\"}}"));
+        assert_eq!(outcome("succeeded"), Some(2.0), "{text}");
+        assert_eq!(outcome("retrying"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_delivery_attempt_duration_seconds_count"), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_delivery_attempts_in_flight"), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_deliveries_due"), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_oldest_due_delivery_age_seconds"), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_events_accepted_total"), Some(3.0), "{text}");
+        let events_route = "route=\"/api/v2/projects/{projectId}/events\"";
+        let published = format!("hookrelay_http_requests_total{{method=\"POST\",{events_route},status=\"202\"}}");
+        assert_eq!(sample(&text, &published), Some(3.0), "{text}");
+        assert!(sample(&text, "hookrelay_db_pool_connections_max").is_some_and(|max| max >= 1.0), "{text}");
+        assert!(text.contains("# HELP hookrelay_delivery_attempts_total"), "{text}");
+
+        let unknown = client.get(format!("{}/no/such/route", server.address)).send().await.unwrap();
+        assert_eq!(unknown.status(), 404);
+        let text = scrape(&client, &server).await;
+        let unmatched = "hookrelay_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}";
+        assert_eq!(sample(&text, unmatched), Some(1.0), "{text}");
+        server.terminate();
+    }
+}
