@@ -141,7 +141,7 @@ impl PostgresStore {
             EventTarget::Webhook(webhook) => {
                 let found: Option<TargetCandidate> = sqlx::query_as(&format!(
                     "select {TARGET_COLUMNS} from webhooks \
-                     where id = $1 and project_id = $2 and is_active for share"
+                     where id = $1 and project_id = $2 and is_active for key share"
                 ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
@@ -154,10 +154,12 @@ impl PostgresStore {
             }
             EventTarget::Subscribers => {
                 sqlx::query_as(&format!(
-                    // A delete waits for this share lock, then cancels what this event queued.
+                    // A delete waits for this lock, then cancels what this event queued; the
+                    // stats updates of attempt outcomes do not, so publishing never queues
+                    // behind them.
                     "select {TARGET_COLUMNS} from webhooks where project_id = $1 \
                      and is_active and disabled_at is null and $2 = any(events) order by id \
-                     for share"
+                     for key share"
                 ))
                 .bind(event.project_id.as_uuid())
                 .bind(&event.event_type)
@@ -416,14 +418,14 @@ impl DeliveryStore for PostgresStore {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        // Webhook rows are locked first and in id order, as a delete locks them, so concurrent
-        // batches and deletes queue instead of deadlocking.
+        // Webhook rows are locked first and in id order, so concurrent batches and deletes queue
+        // instead of deadlocking; the lock leaves publishing (a key share) alone.
         let mut webhook_ids: Vec<Uuid> = records.iter().map(|r| r.webhook_id.as_uuid()).collect();
         webhook_ids.sort_unstable();
         webhook_ids.dedup();
         let runs: Vec<(Uuid, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
             "select id, consecutive_failures, failing_since from webhooks \
-             where id = any($1) order by id for update",
+             where id = any($1) order by id for no key update",
         )
         .bind(&webhook_ids)
         .fetch_all(&mut *tx)
