@@ -363,12 +363,10 @@ impl Shared {
     ) {
         if let Some(permit) = self.take_turn(&mut claim, permits).await {
             instruments::attempt_started();
+            let started = Instant::now();
             let record = self.send(&claim).await;
             drop(permit);
-            instruments::attempt_finished(
-                record.result.label(),
-                Duration::from_millis(record.duration_ms.into()),
-            );
+            instruments::attempt_finished(record.result.label(), started.elapsed());
             tracing::info!(
                 status = record.response_status,
                 error = record.error.as_deref(),
