@@ -34,6 +34,7 @@ use crate::http::auth::AdminToken;
 use crate::http::key_usage::{self, KeyUsage};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{ApiSettings, AppState};
+use crate::store::batcher::EventBatcher;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,7 @@ impl App {
             wake,
             handoff: worker.as_ref().map(Worker::handoff),
             metrics: instruments::handle(),
+            events: EventBatcher::start(store.clone()),
             key_usage: key_usage.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);

@@ -148,7 +148,7 @@ pub async fn queue_event(state: &AppState, mut event: NewEvent) -> Result<Accept
         .handoff
         .as_ref()
         .and_then(|handoff| handoff.lease(event.created_at));
-    let mut accepted = state.store.accept_event(event).await?;
+    let mut accepted = state.events.accept(event).await?;
     let claims = std::mem::take(&mut accepted.claims);
     match (&state.handoff, claims.is_empty()) {
         (Some(handoff), false) => {

@@ -33,6 +33,7 @@ use crate::dashboard;
 use crate::delivery::worker::Handoff;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
+use crate::store::batcher::EventBatcher;
 use auth::AdminToken;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
@@ -50,6 +51,8 @@ pub struct AppState {
     /// Gives new deliveries straight to this process's worker; `None` when it runs none.
     pub handoff: Option<Handoff>,
     pub metrics: PrometheusHandle,
+    /// Writes published events in shared transactions.
+    pub events: EventBatcher,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
 

@@ -1,5 +1,6 @@
 //! The storage interface: one trait of tenant-scoped use cases, a Postgres and a SQLite backend.
 
+pub mod batcher;
 pub mod cipher;
 mod model;
 mod postgres;
@@ -187,6 +188,42 @@ pub trait DeliveryStore: Send + Sync {
     /// returns that event instead and writes nothing. Fails with `NotFound` when a targeted
     /// webhook is not active in the project.
     async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent>;
+    /// Writes batchable events (see `NewEvent::batchable`) and their deliveries in one
+    /// transaction of a fixed number of statements.
+    async fn accept_together(&self, events: &[NewEvent]) -> StoreResult<Vec<AcceptedEvent>>;
+    /// Accepts many events, one result each, in order: the batchable ones together, the others
+    /// one at a time. Should the shared transaction fail, its events are tried one at a time,
+    /// so each gets its own answer.
+    async fn accept_events(&self, events: Vec<NewEvent>) -> Vec<StoreResult<AcceptedEvent>> {
+        let (together, alone): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .enumerate()
+            .partition(|(_, e)| e.batchable());
+        let mut results: Vec<Option<StoreResult<AcceptedEvent>>> =
+            (0..together.len() + alone.len()).map(|_| None).collect();
+        let (positions, batch): (Vec<usize>, Vec<NewEvent>) = together.into_iter().unzip();
+        let mut retry = Vec::new();
+        if !batch.is_empty() {
+            match self.accept_together(&batch).await {
+                Ok(accepted) => {
+                    for (position, event) in positions.into_iter().zip(accepted) {
+                        results[position] = Some(Ok(event));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, events = batch.len(), "a batch of events failed; accepting them one by one");
+                    retry = positions.into_iter().zip(batch).collect();
+                }
+            }
+        }
+        for (position, event) in retry.into_iter().chain(alone) {
+            results[position] = Some(self.accept_event(event).await);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every event has a result"))
+            .collect()
+    }
     /// Leases up to `limit` due deliveries until `lease_until`, skipping the excluded webhooks
     /// and rows other workers hold.
     async fn claim_due(

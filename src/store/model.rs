@@ -1,5 +1,7 @@
 //! The records the store takes and returns, shared by both backends.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -223,6 +225,16 @@ pub struct NewEvent {
     /// When set, the deliveries are written already claimed under this lease and returned as
     /// claims, so the accepting instance can send them without a round trip through the queue.
     pub lease: Option<Lease>,
+}
+
+impl NewEvent {
+    /// Published to subscribers without an idempotency key or an audit entry: such events can
+    /// share a transaction with others.
+    pub fn batchable(&self) -> bool {
+        self.idempotency_key.is_none()
+            && self.audit.is_none()
+            && matches!(self.target, EventTarget::Subscribers)
+    }
 }
 
 /// A claim on deliveries: who holds them (the token) and until when.
@@ -526,26 +538,110 @@ pub(super) fn matching_webhooks(
     Ok(targets)
 }
 
-/// The new deliveries (one per target, ids in the same order) as claims under the event's
-/// lease; none when it has no lease.
-pub(super) fn leased_claims(
-    cipher: &SecretCipher,
-    event: &NewEvent,
-    targets: Vec<TargetRow>,
-    delivery_ids: impl IntoIterator<Item = Uuid>,
-) -> StoreResult<Vec<ClaimedDelivery>> {
-    let Some(lease) = event.lease else {
-        return Ok(Vec::new());
-    };
-    targets
-        .into_iter()
-        .zip(delivery_ids)
-        .map(|(target, id)| target.into_claim(cipher, event, id, lease))
+/// A webhook subscribed to one (project, event type) pair of a batch of events.
+#[derive(sqlx::FromRow)]
+pub(super) struct BatchCandidate {
+    #[sqlx(flatten)]
+    pub candidate: TargetCandidate,
+    pub project_id: Uuid,
+    pub event_type: String,
+}
+
+/// The webhooks each event of a batch goes to, from the candidates of the batch's (project,
+/// event type) pairs.
+pub(super) fn batch_targets(
+    events: &[NewEvent],
+    candidates: Vec<BatchCandidate>,
+) -> StoreResult<Vec<Vec<TargetRow>>> {
+    let mut by_pair: HashMap<(Uuid, String), Vec<TargetCandidate>> = HashMap::new();
+    for found in candidates {
+        by_pair
+            .entry((found.project_id, found.event_type))
+            .or_default()
+            .push(found.candidate);
+    }
+    events
+        .iter()
+        .map(|event| {
+            let pair = (event.project_id.as_uuid(), event.event_type.clone());
+            let candidates = by_pair.get(&pair).cloned().unwrap_or_default();
+            matching_webhooks(candidates, &event.data)
+        })
         .collect()
 }
 
+/// The (project, event type) pairs of a batch, once each.
+pub(super) fn subscription_pairs(events: &[NewEvent]) -> Vec<(Uuid, String)> {
+    let mut pairs: Vec<(Uuid, String)> = events
+        .iter()
+        .map(|e| (e.project_id.as_uuid(), e.event_type.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// New deliveries as the columns of one insert.
+#[derive(Default)]
+pub(super) struct DeliveryRows {
+    pub ids: Vec<Uuid>,
+    pub project_ids: Vec<Uuid>,
+    pub webhook_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    pub created_at: Vec<DateTime<Utc>>,
+    pub lease_until: Vec<Option<DateTime<Utc>>>,
+    pub lease_tokens: Vec<Option<Uuid>>,
+}
+
+impl DeliveryRows {
+    /// True when a row is queued for any worker rather than leased to this instance's.
+    pub(super) fn any_unleased(&self) -> bool {
+        self.lease_tokens.iter().any(Option::is_none)
+    }
+}
+
+/// One delivery per target of each event, as rows to insert and as the accepted events (with
+/// their claims when leased).
+pub(super) fn queue_deliveries(
+    cipher: &SecretCipher,
+    events: &[NewEvent],
+    targets: Vec<Vec<TargetRow>>,
+) -> StoreResult<(DeliveryRows, Vec<AcceptedEvent>)> {
+    let mut rows = DeliveryRows::default();
+    let mut accepted = Vec::with_capacity(events.len());
+    for (event, targets) in events.iter().zip(targets) {
+        let delivery_ids: Vec<DeliveryId> =
+            targets.iter().map(|_| DeliveryId::generate()).collect();
+        for (target, id) in targets.iter().zip(&delivery_ids) {
+            rows.ids.push(id.as_uuid());
+            rows.project_ids.push(event.project_id.as_uuid());
+            rows.webhook_ids.push(target.id);
+            rows.event_ids.push(event.id.as_uuid());
+            rows.created_at.push(event.created_at);
+            rows.lease_until.push(event.lease.map(|l| l.until));
+            rows.lease_tokens.push(event.lease.map(|l| l.token));
+        }
+        let claims = match event.lease {
+            Some(lease) => targets
+                .into_iter()
+                .zip(&delivery_ids)
+                .map(|(target, id)| target.into_claim(cipher, event, id.as_uuid(), lease))
+                .collect::<StoreResult<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        accepted.push(AcceptedEvent {
+            id: event.id,
+            event_type: event.event_type.clone(),
+            delivery_ids,
+            replayed: false,
+            claims,
+        });
+    }
+    Ok((rows, accepted))
+}
+
 /// A webhook an event may be queued for, with its stored filters, as both backends read it.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, Clone)]
 pub(super) struct TargetCandidate {
     id: Uuid,
     url: String,
@@ -555,7 +651,12 @@ pub(super) struct TargetCandidate {
 }
 
 impl TargetCandidate {
-    pub(super) fn into_parts(self) -> (TargetRow, String) {
+    /// The webhook whatever its filters say, for events sent to it alone.
+    pub(super) fn into_target(self) -> TargetRow {
+        self.into_parts().0
+    }
+
+    fn into_parts(self) -> (TargetRow, String) {
         let target = TargetRow {
             id: self.id,
             url: self.url,

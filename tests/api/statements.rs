@@ -135,8 +135,8 @@ fn outcome(claim: &ClaimedDelivery, n: usize) -> AttemptRecord {
     }
 }
 
-/// Statements per step of the delivery path for one batch size: publishing one event to every
-/// webhook, claiming `batch` due deliveries, recording `batch` outcomes.
+/// Statements per step of the delivery path for one batch size: publishing the events that make
+/// `batch` deliveries together, claiming them, recording their outcomes.
 async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [Vec<String>; 3] {
     let project = new_project(store).await;
     for _ in 0..fan_out {
@@ -150,13 +150,13 @@ async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [
             .await
             .unwrap();
     }
-    let mut published = Vec::new();
-    for n in 0..batch.div_ceil(fan_out as u32) {
-        let (accepted, issued) =
-            counted(store.accept_event(event(project, serde_json::json!({ "n": n })))).await;
-        assert_eq!(accepted.unwrap().delivery_ids.len(), fan_out);
-        published = issued;
-    }
+    let events: Vec<_> = (0..batch.div_ceil(fan_out as u32))
+        .map(|n| event(project, serde_json::json!({ "n": n })))
+        .collect();
+    let (accepted, published) = counted(store.accept_together(&events)).await;
+    let accepted = accepted.unwrap();
+    assert_eq!(accepted.len(), events.len());
+    assert!(accepted.iter().all(|a| a.delivery_ids.len() == fan_out));
     let now = Utc::now();
     let (claims, claimed) =
         counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, &[])).await;

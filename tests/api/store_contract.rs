@@ -350,6 +350,27 @@ backend_tests! {
         assert_eq!(store.record_attempts(&[outcome(&taken[0], AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Recorded]);
     }
 
+    async fn events_accepted_together_answer_in_order_and_keep_idempotency(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let created = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        let keyed = || NewEvent { idempotency_key: Some("k-1".into()), ..event(project, serde_json::json!({ "n": "keyed" })) };
+        let other_type = NewEvent { event_type: "action.updated".into(), ..event(project, serde_json::json!({})) };
+        let events = vec![event(project, serde_json::json!({ "n": 0 })), keyed(), other_type, event(project, serde_json::json!({ "n": 3 }))];
+        let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+        let results = store.accept_events(events).await;
+        let accepted: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(accepted.iter().map(|a| a.id).collect::<Vec<_>>(), ids, "one answer per event, in order");
+        assert_eq!(accepted.iter().map(|a| a.delivery_ids.len()).collect::<Vec<_>>(), [1, 1, 0, 1]);
+        for delivery in accepted.iter().flat_map(|a| &a.delivery_ids) {
+            let summary = store.get_delivery(project, *delivery).await.unwrap().summary;
+            assert_eq!(summary.webhook_id, created.id);
+        }
+        let again = store.accept_events(vec![keyed()]).await.remove(0).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.id, ids[1]);
+    }
+
     async fn a_batch_of_outcomes_counts_exactly_as_one_at_a_time(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;

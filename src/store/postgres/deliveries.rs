@@ -16,11 +16,11 @@ use uuid::Uuid;
 use super::{PostgresStore, WORK_CHANNEL, insert_audit};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
 use crate::store::{
-    AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
-    DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
-    NewEvent, QueueDepth, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow,
-    WebhookTally, WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable,
-    tally_attempts,
+    AcceptedEvent, Attempt, AttemptRecord, AuditEntry, BatchCandidate, ClaimRow, ClaimedDelivery,
+    DeliveryDetails, DeliveryQuery, DeliveryRows, DeliveryStatus, DeliveryStore, DeliverySummary,
+    EventTarget, FailureRun, NewEvent, QueueDepth, Recorded, StoreError, StoreResult,
+    TargetCandidate, TargetRow, WebhookTally, WebhookTarget, batch_targets, matching_webhooks,
+    queue_deliveries, recorded_outcomes, storable, subscription_pairs, tally_attempts,
 };
 
 /// An idempotency key answers with its first event for this long.
@@ -150,7 +150,7 @@ impl PostgresStore {
                 .await?;
                 let found = found.ok_or(StoreError::NotFound("webhook"))?;
                 // A test event goes to its webhook whatever the filters say.
-                return Ok(vec![found.into_parts().0]);
+                return Ok(vec![found.into_target()]);
             }
             EventTarget::Subscribers => {
                 sqlx::query_as(&format!(
@@ -169,6 +169,43 @@ impl PostgresStore {
             }
         };
         matching_webhooks(candidates, &event.data)
+    }
+
+    /// Inserts new deliveries in one statement; rows without a lease wake the other instances
+    /// when the transaction commits, which is exactly when they can see them.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &DeliveryRows,
+    ) -> StoreResult<()> {
+        if rows.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
+                    coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
+                    t.created_at, t.created_at \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
+                         $6::timestamptz[], $7::uuid[]) \
+                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token)",
+        )
+        .bind(&rows.ids)
+        .bind(&rows.project_ids)
+        .bind(&rows.webhook_ids)
+        .bind(&rows.event_ids)
+        .bind(&rows.created_at)
+        .bind(&rows.lease_until)
+        .bind(&rows.lease_tokens)
+        .execute(&mut **tx)
+        .await?;
+        if rows.any_unleased() {
+            sqlx::query("select pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
@@ -217,6 +254,26 @@ impl PostgresStore {
 
 fn millis_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// A batch of events as the insert's `unnest` columns.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<Uuid>,
+    project_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    payloads: Vec<String>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl EventColumns {
+    fn push(&mut self, event: &NewEvent) {
+        self.ids.push(event.id.as_uuid());
+        self.project_ids.push(event.project_id.as_uuid());
+        self.event_types.push(event.event_type.clone());
+        self.payloads.push(event.payload.clone());
+        self.created_at.push(event.created_at);
+    }
 }
 
 /// A batch of attempt outcomes as the delivery update's `unnest` columns.
@@ -297,6 +354,10 @@ impl StatsColumns {
 #[async_trait]
 impl DeliveryStore for PostgresStore {
     async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+        if event.batchable() {
+            let mut accepted = self.accept_together(std::slice::from_ref(&event)).await?;
+            return Ok(accepted.remove(0));
+        }
         let mut tx = self.pool.begin().await?;
         let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
         if let Some(key) = &event.idempotency_key {
@@ -325,47 +386,59 @@ impl DeliveryStore for PostgresStore {
             return earlier.ok_or_else(|| StoreError::Conflict("idempotency key in use".into()));
         }
         let targets = Self::targets(&mut tx, &event).await?;
-        let webhooks: Vec<Uuid> = targets.iter().map(|t| t.id).collect();
-        let delivery_ids: Vec<Uuid> = targets
-            .iter()
-            .map(|_| DeliveryId::generate().as_uuid())
-            .collect();
-        if !webhooks.is_empty() {
-            sqlx::query(
-                "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
-                 select t.id, $3, t.webhook_id, $4, 'pending', coalesce($6, $5), $6, $7, $5, $5 \
-                 from unnest($1::uuid[], $2::uuid[]) as t(id, webhook_id)",
-            )
-            .bind(&delivery_ids)
-            .bind(&webhooks)
-            .bind(event.project_id.as_uuid())
-            .bind(event.id.as_uuid())
-            .bind(event.created_at)
-            .bind(event.lease.map(|l| l.until))
-            .bind(event.lease.map(|l| l.token))
-            .execute(&mut *tx)
-            .await?;
-            if event.lease.is_none() {
-                // Delivered on commit only, which is exactly when other workers can see the rows.
-                sqlx::query("select pg_notify($1, '')")
-                    .bind(WORK_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        let claims = leased_claims(&self.cipher, &event, targets, delivery_ids.iter().copied())?;
+        let (rows, mut accepted) =
+            queue_deliveries(&self.cipher, std::slice::from_ref(&event), vec![targets])?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }
         tx.commit().await?;
-        Ok(AcceptedEvent {
-            id: event.id,
-            event_type: event.event_type,
-            delivery_ids: delivery_ids.into_iter().map(DeliveryId::from).collect(),
-            replayed: false,
-            claims,
-        })
+        Ok(accepted.remove(0))
+    }
+
+    async fn accept_together(&self, events: &[NewEvent]) -> StoreResult<Vec<AcceptedEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut columns = EventColumns::default();
+        for event in events {
+            columns.push(event);
+        }
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, created_at) \
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+                                  $5::timestamptz[])",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.project_ids)
+        .bind(&columns.event_types)
+        .bind(&columns.payloads)
+        .bind(&columns.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let (projects, types): (Vec<Uuid>, Vec<String>) =
+            subscription_pairs(events).into_iter().unzip();
+        let candidates: Vec<BatchCandidate> = sqlx::query_as(
+            // A delete waits for this lock, then cancels what these events queued; the stats
+            // updates of attempt outcomes do not, so publishing never queues behind them.
+            "select w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
+             then w.previous_secret end as previous_secret, w.filters::text as filters, \
+             p.project_id, p.event_type from webhooks w \
+             join unnest($1::uuid[], $2::text[]) as p(project_id, event_type) \
+             on w.project_id = p.project_id and p.event_type = any(w.events) \
+             where w.is_active and w.disabled_at is null order by w.id for key share of w",
+        )
+        .bind(&projects)
+        .bind(&types)
+        .bind(events[0].created_at)
+        .fetch_all(&mut *tx)
+        .await?;
+        let targets = batch_targets(events, candidates)?;
+        let (rows, accepted) = queue_deliveries(&self.cipher, events, targets)?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(accepted)
     }
 
     async fn claim_due(

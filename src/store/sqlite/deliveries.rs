@@ -17,8 +17,10 @@ use crate::store::{
     AcceptedEvent, Attempt, AttemptRecord, AuditEntry, ClaimRow, ClaimedDelivery, DeliveryDetails,
     DeliveryQuery, DeliveryStatus, DeliveryStore, DeliverySummary, EventTarget, FailureRun,
     NewEvent, QueueDepth, Recorded, StoreError, StoreResult, TargetCandidate, TargetRow,
-    WebhookTarget, leased_claims, matching_webhooks, recorded_outcomes, storable, tally_attempts,
+    WebhookTarget, batch_targets, matching_webhooks, queue_deliveries, recorded_outcomes, storable,
+    subscription_pairs, tally_attempts,
 };
+use crate::store::{BatchCandidate, DeliveryRows};
 
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
@@ -158,7 +160,7 @@ impl SqliteStore {
                 .await?;
                 let found = found.ok_or(StoreError::NotFound("webhook"))?;
                 // A test event goes to its webhook whatever the filters say.
-                return Ok(vec![found.into_parts().0]);
+                return Ok(vec![found.into_target()]);
             }
             EventTarget::Subscribers => {
                 sqlx::query_as(&format!(
@@ -175,6 +177,41 @@ impl SqliteStore {
             }
         };
         matching_webhooks(candidates, &event.data)
+    }
+
+    /// Inserts new deliveries in one statement.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &DeliveryRows,
+    ) -> StoreResult<()> {
+        if rows.ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = (0..rows.ids.len())
+            .map(|n| {
+                serde_json::json!([
+                    hex_uuid(rows.ids[n]),
+                    hex_uuid(rows.project_ids[n]),
+                    hex_uuid(rows.webhook_ids[n]),
+                    hex_uuid(rows.event_ids[n]),
+                    millis(rows.created_at[n]),
+                    rows.lease_until[n].map(millis),
+                    rows.lease_tokens[n].map(hex_uuid),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             select unhex(value ->> 0), unhex(value ->> 1), unhex(value ->> 2), \
+                    unhex(value ->> 3), 'pending', coalesce(value ->> 5, value ->> 4), \
+                    value ->> 5, unhex(value ->> 6), value ->> 4, value ->> 4 \
+             from json_each($1)",
+        )
+        .bind(json_rows(&rows))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
@@ -224,6 +261,10 @@ impl SqliteStore {
 #[async_trait]
 impl DeliveryStore for SqliteStore {
     async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+        if event.batchable() {
+            let mut accepted = self.accept_together(std::slice::from_ref(&event)).await?;
+            return Ok(accepted.remove(0));
+        }
         let mut tx = self.write_tx().await?;
         if let Some(key) = &event.idempotency_key {
             let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
@@ -245,46 +286,63 @@ impl DeliveryStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let targets = Self::targets(&mut tx, &event).await?;
-        let delivery_ids: Vec<DeliveryId> =
-            targets.iter().map(|_| DeliveryId::generate()).collect();
-        if !targets.is_empty() {
-            let rows: Vec<[String; 2]> = targets
-                .iter()
-                .zip(&delivery_ids)
-                .map(|(target, id)| [hex_uuid(id.as_uuid()), hex_uuid(target.id)])
-                .collect();
-            sqlx::query(
-                "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
-                 select unhex(value ->> 0), $2, unhex(value ->> 1), $3, 'pending', \
-                        coalesce($5, $4), $5, $6, $4, $4 from json_each($1)",
-            )
-            .bind(json_rows(&rows))
-            .bind(event.project_id.as_uuid())
-            .bind(event.id.as_uuid())
-            .bind(millis(event.created_at))
-            .bind(event.lease.map(|l| millis(l.until)))
-            .bind(event.lease.map(|l| l.token))
-            .execute(&mut *tx)
-            .await?;
-        }
-        let claims = leased_claims(
-            &self.cipher,
-            &event,
-            targets,
-            delivery_ids.iter().map(|id| id.as_uuid()),
-        )?;
+        let (rows, mut accepted) =
+            queue_deliveries(&self.cipher, std::slice::from_ref(&event), vec![targets])?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }
         tx.commit().await?;
-        Ok(AcceptedEvent {
-            id: event.id,
-            event_type: event.event_type,
-            delivery_ids,
-            replayed: false,
-            claims,
-        })
+        Ok(accepted.remove(0))
+    }
+
+    async fn accept_together(&self, events: &[NewEvent]) -> StoreResult<Vec<AcceptedEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|event| {
+                serde_json::json!([
+                    hex_uuid(event.id.as_uuid()),
+                    hex_uuid(event.project_id.as_uuid()),
+                    event.event_type,
+                    event.payload,
+                    millis(event.created_at),
+                ])
+            })
+            .collect();
+        let pairs: Vec<(String, String)> = subscription_pairs(events)
+            .into_iter()
+            .map(|(project, event_type)| (hex_uuid(project), event_type))
+            .collect();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, created_at) \
+             select unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3, \
+                    value ->> 4 from json_each($1)",
+        )
+        .bind(json_rows(&rows))
+        .execute(&mut *tx)
+        .await?;
+        let candidates: Vec<BatchCandidate> = sqlx::query_as(
+            "select w.id, w.url, w.secret, case when w.previous_secret_until > $2 \
+             then w.previous_secret end as previous_secret, w.filters, \
+             w.project_id, p.value ->> 1 as event_type \
+             from json_each($1) as p join webhooks w on w.project_id = unhex(p.value ->> 0) \
+             where w.is_active and w.disabled_at is null \
+             and exists (select 1 from json_each(w.events) where value = p.value ->> 1) \
+             order by w.id",
+        )
+        .bind(json_rows(&pairs))
+        .bind(millis(events[0].created_at))
+        .fetch_all(&mut *tx)
+        .await?;
+        let targets = batch_targets(events, candidates)?;
+        let (rows, accepted) = queue_deliveries(&self.cipher, events, targets)?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(accepted)
     }
 
     async fn claim_due(
