@@ -33,7 +33,7 @@ pub struct Args {
     pub server_bin: Option<PathBuf>,
 
     /// Length of each measured phase, warm-up not included.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 5)]
     pub duration_secs: u64,
 
     /// Length of the warm-up before each measured phase; its events are delivered and

@@ -2,6 +2,7 @@
 //! afterwards) or a new SQLite file in a temporary directory (removed afterwards).
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::str::FromStr;
 
 use rand::Rng;
@@ -103,6 +104,17 @@ impl Databases {
                 })
             }
         }
+    }
+
+    /// Writes out what earlier scenarios left dirty (a Postgres checkpoint, then the OS's
+    /// `sync`), so a scenario's fsyncs do not queue behind its predecessor's writes.
+    pub async fn flush(&self) -> BenchResult<()> {
+        if let Some((pool, _)) = &self.admin {
+            // A role without the checkpoint privilege still gets the `sync` below.
+            let _ = sqlx::query("checkpoint").execute(pool).await;
+        }
+        Command::new("sync").status()?;
+        Ok(())
     }
 
     /// Drops the database, closing any connection still open to it.

@@ -12,6 +12,8 @@ pub struct Machine {
     pub memory: String,
     pub kernel: String,
     pub clock_ticks_per_second: u64,
+    /// /proc/loadavg when the bench started: anything else busy on the machine shows here.
+    pub load_average_at_start: String,
 }
 
 fn first_value(path: &str, key: &str) -> Option<String> {
@@ -35,5 +37,13 @@ pub fn facts(clock_ticks_per_second: u64) -> Machine {
             .map(|text| text.trim().to_owned())
             .unwrap_or_else(unknown),
         clock_ticks_per_second,
+        load_average_at_start: fs::read_to_string("/proc/loadavg")
+            .map(|text| {
+                text.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|_| unknown()),
     }
 }

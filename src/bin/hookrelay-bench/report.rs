@@ -137,13 +137,21 @@ impl Report {
         out.push_str("## Machine\n\n");
         table(
             out,
-            &["nproc", "CPU", "memory", "kernel", "CLK_TCK"],
+            &[
+                "nproc",
+                "CPU",
+                "memory",
+                "kernel",
+                "CLK_TCK",
+                "load average at start",
+            ],
             &[vec![
                 m.nproc.to_string(),
                 m.cpu_model.clone(),
                 m.memory.clone(),
                 m.kernel.clone(),
                 m.clock_ticks_per_second.to_string(),
+                m.load_average_at_start.clone(),
             ]],
         );
         out.push_str("## Databases\n\n");

@@ -12,7 +12,7 @@ use crate::load::{Stop, Target, Throttle, closed_loop};
 use crate::report::{Section, num, opt};
 
 const FANOUTS: [u32; 2] = [10, 100];
-const PUBLISHERS: usize = 4;
+const PUBLISHERS: usize = 16;
 /// Enough queued deliveries to keep every delivery slot of the server busy, few enough to
 /// drain in seconds once publishing stops.
 const MAX_QUEUED: u64 = 2_000;

@@ -87,6 +87,7 @@ impl Bench {
 
 /// Runs one scenario on a database of its own, dropped afterwards whatever happened.
 pub async fn run(bench: &Bench, backend: Backend, scenario: Scenario) -> BenchResult<Section> {
+    bench.databases.flush().await?;
     let db = bench.databases.create(backend, scenario.name()).await?;
     let section = match scenario {
         Scenario::Saturation => saturation::run(bench, &db).await,
