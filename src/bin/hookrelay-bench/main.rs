@@ -17,7 +17,7 @@ mod scenarios;
 mod server;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,27 +85,26 @@ async fn run(args: Args) -> BenchResult<bool> {
     let logs_dir = args.results_dir.join(format!("{stamp}-logs"));
     std::fs::create_dir_all(&logs_dir)?;
     let ticks_per_second = procfs::clock_ticks_per_second();
-    let backends = args.backends();
-    let databases =
-        Databases::open(&args.postgres_url, backends.contains(&Backend::Postgres)).await?;
+    let with_postgres = args.backends().contains(&Backend::Postgres);
+    let databases = Databases::open(&args.postgres_url, with_postgres).await?;
     let mut report = Report {
         started_at,
         elapsed_secs: 0.0,
         machine: machine::facts(ticks_per_second),
-        postgres: match backends.contains(&Backend::Postgres) {
-            true => Some(databases.postgres_facts().await?),
-            false => None,
-        },
-        sqlite: match backends.contains(&Backend::Sqlite) {
-            true => Some(databases.sqlite_facts().await?),
-            false => None,
-        },
+        postgres: None,
+        sqlite: None,
         server_bin: server_bin.display().to_string(),
         server_settings: server::settings(&server_bin)?,
         bench_settings: bench_settings(&args, &logs_dir),
         sections: Vec::new(),
         failures: Vec::new(),
     };
+    for backend in args.backends() {
+        match backend {
+            Backend::Postgres => report.postgres = Some(databases.postgres_facts().await?),
+            Backend::Sqlite => report.sqlite = Some(databases.sqlite_facts().await?),
+        }
+    }
     let bench = Bench::new(
         args,
         server_bin,
@@ -114,7 +113,16 @@ async fn run(args: Args) -> BenchResult<bool> {
         ticks_per_second,
         logs_dir,
     );
-    for backend in backends {
+    run_all(&bench, &mut report, started).await;
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    write_report(&report, &bench.args.results_dir, &stamp)?;
+    bench.databases.close().await;
+    Ok(!report.void())
+}
+
+/// Every planned scenario on every planned backend; a failure is reported, not fatal.
+async fn run_all(bench: &Bench, report: &mut Report, started: Instant) {
+    for backend in bench.args.backends() {
         for scenario in bench.args.scenarios() {
             eprintln!(
                 "[{:>6.1} s] {} on {}",
@@ -122,7 +130,7 @@ async fn run(args: Args) -> BenchResult<bool> {
                 scenario.name(),
                 backend.name()
             );
-            match scenarios::run(&bench, backend, scenario).await {
+            match scenarios::run(bench, backend, scenario).await {
                 Ok(section) => report.sections.push(section),
                 Err(error) => {
                     eprintln!("  failed: {error}");
@@ -135,24 +143,25 @@ async fn run(args: Args) -> BenchResult<bool> {
             }
         }
     }
-    report.elapsed_secs = started.elapsed().as_secs_f64();
+}
+
+/// The Markdown to stdout and to `<results>/<stamp>.md`, the JSON to `<stamp>.json`.
+fn write_report(report: &Report, results: &Path, stamp: &str) -> BenchResult<()> {
     let markdown = report.markdown();
     println!("{markdown}");
-    let results = &bench.args.results_dir;
-    std::fs::write(results.join(format!("{stamp}.md")), &markdown)?;
+    let path = results.join(format!("{stamp}.md"));
+    std::fs::write(&path, &markdown)?;
     let json = serde_json::to_string_pretty(&report.json())?;
     std::fs::write(results.join(format!("{stamp}.json")), json)?;
     eprintln!(
         "[{:>6.1} s] done; written to {}",
         report.elapsed_secs,
-        results.join(format!("{stamp}.md")).display()
+        path.display()
     );
-    let balanced = !report.void();
-    bench.databases.close().await;
-    Ok(balanced)
+    Ok(())
 }
 
-fn bench_settings(args: &Args, logs_dir: &std::path::Path) -> Vec<(String, String)> {
+fn bench_settings(args: &Args, logs_dir: &Path) -> Vec<(String, String)> {
     vec![
         ("measured phase".into(), format!("{} s", args.duration_secs)),
         (

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::phase::PhaseTimes;
@@ -52,14 +52,28 @@ pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
         db.backend.name(),
         &["operation", "calls", "ops/s", "p50 ms", "p99 ms", "errors"],
     );
+    section.details = add_rows(&mut section, &calls, times);
+    if let Some(error) = first_error {
+        section.notes.push(format!("first error: {error}"));
+    }
+    Ok(section)
+}
+
+/// A row per operation and one for all, from the calls started in the measured window;
+/// returns the same for the JSON report.
+fn add_rows(section: &mut Section, calls: &[Call], times: PhaseTimes) -> Value {
     let measured: Vec<&Call> = calls
         .iter()
         .filter(|c| (times.measured_from..times.end).contains(&c.started))
         .collect();
     let secs = (times.end - times.measured_from).as_secs_f64();
     let mut details = Vec::new();
-    for (index, name) in OPERATIONS.iter().enumerate() {
-        let of_op: Vec<&&Call> = measured.iter().filter(|c| c.operation == index).collect();
+    let names = OPERATIONS.iter().map(|name| (*name, Some(*name)));
+    for (name, only) in names.chain([("all", None)]) {
+        let of_op: Vec<&&Call> = measured
+            .iter()
+            .filter(|c| only.is_none_or(|op| OPERATIONS[c.operation] == op))
+            .collect();
         let ok: Vec<u64> = of_op
             .iter()
             .filter(|c| c.ok)
@@ -69,7 +83,7 @@ pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
         let per_sec = ok.len() as f64 / secs;
         let latency = percentiles(ok);
         section.rows.push(vec![
-            (*name).to_owned(),
+            name.to_owned(),
             of_op.len().to_string(),
             num(per_sec),
             opt(latency.map(|l| l.p50_ms)),
@@ -77,32 +91,11 @@ pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
             errors.to_string(),
         ]);
         details.push(
-            json!({"operation": name, "ops_per_sec": per_sec, "latency": latency,
-                            "errors": errors}),
+            json!({"operation": name, "calls": of_op.len(), "ops_per_sec": per_sec,
+                            "latency": latency, "errors": errors}),
         );
     }
-    let ok: Vec<u64> = measured
-        .iter()
-        .filter(|c| c.ok)
-        .map(|c| micros(c.took))
-        .collect();
-    let errors = measured.len() - ok.len();
-    let per_sec = ok.len() as f64 / secs;
-    let latency = percentiles(ok);
-    section.rows.push(vec![
-        "all".to_owned(),
-        measured.len().to_string(),
-        num(per_sec),
-        opt(latency.map(|l| l.p50_ms)),
-        opt(latency.map(|l| l.p99_ms)),
-        errors.to_string(),
-    ]);
-    if let Some(error) = first_error {
-        section.notes.push(format!("first error: {error}"));
-    }
-    section.details = json!({"clients": CLIENTS, "projects": PROJECTS,
-                             "ops_per_sec": per_sec, "operations": details});
-    Ok(section)
+    json!({"clients": CLIENTS, "projects": PROJECTS, "operations": details})
 }
 
 /// Loops create → list → rotate → delete until the phase ends; a failed create skips the
