@@ -187,11 +187,13 @@ impl Worker {
         let recorder = tokio::spawn(self.shared.clone().record_outcomes(recorded));
         let mut attempts = JoinSet::new();
         let mut failures = 0u32;
+        let mut refused = Vec::new();
         while !shutdown.is_cancelled() {
             while attempts.try_join_next().is_some() {}
             while let Ok(claim) = self.inbox.try_recv() {
-                self.start(claim, &mut attempts, &outcomes);
+                refused.extend(self.start(claim, &mut attempts, &outcomes));
             }
+            self.give_back(&mut refused).await;
             let load = self.shared.load.load(Ordering::Relaxed);
             let free = self.settings.max_in_flight.saturating_sub(load);
             let wanted = u32::try_from(free)
@@ -223,10 +225,13 @@ impl Worker {
                 () = shutdown.cancelled() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
-                Some(claim) = self.inbox.recv() => self.start(claim, &mut attempts, &outcomes),
+                Some(claim) = self.inbox.recv() => {
+                    refused.extend(self.start(claim, &mut attempts, &outcomes));
+                }
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
             }
         }
+        self.give_back(&mut refused).await;
         // Claims handed over but not started are released with the rest.
         self.inbox.close();
         while let Ok(claim) = self.inbox.try_recv() {
@@ -258,19 +263,23 @@ impl Worker {
             .await?;
         let count = claims.len();
         self.shared.load.fetch_add(count, Ordering::Relaxed);
+        let mut refused = Vec::new();
         for claim in claims {
-            self.start(claim, attempts, outcomes);
+            refused.extend(self.start(claim, attempts, outcomes));
         }
+        self.give_back(&mut refused).await;
         Ok(count)
     }
 
-    /// Starts the attempt of a claim already counted in the load.
+    /// Starts the attempt of a claim already counted in the load, or refuses it when its
+    /// endpoint already has twice its concurrency in hand: claims waiting behind a slow
+    /// endpoint would otherwise fill the worker and starve everyone else.
     fn start(
         &self,
         claim: ClaimedDelivery,
         attempts: &mut JoinSet<()>,
         outcomes: &UnboundedSender<AttemptRecord>,
-    ) {
+    ) -> Option<(DeliveryId, Uuid)> {
         let permits = {
             let mut endpoints = lock(&self.shared.endpoints);
             let endpoint = endpoints
@@ -280,6 +289,10 @@ impl Worker {
                     permits: Arc::new(Semaphore::new(self.settings.per_endpoint)),
                     claimed: 0,
                 });
+            if endpoint.claimed >= 2 * self.settings.per_endpoint {
+                self.shared.load.fetch_sub(1, Ordering::Relaxed);
+                return Some((claim.id, claim.lease_token));
+            }
             endpoint.claimed += 1;
             endpoint.permits.clone()
         };
@@ -295,6 +308,20 @@ impl Worker {
         let outcomes = outcomes.clone();
         attempts
             .spawn(async move { shared.attempt(claim, permits, outcomes).await }.instrument(span));
+        None
+    }
+
+    /// Puts refused claims back in the queue, due now; a busy endpoint is left out of claims
+    /// until it has room again.
+    async fn give_back(&self, refused: &mut Vec<(DeliveryId, Uuid)>) {
+        if refused.is_empty() {
+            return;
+        }
+        let now = self.shared.clock.now();
+        if let Err(error) = self.shared.store.release_claims(refused, now).await {
+            tracing::warn!(%error, "cannot give claims back; they are retried when their leases end");
+        }
+        refused.clear();
     }
 
     /// How long to sleep when nothing more can be claimed now: until the next due delivery,

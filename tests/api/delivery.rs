@@ -732,6 +732,32 @@ backend_tests! {
         }
     }
 
+    async fn a_backed_up_slow_endpoint_leaves_room_for_the_others(backend) {
+        // Room for 8 attempts in all and 2 per endpoint: the slow endpoint's 40 deliveries
+        // must not take the other 6 slots while they wait for its 2.
+        let app = spawn(backend, |c| {
+            c.delivery.concurrency = 8;
+            c.delivery.endpoint_concurrency = 2;
+        })
+        .await;
+        let mut slow = Receiver::start().await;
+        slow.reply_by_default(Reply::Slow(Duration::from_secs(5), 200));
+        let mut healthy = Receiver::start().await;
+        app.create_webhook(&slow.url("/slow"), &["action.created"]).await;
+        app.create_webhook(&healthy.url("/healthy"), &["action.updated"]).await;
+        for n in 0..40 {
+            app.publish("action.created", json!({ "n": n })).await;
+        }
+        for n in 0..5 {
+            app.publish("action.updated", json!({ "n": n })).await;
+            healthy.expect(WAIT).await;
+        }
+        // The slow endpoint's first two attempts take 5 s; a healthy endpoint starved of slots
+        // would only get its turn after them, when the next two have been sent.
+        let slow_answered = slow.drain().len();
+        assert!(slow_answered <= 2, "the healthy endpoint waited for the slow one ({slow_answered} sent to it first)");
+    }
+
     async fn a_rotation_with_a_grace_period_signs_with_both_secrets_meanwhile(backend) {
         let app = spawn(backend, |_| {}).await;
         let mut receiver = Receiver::start().await;
