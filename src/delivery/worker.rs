@@ -73,7 +73,9 @@ struct Shared {
     jitter: fn() -> f64,
     endpoints: Mutex<Endpoints>,
     held: Mutex<HashMap<DeliveryId, Uuid>>,
-    /// Claims handed over or taken and not yet finished, the measure of `max_in_flight`.
+    per_endpoint: usize,
+    /// The measure of `max_in_flight`: each endpoint's claims in hand, counted up to its own
+    /// concurrency; claims waiting behind a busy endpoint do not take room from the others.
     load: Arc<AtomicUsize>,
 }
 
@@ -109,7 +111,6 @@ impl Handoff {
 
     /// Gives claims to the worker; hands them back once it has stopped.
     pub fn hand_over(&self, claims: Vec<ClaimedDelivery>) -> Result<(), Vec<ClaimedDelivery>> {
-        self.load.fetch_add(claims.len(), Ordering::Relaxed);
         let mut refused = Vec::new();
         for claim in claims {
             if let Err(returned) = self.inbox.send(claim) {
@@ -117,10 +118,10 @@ impl Handoff {
             }
         }
         if refused.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(refused)
         }
-        self.load.fetch_sub(refused.len(), Ordering::Relaxed);
-        Err(refused)
     }
 }
 
@@ -159,6 +160,7 @@ impl Worker {
             jitter: rand::random::<f64>,
             endpoints: Mutex::new(Endpoints::default()),
             held: Mutex::new(HashMap::new()),
+            per_endpoint: settings.per_endpoint,
             load,
         });
         Self {
@@ -236,7 +238,6 @@ impl Worker {
         self.inbox.close();
         while let Ok(claim) = self.inbox.try_recv() {
             lock(&self.shared.held).insert(claim.id, claim.lease_token);
-            self.shared.load.fetch_sub(1, Ordering::Relaxed);
         }
         self.drain(attempts, outcomes, recorder).await;
         let _ = listener.await;
@@ -259,10 +260,15 @@ impl Worker {
         let claims = self
             .shared
             .store
-            .claim_due(now, after(now, self.settings.lease), wanted, &exclude)
+            .claim_due(
+                now,
+                after(now, self.settings.lease),
+                wanted,
+                self.claims_per_endpoint(),
+                &exclude,
+            )
             .await?;
         let count = claims.len();
-        self.shared.load.fetch_add(count, Ordering::Relaxed);
         let mut refused = Vec::new();
         for claim in claims {
             refused.extend(self.start(claim, attempts, outcomes));
@@ -271,8 +277,14 @@ impl Worker {
         Ok(count)
     }
 
-    /// Starts the attempt of a claim already counted in the load, or refuses it when its
-    /// endpoint already has twice its concurrency in hand: claims waiting behind a slow
+    /// Most deliveries of one endpoint a claim takes: enough to keep its slots busy while the
+    /// next claim runs, not so many that they wait long for a slot.
+    fn claims_per_endpoint(&self) -> u32 {
+        u32::try_from(2 * self.settings.per_endpoint).unwrap_or(u32::MAX)
+    }
+
+    /// Starts the attempt of a claim, or refuses it when its
+    /// endpoint already has four times its concurrency in hand: claims waiting behind a slow
     /// endpoint would otherwise fill the worker and starve everyone else.
     fn start(
         &self,
@@ -289,9 +301,11 @@ impl Worker {
                     permits: Arc::new(Semaphore::new(self.settings.per_endpoint)),
                     claimed: 0,
                 });
-            if endpoint.claimed >= 2 * self.settings.per_endpoint {
-                self.shared.load.fetch_sub(1, Ordering::Relaxed);
+            if endpoint.claimed >= 4 * self.settings.per_endpoint {
                 return Some((claim.id, claim.lease_token));
+            }
+            if endpoint.claimed < self.settings.per_endpoint {
+                self.shared.load.fetch_add(1, Ordering::Relaxed);
             }
             endpoint.claimed += 1;
             endpoint.permits.clone()
@@ -536,9 +550,11 @@ impl Shared {
     }
 
     fn finish(&self, claim: &ClaimedDelivery) {
-        self.load.fetch_sub(1, Ordering::Relaxed);
         let mut endpoints = lock(&self.endpoints);
         if let Some(endpoint) = endpoints.by_webhook.get_mut(&claim.webhook_id) {
+            if endpoint.claimed <= self.per_endpoint {
+                self.load.fetch_sub(1, Ordering::Relaxed);
+            }
             endpoint.claimed = endpoint.claimed.saturating_sub(1);
             if endpoint.claimed == 0 {
                 endpoints.by_webhook.remove(&claim.webhook_id);

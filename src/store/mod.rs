@@ -224,13 +224,14 @@ pub trait DeliveryStore: Send + Sync {
             .map(|r| r.expect("every event has a result"))
             .collect()
     }
-    /// Leases up to `limit` due deliveries until `lease_until`, skipping the excluded webhooks
-    /// and rows other workers hold.
+    /// Leases up to `limit` due deliveries until `lease_until`, at most `per_webhook` of them
+    /// for any one webhook, skipping the excluded webhooks and rows other workers hold.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        per_webhook: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records finished attempts, in the order they finished, with their deliveries' new states

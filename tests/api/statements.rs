@@ -159,7 +159,7 @@ async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [
     assert!(accepted.iter().all(|a| a.delivery_ids.len() == fan_out));
     let now = Utc::now();
     let (claims, claimed) =
-        counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, &[])).await;
+        counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, batch, &[])).await;
     let claims = claims.unwrap();
     assert_eq!(claims.len(), batch as usize);
     let records: Vec<AttemptRecord> = claims

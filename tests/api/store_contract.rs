@@ -256,7 +256,7 @@ backend_tests! {
         let done = store.accept_event(accept(1)).await.unwrap();
         let waiting = store.accept_event(accept(2)).await.unwrap();
         let now = Utc::now();
-        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
         assert_eq!(claims.len(), 2);
         let finished = claims.iter().find(|c| c.id == done.delivery_ids[0]).unwrap();
         let recorded = store
@@ -295,11 +295,11 @@ backend_tests! {
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let accepted = store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
-        let first = store.claim_due(now, now, 10, &[]).await.unwrap();
+        let first = store.claim_due(now, now, 10, 10, &[]).await.unwrap();
         assert_eq!(first.len(), 1);
         // The lease ended at once, so a second worker takes the delivery over.
         let later = now + chrono::TimeDelta::milliseconds(1);
-        let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].lease_token, second[0].lease_token);
         let record = |claim: &hookrelay::store::ClaimedDelivery| AttemptRecord {
@@ -338,13 +338,13 @@ backend_tests! {
         assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.delivery_ids[0], webhook.id, lease.token));
         assert_eq!((claim.payload.as_str(), claim.attempt_number), ("{\"n\":1}", 1));
         assert_eq!(claim.secret, webhook.secret);
-        assert!(store.claim_due(now, lease.until, 10, &[]).await.unwrap().is_empty(), "a leased delivery is not due");
+        assert!(store.claim_due(now, lease.until, 10, 10, &[]).await.unwrap().is_empty(), "a leased delivery is not due");
         let summary = store.get_delivery(project, claim.id).await.unwrap().summary;
         assert_eq!((summary.status, summary.next_attempt_at), (DeliveryStatus::Pending, None), "in flight");
 
         // Should this instance die, the lease runs out and any worker takes the delivery.
         let after_lease = lease.until + chrono::TimeDelta::milliseconds(1);
-        let taken = store.claim_due(after_lease, after_lease + chrono::TimeDelta::seconds(30), 10, &[]).await.unwrap();
+        let taken = store.claim_due(after_lease, after_lease + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
         assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), [claim.id]);
         assert_eq!(store.record_attempts(&[outcome(claim, AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Stale]);
         assert_eq!(store.record_attempts(&[outcome(&taken[0], AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Recorded]);
@@ -380,7 +380,7 @@ backend_tests! {
             store.accept_event(event(project, serde_json::json!({ "n": n }))).await.unwrap();
         }
         let now = Utc::now();
-        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, &[]).await.unwrap();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, 100, &[]).await.unwrap();
         let (flaky_claims, steady_claims): (Vec<_>, Vec<_>) = claims.iter().partition(|c| c.webhook_id == flaky.id);
         assert_eq!((flaky_claims.len(), steady_claims.len()), (4, 4));
         // Two failures in a row disable the flaky webhook at once; it fails, fails (disabled
@@ -411,6 +411,24 @@ backend_tests! {
         }
     }
 
+    async fn a_claim_takes_at_most_its_share_of_one_webhook(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        for n in 0..5 {
+            store.accept_event(event(project, serde_json::json!({ "n": n }))).await.unwrap();
+        }
+        let quiet = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        store.accept_event(NewEvent { event_type: "action.created".into(), ..event(project, serde_json::json!({ "n": 5 })) }).await.unwrap();
+        let now = Utc::now();
+        let lease = now + chrono::TimeDelta::seconds(30);
+        let claimed = store.claim_due(now, lease, 10, 2, &[]).await.unwrap();
+        let of = |webhook: WebhookId| claimed.iter().filter(|c| c.webhook_id == webhook).count();
+        assert_eq!((of(busy.id), of(quiet.id)), (2, 1), "two of the busy webhook's six, the quiet one's one");
+        let next = store.claim_due(now, lease, 10, 2, &[]).await.unwrap();
+        assert_eq!(next.len(), 2);
+    }
+
     async fn claims_skip_excluded_webhooks_and_leased_rows(backend) {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
@@ -419,10 +437,10 @@ backend_tests! {
         store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
-        let claimed = store.claim_due(now, lease, 10, &[busy.id]).await.unwrap();
+        let claimed = store.claim_due(now, lease, 10, 10, &[busy.id]).await.unwrap();
         assert_eq!(claimed.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [free.id]);
-        assert!(store.claim_due(now, lease, 10, &[busy.id]).await.unwrap().is_empty(), "leased rows are skipped");
-        let rest = store.claim_due(now, lease, 10, &[]).await.unwrap();
+        assert!(store.claim_due(now, lease, 10, 10, &[busy.id]).await.unwrap().is_empty(), "leased rows are skipped");
+        let rest = store.claim_due(now, lease, 10, 10, &[]).await.unwrap();
         assert_eq!(rest.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [busy.id]);
         assert_eq!(rest[0].payload, "{}");
         assert_eq!(rest[0].secret, busy.secret);

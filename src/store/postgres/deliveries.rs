@@ -446,15 +446,21 @@ impl DeliveryStore for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        per_webhook: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let token = Uuid::new_v4();
         let excluded: Vec<Uuid> = exclude.iter().map(|w| w.as_uuid()).collect();
         let rows: Vec<PgClaim> = sqlx::query_as(
             "update deliveries d set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
-             from (select id from deliveries where status = 'pending' and next_attempt_at <= $1 \
-                   and not (webhook_id = any($5)) order by next_attempt_at limit $4 \
-                   for update skip locked) c, events e, webhooks w \
+             from (select id from \
+                     (select id, row_number() over (partition by webhook_id \
+                                                    order by next_attempt_at) as nth \
+                      from (select id, webhook_id, next_attempt_at from deliveries \
+                            where status = 'pending' and next_attempt_at <= $1 \
+                            and not (webhook_id = any($5)) order by next_attempt_at \
+                            limit $4 for update skip locked) as oldest) as ranked \
+                   where nth <= $6) c, events e, webhooks w \
              where d.id = c.id and e.id = d.event_id and w.id = d.webhook_id \
              returning d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
                        w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
@@ -465,6 +471,7 @@ impl DeliveryStore for PostgresStore {
         .bind(token)
         .bind(i64::from(limit))
         .bind(&excluded)
+        .bind(i64::from(per_webhook))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()

@@ -350,6 +350,7 @@ impl DeliveryStore for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
+        per_webhook: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let token = Uuid::new_v4();
@@ -362,16 +363,21 @@ impl DeliveryStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "update deliveries set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
-             where id in (select id from deliveries where status = 'pending' \
-                          and next_attempt_at <= $1 \
-                          and hex(webhook_id) not in (select value from json_each($5)) \
-                          order by next_attempt_at limit $4)",
+             where id in (select id from \
+                            (select id, row_number() over (partition by webhook_id \
+                                                           order by next_attempt_at) as nth \
+                             from (select id, webhook_id, next_attempt_at from deliveries \
+                                   where status = 'pending' and next_attempt_at <= $1 \
+                                   and hex(webhook_id) not in (select value from json_each($5)) \
+                                   order by next_attempt_at limit $4)) \
+                          where nth <= $6)",
         )
         .bind(millis(now))
         .bind(millis(lease_until))
         .bind(token)
         .bind(i64::from(limit))
         .bind(excluded.to_string())
+        .bind(i64::from(per_webhook))
         .execute(&mut *tx)
         .await?;
         let rows: Vec<LiteClaim> = sqlx::query_as(
