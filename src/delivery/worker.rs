@@ -190,47 +190,60 @@ impl Worker {
         let mut attempts = JoinSet::new();
         let mut failures = 0u32;
         let mut refused = Vec::new();
+        // The queue is read only when it may hold work for us: at start, when woken, when the
+        // next due time (or the poll interval) comes, and after an attempt ends while due work
+        // was left behind for lack of room. Handed-over claims need no read.
+        let mut read_queue = true;
+        let mut left_behind = false;
+        let mut next_read = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            while attempts.try_join_next().is_some() {}
+            while attempts.try_join_next().is_some() {
+                read_queue |= left_behind;
+            }
             while let Ok(claim) = self.inbox.try_recv() {
                 refused.extend(self.start(claim, &mut attempts, &outcomes));
             }
-            self.give_back(&mut refused).await;
-            let load = self.shared.load.load(Ordering::Relaxed);
-            let free = self.settings.max_in_flight.saturating_sub(load);
-            let wanted = u32::try_from(free)
-                .unwrap_or(u32::MAX)
-                .min(self.settings.batch_size);
-            let mut took_all_wanted = false;
-            if wanted > 0 {
-                match self.claim(wanted, &mut attempts, &outcomes).await {
-                    Ok(claimed) => {
-                        failures = 0;
-                        took_all_wanted = claimed == wanted as usize;
-                    }
-                    Err(error) => {
-                        failures += 1;
-                        let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => continue,
+            if !refused.is_empty() {
+                self.give_back(&mut refused).await;
+                left_behind = true;
+            }
+            if read_queue {
+                let load = self.shared.load.load(Ordering::Relaxed);
+                let free = self.settings.max_in_flight.saturating_sub(load);
+                let wanted = u32::try_from(free)
+                    .unwrap_or(u32::MAX)
+                    .min(self.settings.batch_size);
+                if wanted > 0 {
+                    match self.claim(wanted, &mut attempts, &outcomes).await {
+                        Ok(claimed) if claimed == wanted as usize => {
+                            failures = 0;
+                            continue;
+                        }
+                        Ok(_) => failures = 0,
+                        Err(error) => {
+                            failures += 1;
+                            let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
+                            tokio::select! {
+                                () = shutdown.cancelled() => break,
+                                () = tokio::time::sleep(backoff) => continue,
+                            }
                         }
                     }
                 }
+                let (wait, due_now) = self.idle_wait().await;
+                left_behind = due_now;
+                next_read = tokio::time::Instant::now() + wait;
+                read_queue = false;
             }
-            if took_all_wanted {
-                continue;
-            }
-            let wait = self.idle_wait().await;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => read_queue = true,
+                () = tokio::time::sleep_until(next_read) => read_queue = true,
                 Some(claim) = self.inbox.recv() => {
                     refused.extend(self.start(claim, &mut attempts, &outcomes));
                 }
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => read_queue |= left_behind,
             }
         }
         self.give_back(&mut refused).await;
@@ -338,21 +351,22 @@ impl Worker {
         refused.clear();
     }
 
-    /// How long to sleep when nothing more can be claimed now: until the next due delivery,
-    /// at most the poll interval. Due work left unclaimed belongs to busy endpoints, which a
-    /// finishing attempt (or the poll) brings back.
-    async fn idle_wait(&self) -> Duration {
+    /// How long to wait before reading the queue again unprompted (until the next due
+    /// delivery, at most the poll interval), and whether due work is waiting that we had no
+    /// room for: it belongs to busy endpoints, and a finishing attempt may make room.
+    async fn idle_wait(&self) -> (Duration, bool) {
         let poll = self.settings.poll_interval;
         match self.shared.store.next_due_at().await {
             Ok(Some(due)) => {
                 let until = (due - self.shared.clock.now()).to_std().unwrap_or_default();
                 if until.is_zero() {
-                    poll
+                    (poll, true)
                 } else {
-                    until.min(poll)
+                    (until.min(poll), false)
                 }
             }
-            Ok(None) | Err(_) => poll,
+            Ok(None) => (poll, false),
+            Err(_) => (poll, true),
         }
     }
 
