@@ -35,6 +35,8 @@ pub struct PostgresFacts {
     pub synchronous_commit: String,
     pub fsync: String,
     pub wal_sync_method: String,
+    /// The `sslmode` of the bench's and the server's connections.
+    pub sslmode: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,11 +52,16 @@ impl Databases {
     /// Connects to the Postgres admin URL when a Postgres run is planned.
     pub async fn open(postgres_url: &str, with_postgres: bool) -> BenchResult<Self> {
         let admin = if with_postgres {
-            let url = Url::parse(postgres_url)
+            let mut url = Url::parse(postgres_url)
                 .map_err(|e| format!("--postgres-url is not a URL: {e}"))?;
+            // A database on the same machine needs no TLS, which would cost both sides CPU on
+            // every statement; an explicit sslmode in the URL is kept.
+            if !url.query_pairs().any(|(key, _)| key == "sslmode") {
+                url.query_pairs_mut().append_pair("sslmode", "disable");
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(2)
-                .connect(postgres_url)
+                .connect(url.as_str())
                 .await
                 .map_err(|e| format!("cannot connect to Postgres at --postgres-url: {e}"))?;
             Some((pool, url))
@@ -135,7 +142,7 @@ impl Databases {
     }
 
     pub async fn postgres_facts(&self) -> BenchResult<PostgresFacts> {
-        let (pool, _) = self.admin()?;
+        let (pool, url) = self.admin()?;
         let show = |setting: &'static str| async move {
             sqlx::query_scalar::<_, String>(&format!("show {setting}"))
                 .fetch_one(pool)
@@ -148,6 +155,10 @@ impl Databases {
             synchronous_commit: show("synchronous_commit").await?,
             fsync: show("fsync").await?,
             wal_sync_method: show("wal_sync_method").await?,
+            sslmode: url
+                .query_pairs()
+                .find(|(key, _)| key == "sslmode")
+                .map_or_else(|| "prefer".to_owned(), |(_, mode)| mode.into_owned()),
         })
     }
 

@@ -159,8 +159,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "- Postgres: {}; synchronous_commit = {}, fsync = {}, wal_sync_method = {} \
-                 (left as configured)",
-                pg.version, pg.synchronous_commit, pg.fsync, pg.wal_sync_method
+                 (left as configured); connections with sslmode = {}",
+                pg.version, pg.synchronous_commit, pg.fsync, pg.wal_sync_method, pg.sslmode
             );
         }
         if let Some(lite) = &self.sqlite {
