@@ -237,6 +237,16 @@ impl NewEvent {
     }
 }
 
+impl AcceptedEvent {
+    /// The event with only these of its deliveries, the others having lost their webhook
+    /// before they could be written.
+    pub(super) fn keeping(mut self, written: &std::collections::HashSet<DeliveryId>) -> Self {
+        self.delivery_ids.retain(|id| written.contains(id));
+        self.claims.retain(|claim| written.contains(&claim.id));
+        self
+    }
+}
+
 /// A claim on deliveries: who holds them (the token) and until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {

@@ -400,45 +400,81 @@ impl DeliveryStore for PostgresStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let mut columns = EventColumns::default();
-        for event in events {
-            columns.push(event);
-        }
-        sqlx::query(
-            "insert into events (id, project_id, event_type, payload, created_at) \
-             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
-                                  $5::timestamptz[])",
-        )
-        .bind(&columns.ids)
-        .bind(&columns.project_ids)
-        .bind(&columns.event_types)
-        .bind(&columns.payloads)
-        .bind(&columns.created_at)
-        .execute(&mut *tx)
-        .await?;
+        // Which webhooks each event goes to is read first, without locks; the write below locks
+        // those webhooks and leaves out any that stopped being active in between, so the whole
+        // batch is one read and one self-committing statement.
         let (projects, types): (Vec<Uuid>, Vec<String>) =
             subscription_pairs(events).into_iter().unzip();
         let candidates: Vec<BatchCandidate> = sqlx::query_as(
-            // A delete waits for this lock, then cancels what these events queued; the stats
-            // updates of attempt outcomes do not, so publishing never queues behind them.
             "select w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
              then w.previous_secret end as previous_secret, w.filters::text as filters, \
              p.project_id, p.event_type from webhooks w \
              join unnest($1::uuid[], $2::text[]) as p(project_id, event_type) \
              on w.project_id = p.project_id and p.event_type = any(w.events) \
-             where w.is_active and w.disabled_at is null order by w.id for key share of w",
+             where w.is_active and w.disabled_at is null order by w.id",
         )
         .bind(&projects)
         .bind(&types)
         .bind(events[0].created_at)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
         let targets = batch_targets(events, candidates)?;
         let (rows, accepted) = queue_deliveries(&self.cipher, events, targets)?;
-        Self::insert_deliveries(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(accepted)
+        let mut columns = EventColumns::default();
+        for event in events {
+            columns.push(event);
+        }
+        let mut webhooks = rows.webhook_ids.clone();
+        webhooks.sort_unstable();
+        webhooks.dedup();
+        let inserted: Vec<(Uuid,)> = sqlx::query_as(
+            // A delete waits for the key share, then cancels what these events queued; outcome
+            // stats updates do not conflict with it, so publishing never queues behind them.
+            "with live as (select id from webhooks where id = any($13) and is_active \
+                           and disabled_at is null order by id for key share), \
+             new_events as (insert into events (id, project_id, event_type, payload, created_at) \
+                            select * from unnest($8::uuid[], $9::uuid[], $10::text[], \
+                                                 $11::text[], $12::timestamptz[])) \
+             insert into deliveries (id, project_id, webhook_id, event_id, status, \
+                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
+                    coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
+                    t.created_at, t.created_at \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
+                         $6::timestamptz[], $7::uuid[]) \
+                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token) \
+             where t.webhook_id in (select id from live) returning id",
+        )
+        .bind(&rows.ids)
+        .bind(&rows.project_ids)
+        .bind(&rows.webhook_ids)
+        .bind(&rows.event_ids)
+        .bind(&rows.created_at)
+        .bind(&rows.lease_until)
+        .bind(&rows.lease_tokens)
+        .bind(&columns.ids)
+        .bind(&columns.project_ids)
+        .bind(&columns.event_types)
+        .bind(&columns.payloads)
+        .bind(&columns.created_at)
+        .bind(&webhooks)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.any_unleased() && !inserted.is_empty() {
+            // Committed already, so other workers can see the rows when they wake.
+            sqlx::query("select pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
+        if inserted.len() == rows.ids.len() {
+            return Ok(accepted);
+        }
+        let inserted: HashSet<DeliveryId> = inserted.into_iter().map(|(id,)| id.into()).collect();
+        Ok(accepted
+            .into_iter()
+            .map(|event| event.keeping(&inserted))
+            .collect())
     }
 
     async fn claim_due(
