@@ -200,7 +200,7 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
 
     /// Most attempts in flight at once to one webhook.
-    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY", default_value_t = 16)]
     pub endpoint_concurrency: usize,
 
     /// How long a claimed delivery stays with this instance before another may take it over
