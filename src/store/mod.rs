@@ -66,10 +66,11 @@ impl From<sqlx::Error> for StoreError {
                     db.constraint().unwrap_or("unique constraint")
                 )),
                 ErrorKind::ForeignKeyViolation => StoreError::NotFound("referenced record"),
-                // Postgres classes 08 (connection), 53 (insufficient resources), 57 (operator
-                // intervention, e.g. shutdown) and 3D000 (the database is gone).
+                // Postgres classes 08 (connection), 40 (a deadlock or serialization failure,
+                // gone on a retry), 53 (insufficient resources), 57 (operator intervention,
+                // e.g. shutdown) and 3D000 (the database is gone).
                 _ if db.code().is_some_and(|c| {
-                    ["08", "53", "57", "3D"]
+                    ["08", "40", "53", "57", "3D"]
                         .iter()
                         .any(|class| c.starts_with(class))
                 }) =>

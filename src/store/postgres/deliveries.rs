@@ -822,18 +822,26 @@ impl DeliveryStore for PostgresStore {
     ) -> StoreResult<DeliverySummary> {
         let now = audit.at;
         let mut tx = self.pool.begin().await?;
-        // Locking the webhook too keeps a concurrent delete from slipping in between.
-        let found: Option<(bool, bool)> = sqlx::query_as(
-            "select w.is_active, coalesce(d.status = 'pending' and d.lease_until > $3, false) \
-             from deliveries d join webhooks w on w.id = d.webhook_id \
-             where d.id = $1 and d.project_id = $2 for update of d, w",
+        // The webhook is locked first, as deletes and outcome batches lock it before its
+        // deliveries, so none of them can deadlock with another; the lock also keeps a
+        // concurrent delete from slipping in between.
+        let webhook: Option<(bool,)> = sqlx::query_as(
+            "select w.is_active from webhooks w join deliveries d on d.webhook_id = w.id \
+             where d.id = $1 and d.project_id = $2 for update of w",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let (webhook_active, in_flight) = found.ok_or(StoreError::NotFound("delivery"))?;
+        let (webhook_active,) = webhook.ok_or(StoreError::NotFound("delivery"))?;
+        let (in_flight,): (bool,) = sqlx::query_as(
+            "select coalesce(status = 'pending' and lease_until > $2, false) from deliveries \
+             where id = $1 for update",
+        )
+        .bind(id.as_uuid())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
         if !webhook_active {
             return Err(StoreError::Conflict(
                 "the delivery's webhook is deleted, so it cannot be retried".into(),
