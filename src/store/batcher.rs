@@ -41,10 +41,10 @@ impl EventBatcher {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { event, reply })
-            .map_err(|_| StoreError::corrupt("the event writers have stopped"))?;
+            .map_err(|_| StoreError::Internal("the event writers have stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::corrupt("an event writer stopped before answering"))?
+            .map_err(|_| StoreError::Internal("an event writer stopped before answering".into()))?
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgArguments, PgListener};
+use sqlx::query::QueryAs;
 use sqlx::{FromRow, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -180,25 +181,9 @@ impl PostgresStore {
         if rows.ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
-             select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
-                    coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
-                    t.created_at, t.created_at \
-             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
-                         $6::timestamptz[], $7::uuid[]) \
-                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token)",
-        )
-        .bind(&rows.ids)
-        .bind(&rows.project_ids)
-        .bind(&rows.webhook_ids)
-        .bind(&rows.event_ids)
-        .bind(&rows.created_at)
-        .bind(&rows.lease_until)
-        .bind(&rows.lease_tokens)
-        .execute(&mut **tx)
-        .await?;
+        deliveries_insert(&format!("{INSERT_DELIVERIES} returning id"), rows)
+            .fetch_all(&mut **tx)
+            .await?;
         if rows.any_unleased() {
             sqlx::query("select pg_notify($1, '')")
                 .bind(WORK_CHANNEL)
@@ -254,6 +239,30 @@ impl PostgresStore {
 
 fn millis_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Inserts `DeliveryRows`, bound as `$1` to `$7`; callers add a filter and `returning id`.
+const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
+                    coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
+                    t.created_at, t.created_at \
+             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
+                         $6::timestamptz[], $7::uuid[]) \
+                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token)";
+
+fn deliveries_insert<'q>(
+    sql: &'q str,
+    rows: &'q DeliveryRows,
+) -> QueryAs<'q, Postgres, (Uuid,), PgArguments> {
+    sqlx::query_as(sql)
+        .bind(&rows.ids)
+        .bind(&rows.project_ids)
+        .bind(&rows.webhook_ids)
+        .bind(&rows.event_ids)
+        .bind(&rows.created_at)
+        .bind(&rows.lease_until)
+        .bind(&rows.lease_tokens)
 }
 
 /// A batch of events as the insert's `unnest` columns.
@@ -427,39 +436,25 @@ impl DeliveryStore for PostgresStore {
         let mut webhooks = rows.webhook_ids.clone();
         webhooks.sort_unstable();
         webhooks.dedup();
-        let inserted: Vec<(Uuid,)> = sqlx::query_as(
-            // A delete waits for the key share, then cancels what these events queued; outcome
-            // stats updates do not conflict with it, so publishing never queues behind them.
+        // A delete waits for the key share, then cancels what these events queued; outcome stats
+        // updates do not conflict with it, so publishing never queues behind them.
+        let sql = format!(
             "with live as (select id from webhooks where id = any($13) and is_active \
                            and disabled_at is null order by id for key share), \
              new_events as (insert into events (id, project_id, event_type, payload, created_at) \
                             select * from unnest($8::uuid[], $9::uuid[], $10::text[], \
                                                  $11::text[], $12::timestamptz[])) \
-             insert into deliveries (id, project_id, webhook_id, event_id, status, \
-                 next_attempt_at, lease_until, lease_token, created_at, updated_at) \
-             select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
-                    coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
-                    t.created_at, t.created_at \
-             from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
-                         $6::timestamptz[], $7::uuid[]) \
-                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token) \
-             where t.webhook_id in (select id from live) returning id",
-        )
-        .bind(&rows.ids)
-        .bind(&rows.project_ids)
-        .bind(&rows.webhook_ids)
-        .bind(&rows.event_ids)
-        .bind(&rows.created_at)
-        .bind(&rows.lease_until)
-        .bind(&rows.lease_tokens)
-        .bind(&columns.ids)
-        .bind(&columns.project_ids)
-        .bind(&columns.event_types)
-        .bind(&columns.payloads)
-        .bind(&columns.created_at)
-        .bind(&webhooks)
-        .fetch_all(&self.pool)
-        .await?;
+             {INSERT_DELIVERIES} where t.webhook_id in (select id from live) returning id"
+        );
+        let inserted: Vec<(Uuid,)> = deliveries_insert(&sql, &rows)
+            .bind(&columns.ids)
+            .bind(&columns.project_ids)
+            .bind(&columns.event_types)
+            .bind(&columns.payloads)
+            .bind(&columns.created_at)
+            .bind(&webhooks)
+            .fetch_all(&self.pool)
+            .await?;
         if rows.any_unleased() && !inserted.is_empty() {
             // Committed already, so other workers can see the rows when they wake.
             sqlx::query("select pg_notify($1, '')")
