@@ -7,7 +7,8 @@ use crate::config::{
     AccountCommand, AdminArgs, AdminCommand, DatabaseConfig, KeyCommand, ProjectCommand,
 };
 use crate::domain::{AccountId, ApiKeyId, Name, ProjectId, Scopes};
-use crate::store::{self, Actor, Channel, Store};
+use crate::domain::{Actor, Channel};
+use crate::store::{self, Store};
 use crate::tenancy;
 
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;

@@ -6,11 +6,6 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use chrono::TimeDelta;
-
-use crate::delivery::retry::RetryPolicy;
-use crate::delivery::worker::WorkerSettings;
-use crate::domain::DisablePolicy;
 use crate::store::PoolSettings;
 use crate::store::cipher::SecretCipher;
 
@@ -244,25 +239,6 @@ impl DeliveryConfig {
             return Err("delivery and endpoint concurrency must be at least 1".into());
         }
         Ok(())
-    }
-
-    pub fn worker_settings(&self) -> WorkerSettings {
-        WorkerSettings {
-            batch_size: 100,
-            max_in_flight: self.concurrency,
-            per_endpoint: self.endpoint_concurrency,
-            lease: Duration::from_millis(self.lease_ms),
-            retry: RetryPolicy {
-                max_retries: self.retry_max,
-                base: Duration::from_millis(self.retry_base_ms),
-            },
-            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
-            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
-            disable_policy: DisablePolicy {
-                after: TimeDelta::hours(i64::from(self.disable_after_hours)),
-                min_failures: i64::from(self.disable_min_failures),
-            },
-        }
     }
 }
 

@@ -21,20 +21,17 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::ServeConfig;
+use crate::config::{DeliveryConfig, ServeConfig};
 use crate::delivery::client::DeliveryClient;
-use crate::delivery::retention;
-use crate::delivery::worker::Worker;
+use crate::delivery::{Publisher, Queue, Worker, WorkerOptions, retention};
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
 use crate::http::key_usage::{self, KeyUsage};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{ApiSettings, AppState};
-use crate::store::batcher::EventBatcher;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +64,21 @@ async fn metrics_upkeep(shutdown: CancellationToken) {
     }
 }
 
+/// The delivery settings as the worker takes them.
+fn worker_options(config: &DeliveryConfig) -> WorkerOptions {
+    WorkerOptions {
+        concurrency: config.concurrency,
+        endpoint_concurrency: config.endpoint_concurrency,
+        lease_ms: config.lease_ms,
+        retry_max: config.retry_max,
+        retry_base_ms: config.retry_base_ms,
+        poll_interval_ms: config.poll_interval_ms,
+        shutdown_grace_ms: config.shutdown_grace_ms,
+        disable_after_hours: config.disable_after_hours,
+        disable_min_failures: config.disable_min_failures,
+    }
+}
+
 /// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
     listener: TcpListener,
@@ -88,18 +100,21 @@ impl App {
         }
         let store = store::connect(&config.database.url, &config.database.pool(), cipher).await?;
         store.migrate().await?;
-        let wake = Arc::new(Notify::new());
         let key_usage = Arc::new(KeyUsage::default());
+        let queue = Queue::new(
+            store.clone(),
+            Duration::from_millis(config.delivery.lease_ms),
+            Clock,
+        );
         let worker = config.delivery.worker.then(|| {
             let client = DeliveryClient::new(
                 Duration::from_millis(config.delivery.timeout_ms),
                 config.allow_private_targets,
             );
             Worker::new(
-                store.clone(),
+                queue.clone(),
                 client,
-                config.delivery.worker_settings(),
-                wake.clone(),
+                worker_options(&config.delivery).into(),
             )
         });
         let state = AppState {
@@ -115,10 +130,8 @@ impl App {
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
             clock: Clock,
-            wake,
-            handoff: worker.as_ref().map(Worker::handoff),
+            publisher: Publisher::new(queue, worker.as_ref().map(Worker::handover)),
             metrics: instruments::handle(),
-            events: EventBatcher::start(store.clone()),
             key_usage: key_usage.clone(),
         };
         let admin_token = config.admin_token.as_deref().map(AdminToken::new);

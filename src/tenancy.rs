@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use crate::domain::{AccountId, ApiKey, ApiKeyId, Name, ProjectId, Scopes};
 use serde_json::json;
 
-use crate::store::{
-    Actor, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject, Store, StoreResult,
-};
+use crate::domain::{Actor, AuditEntry};
+use crate::store::{BootstrapTenant, NewAccount, NewApiKey, NewProject, Store, StoreResult};
 
 /// A key as issued: the plaintext exists only here, to be shown once.
 #[derive(Debug)]

@@ -1,10 +1,7 @@
 //! The webhooks dashboard: static HTML, CSS and JavaScript compiled into the binary.
 
-use crate::http::extract::ApiPath;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-
-use crate::http::errors::ApiError;
 
 const INDEX: &str = include_str!("index.html");
 
@@ -48,14 +45,15 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-pub async fn get_dashboard() -> Response {
+/// The dashboard page itself.
+pub fn index() -> Response {
     page("text/html; charset=utf-8", INDEX)
 }
 
-pub async fn get_dashboard_asset(ApiPath(asset): ApiPath<String>) -> Result<Response, ApiError> {
+/// One of the files the page loads, by name.
+pub fn asset(name: &str) -> Option<Response> {
     ASSETS
         .iter()
-        .find(|(name, _, _)| *name == asset)
+        .find(|(asset, _, _)| *asset == name)
         .map(|(_, content_type, body)| page(content_type, body))
-        .ok_or_else(|| ApiError::NotFound(format!("the dashboard has no file named {asset}")))
 }

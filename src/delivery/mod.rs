@@ -1,9 +1,15 @@
-//! Getting events to receivers: signing, the HTTP client, the network policy, retries, the
-//! worker that drives them, and retention of the delivery log.
+//! Getting events to receivers: the publishing handle, the queue protocol, the worker that
+//! admits, sends and records, signing, the HTTP client and its address policy, and retention
+//! of the delivery log.
 
 pub mod client;
-pub mod net;
+mod group_commit;
+pub mod publisher;
+pub mod queue;
 pub mod retention;
-pub mod retry;
 pub mod signer;
 pub mod worker;
+
+pub use publisher::Publisher;
+pub use queue::Queue;
+pub use worker::{Worker, WorkerOptions, WorkerSettings};

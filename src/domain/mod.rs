@@ -1,24 +1,36 @@
-//! Validated domain values: ids, names, event types, scopes, URLs and secrets, with no I/O.
+//! Validated domain values (ids, names, event types, scopes, URLs and secrets) and the pure
+//! rules of delivery (retries, the state after an attempt, endpoint health, fan-out), with no
+//! I/O.
 
 mod address;
 mod api_key;
+mod audit;
+mod delivery;
 mod endpoint_health;
 mod endpoint_url;
 mod event_type;
+mod fanout;
 mod filters;
 mod ids;
 mod name;
+mod retry;
 mod scope;
 mod secret;
 
 pub use address::forbidden_reason;
 pub use api_key::ApiKey;
-pub use endpoint_health::DisablePolicy;
+pub use audit::{Actor, AuditEntry, Channel};
+pub use delivery::{Answer, AttemptResult, DeliveryStatus, after, decide};
+pub use endpoint_health::{
+    AttemptFacts, Disable, DisablePolicy, FailureRun, WebhookTally, tally_attempts,
+};
 pub use endpoint_url::{EndpointUrl, UrlPolicy};
 pub use event_type::{EventType, EventTypes};
+pub use fanout::{Published, Subscriber, filters_accept, plan_fanout, subscription_pairs};
 pub use filters::Filters;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
 pub use name::Name;
+pub use retry::RetryPolicy;
 pub use scope::{Scope, Scopes};
 pub use secret::WebhookSecret;
 

@@ -12,7 +12,7 @@ use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, OptionalApiJson, present};
 use super::wire::Data;
 use crate::domain::{AccountId, FieldError, Name, Scopes};
-use crate::store::{Actor, Channel};
+use crate::domain::{Actor, Channel};
 use crate::tenancy;
 
 #[derive(Deserialize)]

@@ -18,7 +18,7 @@ use super::errors::ApiError;
 use super::extract::ApiPath;
 use super::rate_limit::RateLimitStatus;
 use crate::domain::{AccountId, ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
-use crate::store::{Actor, AuditEntry, Channel};
+use crate::domain::{Actor, AuditEntry, Channel};
 
 /// The authenticated key behind a request.
 #[derive(Debug, Clone)]

@@ -12,13 +12,13 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
-use super::events::{AcceptedView, queue_event, render_event};
+use super::events::{AcceptedView, render_event};
 use super::extract::{ApiPath, ApiQuery};
 use super::webhooks::WebhookPath;
 use super::wire::{ApiTime, Envelope, page_params};
-use crate::domain::DeliveryId;
+use crate::domain::{DeliveryId, DeliveryStatus};
 use crate::store::{
-    Attempt, DeliveryDetails, DeliveryQuery, DeliveryStatus, DeliverySummary, EventTarget, NewEvent,
+    Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, EventTarget, NewEvent,
 };
 
 /// The event type of test events; never subscribable, sent only by `send_test_event`.
@@ -202,14 +202,13 @@ pub async fn retry_delivery(
 ) -> Result<(StatusCode, Json<Envelope<DeliveryView>>), ApiError> {
     let now = state.clock.now();
     let summary = state
-        .store
-        .retry_delivery(
+        .publisher
+        .retry(
             auth.project_id,
             path.delivery_id.into(),
             auth.audit("delivery.retried", path.delivery_id, json!({}), now),
         )
         .await?;
-    state.wake.notify_one();
     tracing::info!("delivery queued again by hand");
     Ok((
         StatusCode::ACCEPTED,
@@ -228,9 +227,9 @@ pub async fn send_test_event(
         "message": "A test event sent from hookrelay to check this endpoint.",
     });
     let rendered = render_event(&state, TEST_EVENT, auth.project_id, auth.account_id, &data)?;
-    let accepted = queue_event(
-        &state,
-        NewEvent {
+    let accepted = state
+        .publisher
+        .publish(NewEvent {
             id: rendered.id,
             project_id: auth.project_id,
             event_type: TEST_EVENT.to_owned(),
@@ -245,10 +244,8 @@ pub async fn send_test_event(
                 json!({ "eventId": rendered.id.to_string() }),
                 rendered.created_at,
             )),
-            lease: None,
-        },
-    )
-    .await?;
+        })
+        .await?;
     tracing::info!(event_id = %accepted.id, "test event queued");
     let body = Envelope::new(
         AcceptedView::from(&accepted),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::domain::FieldError;
 use crate::report::error_chain;
-use crate::store::StoreError;
+use crate::store::{Entity, Reason, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -139,18 +139,34 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What a user reads when a row is missing.
+fn not_found(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Account => "account not found",
+        Entity::Project => "project not found",
+        Entity::ApiKey => "API key not found, or already revoked",
+        Entity::Webhook => "webhook not found in this project (it may have been deleted)",
+        Entity::Delivery => "delivery not found in this project",
+        Entity::Referenced => "a record this request refers to was not found",
+    }
+}
+
+/// What a user reads when a change conflicts with the current state.
+fn conflict(reason: Reason) -> &'static str {
+    match reason {
+        Reason::WebhookDeleted => "the delivery's webhook is deleted, so it cannot be retried",
+        Reason::IdempotencyKeyInUse => {
+            "another request with this Idempotency-Key is being accepted; retry it shortly"
+        }
+        Reason::AlreadyExists => "a record with the same unique value exists",
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(what) => ApiError::NotFound(format!(
-                "{what} not found{}",
-                if what == "webhook" {
-                    " in this project (it may have been deleted)"
-                } else {
-                    ""
-                }
-            )),
-            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::NotFound(entity) => ApiError::NotFound(not_found(entity).into()),
+            StoreError::Conflict(reason) => ApiError::Conflict(conflict(reason).into()),
             StoreError::WebhookLimitReached { limit } => ApiError::WebhookLimitReached(format!(
                 "this project already has {limit} active webhooks, the most allowed; delete one before creating another"
             )),

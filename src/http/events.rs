@@ -141,29 +141,6 @@ fn check_input(input: &EventInput) -> Result<(EventType, &Value), ApiError> {
     }
 }
 
-/// Queues an event's deliveries durably, then gives them to this process's worker when it has
-/// room, or wakes it to claim them from the queue.
-pub async fn queue_event(state: &AppState, mut event: NewEvent) -> Result<AcceptedEvent, ApiError> {
-    event.lease = state
-        .handoff
-        .as_ref()
-        .and_then(|handoff| handoff.lease(event.created_at));
-    let mut accepted = state.events.accept(event).await?;
-    let claims = std::mem::take(&mut accepted.claims);
-    match (&state.handoff, claims.is_empty()) {
-        (Some(handoff), false) => {
-            if let Err(refused) = handoff.hand_over(claims) {
-                // The worker is stopping: put the deliveries back in the queue for the next one.
-                let held: Vec<_> = refused.iter().map(|c| (c.id, c.lease_token)).collect();
-                state.store.release_claims(&held, state.clock.now()).await?;
-            }
-        }
-        _ if !accepted.replayed && !accepted.delivery_ids.is_empty() => state.wake.notify_one(),
-        _ => {}
-    }
-    Ok(accepted)
-}
-
 #[instrument(skip_all, fields(project_id = %auth.project_id))]
 pub async fn create_event(
     State(state): State<AppState>,
@@ -181,9 +158,9 @@ pub async fn create_event(
         auth.account_id,
         data,
     )?;
-    let accepted = queue_event(
-        &state,
-        NewEvent {
+    let accepted = state
+        .publisher
+        .publish(NewEvent {
             id: rendered.id,
             project_id: auth.project_id,
             event_type: event_type.as_str().to_owned(),
@@ -193,10 +170,8 @@ pub async fn create_event(
             created_at: rendered.created_at,
             target: EventTarget::Subscribers,
             audit: None,
-            lease: None,
-        },
-    )
-    .await?;
+        })
+        .await?;
     if !accepted.replayed {
         instruments::events_accepted();
     }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod dashboard;
 pub mod deliveries;
 pub mod errors;
 pub mod events;
@@ -23,17 +24,14 @@ use axum::handler::Handler;
 use axum::http::{Method, Request};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use tokio::sync::Notify;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::clock::Clock;
-use crate::dashboard;
-use crate::delivery::worker::Handoff;
+use crate::delivery::Publisher;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
-use crate::store::batcher::EventBatcher;
 use auth::AdminToken;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
@@ -46,13 +44,9 @@ pub struct AppState {
     /// `None` when rate limiting is turned off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
     pub clock: Clock,
-    /// Wakes this process's delivery worker when work is queued.
-    pub wake: Arc<Notify>,
-    /// Gives new deliveries straight to this process's worker; `None` when it runs none.
-    pub handoff: Option<Handoff>,
+    /// Where accepted events and manual retries go into the delivery queue.
+    pub publisher: Publisher,
     pub metrics: PrometheusHandle,
-    /// Writes published events in shared transactions.
-    pub events: EventBatcher,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
 

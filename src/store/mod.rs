@@ -1,9 +1,12 @@
-//! The storage interface: one trait of tenant-scoped use cases, a Postgres and a SQLite backend.
+//! The storage interface: tenant-scoped use cases cut along their seams (tenancy, webhooks,
+//! event acceptance, the delivery queue, the delivery log), a Postgres and a SQLite backend.
 
-pub mod batcher;
+mod accept;
 pub mod cipher;
-mod model;
+mod decode;
+mod error;
 mod postgres;
+mod records;
 mod sqlite;
 
 use std::sync::Arc;
@@ -11,99 +14,29 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{ApiKeyId, DeliveryId, ProjectId, WebhookId};
+use crate::domain::{ApiKeyId, AuditEntry, DeliveryId, ProjectId, WebhookId};
 
 use cipher::SecretCipher;
-pub use model::*;
-
+pub use error::{Entity, Reason, StoreError, StoreResult};
 pub use postgres::PostgresStore;
+pub use records::{
+    Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
+    AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
+    Disabled, EventTarget, Lease, NewAccount, NewApiKey, NewEvent, NewProject, NewWebhook,
+    QueueDepth, Recorded, SecretRotation, Webhook, WebhookChanges, WebhookStats, WebhookTarget,
+};
 pub use sqlite::SqliteStore;
 
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// What can go wrong in storage, in terms the API can answer with.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("the project already has {limit} active webhooks, the most allowed")]
-    WebhookLimitReached { limit: u32 },
-    #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl StoreError {
-    /// A foreign-key violation means the parent row (`what`) does not exist.
-    fn missing_parent(error: sqlx::Error, what: &'static str) -> Self {
-        match StoreError::from(error) {
-            StoreError::NotFound(_) => StoreError::NotFound(what),
-            other => other,
-        }
-    }
-
-    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
-        StoreError::Internal(what.into().into())
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        use sqlx::error::ErrorKind;
-        match &error {
-            sqlx::Error::RowNotFound => StoreError::NotFound("record"),
-            sqlx::Error::Database(db) => match db.kind() {
-                ErrorKind::UniqueViolation => StoreError::Conflict(format!(
-                    "a record with the same unique value exists ({})",
-                    db.constraint().unwrap_or("unique constraint")
-                )),
-                ErrorKind::ForeignKeyViolation => StoreError::NotFound("referenced record"),
-                // Postgres classes 08 (connection), 40 (a deadlock or serialization failure,
-                // gone on a retry), 53 (insufficient resources), 57 (operator intervention,
-                // e.g. shutdown) and 3D000 (the database is gone).
-                _ if db.code().is_some_and(|c| {
-                    ["08", "40", "53", "57", "3D"]
-                        .iter()
-                        .any(|class| c.starts_with(class))
-                }) =>
-                {
-                    StoreError::Unavailable(error)
-                }
-                _ => StoreError::Internal(Box::new(error)),
-            },
-            // A protocol error is a conversation cut short, e.g. by a server restarting.
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
-            _ => StoreError::Internal(Box::new(error)),
-        }
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(error: sqlx::migrate::MigrateError) -> Self {
-        match error {
-            sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
-            other => StoreError::Internal(Box::new(other)),
-        }
-    }
-}
-
 /// Tenancy and the store's own lifecycle. `Store` is the whole interface: this plus the
-/// webhook and delivery use cases.
+/// webhook, event, queue and delivery log use cases.
 #[async_trait]
-pub trait Store: WebhookStore + DeliveryStore + Send + Sync + 'static {
+pub trait Store:
+    WebhookStore + EventStore + QueueStore + DeliveryLogStore + Send + Sync + 'static
+{
     /// Applies the embedded migrations of this backend.
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
@@ -181,50 +114,19 @@ pub trait WebhookStore: Send + Sync {
     ) -> StoreResult<Vec<AuditRecord>>;
 }
 
-/// Events, the durable delivery queue and the delivery log.
+/// Event acceptance: the durable write behind every 202.
 #[async_trait]
-pub trait DeliveryStore: Send + Sync {
-    /// Writes the event and one pending delivery per target in one transaction, claimed under
-    /// the event's lease when it has one. With an idempotency key seen in the last 24 hours,
-    /// returns that event instead and writes nothing. Fails with `NotFound` when a targeted
-    /// webhook is not active in the project.
-    async fn accept_event(&self, event: NewEvent) -> StoreResult<AcceptedEvent>;
-    /// Writes batchable events (see `NewEvent::batchable`) and their deliveries in one
-    /// transaction of a fixed number of statements.
-    async fn accept_together(&self, events: &[NewEvent]) -> StoreResult<Vec<AcceptedEvent>>;
-    /// Accepts many events, one result each, in order: the batchable ones together, the others
-    /// one at a time. Should the shared transaction fail, its events are tried one at a time,
-    /// so each gets its own answer.
-    async fn accept_events(&self, events: Vec<NewEvent>) -> Vec<StoreResult<AcceptedEvent>> {
-        let (together, alone): (Vec<_>, Vec<_>) = events
-            .into_iter()
-            .enumerate()
-            .partition(|(_, e)| e.batchable());
-        let mut results: Vec<Option<StoreResult<AcceptedEvent>>> =
-            (0..together.len() + alone.len()).map(|_| None).collect();
-        let (positions, batch): (Vec<usize>, Vec<NewEvent>) = together.into_iter().unzip();
-        let mut retry = Vec::new();
-        if !batch.is_empty() {
-            match self.accept_together(&batch).await {
-                Ok(accepted) => {
-                    for (position, event) in positions.into_iter().zip(accepted) {
-                        results[position] = Some(Ok(event));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, events = batch.len(), "a batch of events failed; accepting them one by one");
-                    retry = positions.into_iter().zip(batch).collect();
-                }
-            }
-        }
-        for (position, event) in retry.into_iter().chain(alone) {
-            results[position] = Some(self.accept_event(event).await);
-        }
-        results
-            .into_iter()
-            .map(|r| r.expect("every event has a result"))
-            .collect()
-    }
+pub trait EventStore: Send + Sync {
+    /// Accepts many events, one result each, in order. Each event is written with one pending
+    /// delivery per target atomically, claimed under its lease when it has one. With an
+    /// idempotency key seen in the last 24 hours, that event answers instead and nothing is
+    /// written. Fails with `NotFound` when an event's targeted webhook is not active.
+    async fn accept_events(&self, events: Vec<Accepting>) -> Vec<StoreResult<Accepted>>;
+}
+
+/// The durable delivery queue: the deliveries table, leased to one worker at a time.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
     /// Leases up to `limit` due deliveries until `lease_until`, at most `per_webhook` of them
     /// for any one webhook, skipping the excluded webhooks and rows other workers hold.
     async fn claim_due(
@@ -235,6 +137,16 @@ pub trait DeliveryStore: Send + Sync {
         per_webhook: u32,
         exclude: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Extends a claim that is still held, for an attempt that waited for its turn, and returns
+    /// the webhook's current URL and secret; `None` when the lease was lost or the webhook is
+    /// no longer active.
+    async fn renew_claim(
+        &self,
+        id: DeliveryId,
+        lease_token: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<WebhookTarget>>;
     /// Records finished attempts, in the order they finished, with their deliveries' new states
     /// and their webhooks' stats, in one transaction of a fixed number of statements; disables
     /// a webhook when its policy says so. An attempt whose lease was lost meanwhile writes
@@ -248,22 +160,14 @@ pub trait DeliveryStore: Send + Sync {
     ) -> StoreResult<()>;
     /// When the earliest pending delivery is due (or its lease ends).
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    /// The pending deliveries nobody holds, due by `now` and scheduled later.
-    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth>;
-    /// Extends a claim that is still held, for an attempt that waited for its turn, and returns
-    /// the webhook's current URL and secret; `None` when the lease was lost or the webhook is
-    /// no longer active.
-    async fn renew_claim(
-        &self,
-        id: DeliveryId,
-        lease_token: Uuid,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> StoreResult<Option<WebhookTarget>>;
     /// Wakes `wake` whenever another instance queues work, until `shutdown`. Backends without
     /// other instances return at once.
     async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken);
+}
 
+/// The delivery log: what was sent, and the controls a tenant has over it.
+#[async_trait]
+pub trait DeliveryLogStore: Send + Sync {
     /// Fails with `NotFound` when the webhook is not in the project.
     async fn list_deliveries(
         &self,
@@ -276,13 +180,16 @@ pub trait DeliveryStore: Send + Sync {
         project: ProjectId,
         id: DeliveryId,
     ) -> StoreResult<DeliveryDetails>;
-    /// Makes the delivery due now, whatever its state; `Conflict` when its webhook is deleted.
+    /// Makes the delivery due now, whatever its state; `Conflict(WebhookDeleted)` when its
+    /// webhook is deleted.
     async fn retry_delivery(
         &self,
         project: ProjectId,
         id: DeliveryId,
         audit: AuditEntry,
     ) -> StoreResult<DeliverySummary>;
+    /// The pending deliveries nobody holds, due by `now` and scheduled later.
+    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth>;
     /// Deletes finished deliveries (with their attempts) and events last touched before `before`.
     async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
@@ -292,13 +199,6 @@ pub struct PoolUsage {
     pub open: u32,
     pub idle: u32,
     pub max: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueDepth {
-    pub due: u64,
-    pub scheduled: u64,
-    pub oldest_due_at: Option<DateTime<Utc>>,
 }
 
 /// Pool settings shared by both backends.

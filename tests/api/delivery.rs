@@ -541,7 +541,7 @@ backend_tests! {
         let store = app.reopen_store().await;
         let id: hookrelay::domain::DeliveryId = accepted["deliveryIds"][0].as_str().unwrap().parse().unwrap();
         let delivery = store.get_delivery(app.project_id, id).await.unwrap();
-        assert_eq!(delivery.summary.status, hookrelay::store::DeliveryStatus::Pending);
+        assert_eq!(delivery.summary.status, hookrelay::domain::DeliveryStatus::Pending);
         assert_eq!(delivery.summary.attempt_count, 0, "the abandoned attempt is not counted");
         let due = delivery.summary.next_attempt_at.unwrap();
         assert!(due <= chrono::Utc::now(), "released for another instance at once, not after the lease");

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use chrono::{TimeDelta, Utc};
+use hookrelay::domain::AttemptResult;
 use hookrelay::domain::DisablePolicy;
-use hookrelay::store::{AttemptRecord, AttemptResult, ClaimedDelivery, Store};
+use hookrelay::store::{AttemptRecord, ClaimedDelivery, Store, StoreResult};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Instrument, Subscriber};
@@ -16,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::backend_tests;
-use crate::store_contract::{event, new_project, new_webhook, open};
+use crate::store_contract::{event, new_project, new_webhook, open, unleased};
 
 const GUARD_SPAN: &str = "statement_count";
 
@@ -153,10 +154,18 @@ async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [
     let events: Vec<_> = (0..batch.div_ceil(fan_out as u32))
         .map(|n| event(project, serde_json::json!({ "n": n })))
         .collect();
-    let (accepted, published) = counted(store.accept_together(&events)).await;
-    let accepted = accepted.unwrap();
-    assert_eq!(accepted.len(), events.len());
-    assert!(accepted.iter().all(|a| a.delivery_ids.len() == fan_out));
+    let count = events.len();
+    let (accepted, published) = counted(store.accept_events(unleased(events))).await;
+    let accepted = accepted
+        .into_iter()
+        .collect::<StoreResult<Vec<_>>>()
+        .unwrap();
+    assert_eq!(accepted.len(), count);
+    assert!(
+        accepted
+            .iter()
+            .all(|a| a.event.delivery_ids.len() == fan_out)
+    );
     let now = Utc::now();
     let (claims, claimed) =
         counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, batch, &[])).await;

@@ -8,11 +8,12 @@ use hookrelay::domain::{
     AccountId, ApiKey, ApiKeyId, DisablePolicy, EndpointUrl, EventId, EventTypes, Filters, Name,
     ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
+use hookrelay::domain::{AttemptResult, DeliveryStatus};
 use hookrelay::store::cipher::SecretCipher;
 use hookrelay::store::{
-    self, AttemptRecord, AttemptResult, ClaimedDelivery, DeliveryStatus, EventTarget, Lease,
-    NewApiKey, NewEvent, NewWebhook, PoolSettings, Recorded, SecretRotation, Store, StoreError,
-    WebhookChanges,
+    self, Accepted, AcceptedEvent, Accepting, AttemptRecord, ClaimedDelivery, Entity, EventTarget,
+    Lease, NewApiKey, NewEvent, NewWebhook, PoolSettings, Recorded, SecretRotation, Store,
+    StoreError, StoreResult, WebhookChanges,
 };
 use hookrelay::tenancy;
 
@@ -62,8 +63,32 @@ pub(crate) fn event(project: ProjectId, data: serde_json::Value) -> NewEvent {
         created_at: Utc::now(),
         target: EventTarget::Subscribers,
         audit: None,
-        lease: None,
     }
+}
+
+/// Events to accept into the queue for any worker.
+pub(crate) fn unleased(events: Vec<NewEvent>) -> Vec<Accepting> {
+    events
+        .into_iter()
+        .map(|event| Accepting { event, lease: None })
+        .collect()
+}
+
+pub(crate) async fn accept_one(store: &dyn Store, event: NewEvent) -> StoreResult<AcceptedEvent> {
+    let mut results = store.accept_events(unleased(vec![event])).await;
+    results.remove(0).map(|accepted| accepted.event)
+}
+
+async fn accept_leased(store: &dyn Store, event: NewEvent, lease: Lease) -> Accepted {
+    let accepting = Accepting {
+        event,
+        lease: Some(lease),
+    };
+    store
+        .accept_events(vec![accepting])
+        .await
+        .remove(0)
+        .unwrap()
 }
 
 fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy) -> AttemptRecord {
@@ -124,13 +149,13 @@ backend_tests! {
     async fn a_project_needs_an_existing_account(backend) {
         let (store, _db) = open(backend).await;
         let result = tenancy::create_project(store.as_ref(), AccountId::generate(), Name::parse("p").unwrap(), Utc::now()).await;
-        assert!(matches!(result, Err(StoreError::NotFound("account"))), "{result:?}");
+        assert!(matches!(result, Err(StoreError::NotFound(Entity::Account))), "{result:?}");
     }
 
     async fn a_key_needs_an_existing_project(backend) {
         let (store, _db) = open(backend).await;
         let result = tenancy::create_key(store.as_ref(), ProjectId::generate(), Scopes::all(), cli_actor(), Utc::now()).await;
-        assert!(matches!(result, Err(StoreError::NotFound("project"))), "{result:?}");
+        assert!(matches!(result, Err(StoreError::NotFound(Entity::Project))), "{result:?}");
     }
 
     async fn keys_are_found_by_hash_with_their_scopes_until_revoked(backend) {
@@ -253,8 +278,8 @@ backend_tests! {
         let project = new_project(store.as_ref()).await;
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let accept = |n: u32| event(project, serde_json::json!({ "n": n }));
-        let done = store.accept_event(accept(1)).await.unwrap();
-        let waiting = store.accept_event(accept(2)).await.unwrap();
+        let done = accept_one(store.as_ref(), accept(1)).await.unwrap();
+        let waiting = accept_one(store.as_ref(), accept(2)).await.unwrap();
         let now = Utc::now();
         let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
         assert_eq!(claims.len(), 2);
@@ -293,7 +318,7 @@ backend_tests! {
         let (store, _db) = open(backend).await;
         let project = new_project(store.as_ref()).await;
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        let accepted = store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
+        let accepted = accept_one(store.as_ref(), event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let first = store.claim_due(now, now, 10, 10, &[]).await.unwrap();
         assert_eq!(first.len(), 1);
@@ -329,13 +354,10 @@ backend_tests! {
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let now = Utc::now();
         let lease = Lease { token: uuid::Uuid::new_v4(), until: now + chrono::TimeDelta::seconds(30) };
-        let accepted = store
-            .accept_event(NewEvent { lease: Some(lease), ..event(project, serde_json::json!({ "n": 1 })) })
-            .await
-            .unwrap();
+        let accepted = accept_leased(store.as_ref(), event(project, serde_json::json!({ "n": 1 })), lease).await;
         assert_eq!(accepted.claims.len(), 1);
         let claim = &accepted.claims[0];
-        assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.delivery_ids[0], webhook.id, lease.token));
+        assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.event.delivery_ids[0], webhook.id, lease.token));
         assert_eq!((claim.payload.as_str(), claim.attempt_number), ("{\"n\":1}", 1));
         assert_eq!(claim.secret, webhook.secret);
         assert!(store.claim_due(now, lease.until, 10, 10, &[]).await.unwrap().is_empty(), "a leased delivery is not due");
@@ -358,15 +380,15 @@ backend_tests! {
         let other_type = NewEvent { event_type: "action.updated".into(), ..event(project, serde_json::json!({})) };
         let events = vec![event(project, serde_json::json!({ "n": 0 })), keyed(), other_type, event(project, serde_json::json!({ "n": 3 }))];
         let ids: Vec<_> = events.iter().map(|e| e.id).collect();
-        let results = store.accept_events(events).await;
-        let accepted: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        let results = store.accept_events(unleased(events)).await;
+        let accepted: Vec<_> = results.into_iter().map(|r| r.unwrap().event).collect();
         assert_eq!(accepted.iter().map(|a| a.id).collect::<Vec<_>>(), ids, "one answer per event, in order");
         assert_eq!(accepted.iter().map(|a| a.delivery_ids.len()).collect::<Vec<_>>(), [1, 1, 0, 1]);
         for delivery in accepted.iter().flat_map(|a| &a.delivery_ids) {
             let summary = store.get_delivery(project, *delivery).await.unwrap().summary;
             assert_eq!(summary.webhook_id, created.id);
         }
-        let again = store.accept_events(vec![keyed()]).await.remove(0).unwrap();
+        let again = accept_one(store.as_ref(), keyed()).await.unwrap();
         assert!(again.replayed);
         assert_eq!(again.id, ids[1]);
     }
@@ -377,7 +399,7 @@ backend_tests! {
         let flaky = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let steady = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         for n in 0..4 {
-            store.accept_event(event(project, serde_json::json!({ "n": n }))).await.unwrap();
+            accept_one(store.as_ref(), event(project, serde_json::json!({ "n": n }))).await.unwrap();
         }
         let now = Utc::now();
         let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, 100, &[]).await.unwrap();
@@ -416,10 +438,10 @@ backend_tests! {
         let project = new_project(store.as_ref()).await;
         let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         for n in 0..5 {
-            store.accept_event(event(project, serde_json::json!({ "n": n }))).await.unwrap();
+            accept_one(store.as_ref(), event(project, serde_json::json!({ "n": n }))).await.unwrap();
         }
         let quiet = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        store.accept_event(NewEvent { event_type: "action.created".into(), ..event(project, serde_json::json!({ "n": 5 })) }).await.unwrap();
+        accept_one(store.as_ref(), NewEvent { event_type: "action.created".into(), ..event(project, serde_json::json!({ "n": 5 })) }).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
         let claimed = store.claim_due(now, lease, 10, 2, &[]).await.unwrap();
@@ -434,7 +456,7 @@ backend_tests! {
         let project = new_project(store.as_ref()).await;
         let busy = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let free = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
-        store.accept_event(event(project, serde_json::json!({}))).await.unwrap();
+        accept_one(store.as_ref(), event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
         let claimed = store.claim_due(now, lease, 10, 10, &[busy.id]).await.unwrap();

@@ -1,22 +1,27 @@
 //! The Postgres backend: the production store, shared safely by several service instances.
 
-mod deliveries;
+mod events;
+mod log;
+mod outcomes;
+mod queue;
 mod webhooks;
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::cipher::SecretCipher;
+use super::records::{KeyInfoRow, KeyRecordRow};
 use super::{
-    ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
-    PoolSettings, PoolUsage, Store, StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, Entity, NewAccount, NewApiKey, NewProject,
+    PoolSettings, PoolUsage, Store, StoreError, StoreResult,
 };
-use crate::domain::{ApiKeyId, ProjectId};
+use crate::domain::{ApiKeyId, AuditEntry, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -28,23 +33,17 @@ pub struct PostgresStore {
     cipher: SecretCipher,
 }
 
-#[derive(FromRow)]
-struct PgKeyInfo {
-    id: Uuid,
-    display_prefix: String,
-    scopes: Vec<String>,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
-#[derive(FromRow)]
-struct PgApiKey {
-    id: Uuid,
-    project_id: Uuid,
-    account_id: Uuid,
-    scopes: Vec<String>,
-    revoked_at: Option<DateTime<Utc>>,
+/// Postgres classes 08 (connection), 40 (a deadlock or serialization failure, gone on a retry),
+/// 53 (insufficient resources), 57 (operator intervention, e.g. shutdown) and 3D000 (the
+/// database is gone) pass: the same statement may succeed shortly.
+pub(super) fn is_transient(error: &(dyn DatabaseError + 'static)) -> bool {
+    error
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| {
+            ["08", "40", "53", "57", "3D"]
+                .iter()
+                .any(|class| e.code().starts_with(class))
+        })
 }
 
 /// Writes one audit entry inside the transaction that makes the change.
@@ -111,7 +110,7 @@ impl PostgresStore {
         .bind(new.created_at)
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::missing_parent(e, "account"))?;
+        .map_err(|e| StoreError::missing_parent(e, Entity::Account))?;
         Ok(())
     }
 
@@ -131,7 +130,7 @@ impl PostgresStore {
         .bind(new.created_at)
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        .map_err(|e| StoreError::missing_parent(e, Entity::Project))?;
         Ok(())
     }
 }
@@ -192,30 +191,21 @@ impl Store for PostgresStore {
         .bind(audit.at)
         .fetch_optional(&mut *tx)
         .await?;
-        let (project,) = revoked.ok_or(StoreError::NotFound("API key"))?;
+        let (project,) = revoked.ok_or(StoreError::NotFound(Entity::ApiKey))?;
         insert_audit(&mut tx, project.into(), &audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
-        let row: Option<PgApiKey> = sqlx::query_as(
+        let row: Option<KeyRecordRow> = sqlx::query_as(
             "select k.id, k.project_id, p.account_id, k.scopes, k.revoked_at \
              from api_keys k join projects p on p.id = k.project_id where k.key_hash = $1",
         )
         .bind(&key_hash[..])
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(ApiKeyRecord {
-                id: row.id.into(),
-                project_id: row.project_id.into(),
-                account_id: row.account_id.into(),
-                scopes: parse_scopes(&row.scopes)?,
-                revoked: row.revoked_at.is_some(),
-            })
-        })
-        .transpose()
+        row.map(ApiKeyRecord::try_from).transpose()
     }
 
     async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
@@ -236,26 +226,15 @@ impl Store for PostgresStore {
             .bind(project.as_uuid())
             .fetch_optional(&self.pool)
             .await?;
-        exists.ok_or(StoreError::NotFound("project"))?;
-        let rows: Vec<PgKeyInfo> = sqlx::query_as(
+        exists.ok_or(StoreError::NotFound(Entity::Project))?;
+        let rows: Vec<KeyInfoRow> = sqlx::query_as(
             "select id, display_prefix, scopes, created_at, last_used_at, revoked_at \
              from api_keys where project_id = $1 order by created_at, id",
         )
         .bind(project.as_uuid())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ApiKeyInfo {
-                    id: row.id.into(),
-                    display_prefix: row.display_prefix,
-                    scopes: parse_scopes(&row.scopes)?,
-                    created_at: row.created_at,
-                    last_used_at: row.last_used_at,
-                    revoked_at: row.revoked_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ApiKeyInfo::try_from).collect()
     }
 
     async fn reseal_secrets(&self) -> StoreResult<u64> {

@@ -1,78 +1,21 @@
 //! Webhook subscriptions on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::PostgresStore;
 use super::insert_audit;
-use crate::domain::{ProjectId, WebhookId};
-use crate::store::cipher::SecretCipher;
+use crate::domain::{AuditEntry, ProjectId, WebhookId};
+use crate::store::records::{AuditRow, WebhookRow, filters_to_json};
 use crate::store::{
-    AuditEntry, AuditRecord, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
-    WebhookChanges, WebhookRow, WebhookStats, WebhookStore, audit_record, filters_to_json,
+    AuditRecord, Entity, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
+    WebhookChanges, WebhookStore,
 };
 
-pub(super) const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
+const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
      secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
      successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
      consecutive_failures, disabled_at, disabled_reason, last_modified_by, last_modified_via";
-
-#[derive(FromRow)]
-struct PgWebhook {
-    id: Uuid,
-    project_id: Uuid,
-    url: String,
-    events: Vec<String>,
-    filters: String,
-    secret: String,
-    is_active: bool,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    deleted_at: Option<DateTime<Utc>>,
-    total_deliveries: i64,
-    successful_deliveries: i64,
-    failed_deliveries: i64,
-    last_success_at: Option<DateTime<Utc>>,
-    last_failure_at: Option<DateTime<Utc>>,
-    consecutive_failures: i64,
-    disabled_at: Option<DateTime<Utc>>,
-    disabled_reason: Option<String>,
-    last_modified_by: Option<String>,
-    last_modified_via: Option<String>,
-}
-
-impl PgWebhook {
-    fn into_webhook(self, cipher: &SecretCipher) -> StoreResult<Webhook> {
-        let row = self;
-        WebhookRow {
-            id: row.id,
-            project_id: row.project_id,
-            url: row.url,
-            events: row.events,
-            filters: row.filters,
-            secret: row.secret,
-            is_active: row.is_active,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            deleted_at: row.deleted_at,
-            stats: WebhookStats {
-                total_deliveries: row.total_deliveries,
-                successful_deliveries: row.successful_deliveries,
-                failed_deliveries: row.failed_deliveries,
-                last_success_at: row.last_success_at,
-                last_failure_at: row.last_failure_at,
-                consecutive_failures: row.consecutive_failures,
-            },
-            disabled_at: row.disabled_at,
-            disabled_reason: row.disabled_reason,
-            last_modified_by: row.last_modified_by,
-            last_modified_via: row.last_modified_via,
-        }
-        .into_webhook(cipher)
-    }
-}
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
@@ -89,7 +32,7 @@ impl WebhookStore for PostgresStore {
             .bind(project.as_uuid())
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(StoreError::NotFound("project"))?;
+            .ok_or(StoreError::NotFound(Entity::Project))?;
         let (active,): (i64,) =
             sqlx::query_as("select count(*) from webhooks where project_id = $1 and is_active")
                 .bind(project.as_uuid())
@@ -98,7 +41,7 @@ impl WebhookStore for PostgresStore {
         if active >= i64::from(limit) {
             return Err(StoreError::WebhookLimitReached { limit });
         }
-        let row: PgWebhook = sqlx::query_as(&format!(
+        let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
              updated_at, last_modified_by, last_modified_via) \
              values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9) returning {WEBHOOK_COLUMNS}"
@@ -124,7 +67,7 @@ impl WebhookStore for PostgresStore {
         project: ProjectId,
         include_inactive: bool,
     ) -> StoreResult<Vec<Webhook>> {
-        let rows: Vec<PgWebhook> = sqlx::query_as(&format!(
+        let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
             "select {WEBHOOK_COLUMNS} from webhooks \
              where project_id = $1 and (is_active or $2) order by created_at, id"
         ))
@@ -138,14 +81,14 @@ impl WebhookStore for PostgresStore {
     }
 
     async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
-        let row: Option<PgWebhook> = sqlx::query_as(&format!(
+        let row: Option<WebhookRow> = sqlx::query_as(&format!(
             "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2"
         ))
         .bind(id.as_uuid())
         .bind(project.as_uuid())
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?
+        row.ok_or(StoreError::NotFound(Entity::Webhook))?
             .into_webhook(&self.cipher)
     }
 
@@ -157,7 +100,7 @@ impl WebhookStore for PostgresStore {
         audit: AuditEntry,
     ) -> StoreResult<Webhook> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<PgWebhook> = sqlx::query_as(&format!(
+        let row: Option<WebhookRow> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
              filters = coalesce($5::jsonb, filters), updated_at = $6, disabled_at = null, \
              disabled_reason = null, failing_since = null, last_modified_by = $7, \
@@ -175,7 +118,7 @@ impl WebhookStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await?;
         let webhook = row
-            .ok_or(StoreError::NotFound("webhook"))?
+            .ok_or(StoreError::NotFound(Entity::Webhook))?
             .into_webhook(&self.cipher)?;
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
@@ -209,7 +152,7 @@ impl WebhookStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound("webhook"));
+            return Err(StoreError::NotFound(Entity::Webhook));
         }
         sqlx::query(
             "update deliveries set status = 'cancelled', next_attempt_at = null, \
@@ -249,7 +192,7 @@ impl WebhookStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound("webhook"));
+            return Err(StoreError::NotFound(Entity::Webhook));
         }
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
@@ -262,17 +205,9 @@ impl WebhookStore for PostgresStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<(
-            Uuid,
-            DateTime<Utc>,
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            String,
-        )> = sqlx::query_as(
-            "select id, at, actor_type, actor_id, channel, action, target_id, changes::text \
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "select id, at, actor_type, actor_id, channel, action, target_id, \
+                 changes::text as changes \
                  from audit_log where project_id = $1 and ($2::uuid is null or id < $2) \
                  order by id desc limit $3",
         )
@@ -281,6 +216,6 @@ impl WebhookStore for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(audit_record).collect()
+        rows.into_iter().map(AuditRecord::try_from).collect()
     }
 }

@@ -1,6 +1,9 @@
 //! The SQLite backend: the zero-setup store for a single instance, in one local file.
 
-mod deliveries;
+mod events;
+mod log;
+mod outcomes;
+mod queue;
 mod webhooks;
 
 use std::str::FromStr;
@@ -8,18 +11,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::SqliteError;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::cipher::SecretCipher;
+use super::records::{KeyInfoRow, KeyRecordRow};
 use super::{
-    ApiKeyInfo, ApiKeyRecord, AuditEntry, BootstrapTenant, NewAccount, NewApiKey, NewProject,
-    PoolSettings, PoolUsage, Store, StoreError, StoreResult, parse_scopes,
+    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, Entity, NewAccount, NewApiKey, NewProject,
+    PoolSettings, PoolUsage, Store, StoreError, StoreResult,
 };
-use crate::domain::{ApiKeyId, ProjectId};
+use crate::domain::{ApiKeyId, AuditEntry, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -31,23 +37,25 @@ pub struct SqliteStore {
     cipher: SecretCipher,
 }
 
-#[derive(FromRow)]
-struct LiteKeyInfo {
-    id: Uuid,
-    display_prefix: String,
-    scopes: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
-    revoked_at: Option<i64>,
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes: another connection holds
+/// the lock past the busy timeout, and the same statement may succeed shortly.
+pub(super) fn is_transient(error: &(dyn DatabaseError + 'static)) -> bool {
+    error
+        .try_downcast_ref::<SqliteError>()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
-#[derive(FromRow)]
-struct LiteApiKey {
-    id: Uuid,
-    project_id: Uuid,
-    account_id: Uuid,
-    scopes: String,
-    revoked_at: Option<i64>,
+/// How `hex()` spells a stored id, and what `unhex()` reads back, for passing ids in JSON.
+pub(super) fn hex_uuid(id: Uuid) -> String {
+    id.simple().to_string().to_uppercase()
+}
+
+/// A batch as one JSON array parameter, which `json_each` turns back into rows, so a batch of
+/// any size is one statement.
+pub(super) fn json_rows<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("batch rows serialise to JSON")
 }
 
 pub(super) fn millis(at: DateTime<Utc>) -> i64 {
@@ -61,10 +69,6 @@ pub(super) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
 
 pub(super) fn to_json_list(items: Vec<String>) -> String {
     serde_json::Value::from(items).to_string()
-}
-
-pub(super) fn from_json_list(stored: &str) -> StoreResult<Vec<String>> {
-    serde_json::from_str(stored).map_err(|e| StoreError::corrupt(format!("stored list: {e}")))
 }
 
 /// Writes one audit entry inside the transaction that makes the change.
@@ -144,7 +148,7 @@ impl SqliteStore {
         .bind(millis(new.created_at))
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::missing_parent(e, "account"))?;
+        .map_err(|e| StoreError::missing_parent(e, Entity::Account))?;
         Ok(())
     }
 
@@ -161,7 +165,7 @@ impl SqliteStore {
         .bind(millis(new.created_at))
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        .map_err(|e| StoreError::missing_parent(e, Entity::Project))?;
         Ok(())
     }
 }
@@ -230,30 +234,21 @@ impl Store for SqliteStore {
         .bind(millis(audit.at))
         .fetch_optional(&mut *tx)
         .await?;
-        let (project,) = revoked.ok_or(StoreError::NotFound("API key"))?;
+        let (project,) = revoked.ok_or(StoreError::NotFound(Entity::ApiKey))?;
         insert_audit(&mut tx, project.into(), &audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn find_api_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<ApiKeyRecord>> {
-        let row: Option<LiteApiKey> = sqlx::query_as(
+        let row: Option<KeyRecordRow> = sqlx::query_as(
             "select k.id, k.project_id, p.account_id, k.scopes, k.revoked_at \
              from api_keys k join projects p on p.id = k.project_id where k.key_hash = $1",
         )
         .bind(&key_hash[..])
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|row| {
-            Ok(ApiKeyRecord {
-                id: row.id.into(),
-                project_id: row.project_id.into(),
-                account_id: row.account_id.into(),
-                scopes: parse_scopes(&from_json_list(&row.scopes)?)?,
-                revoked: row.revoked_at.is_some(),
-            })
-        })
-        .transpose()
+        row.map(ApiKeyRecord::try_from).transpose()
     }
 
     async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()> {
@@ -274,26 +269,15 @@ impl Store for SqliteStore {
             .bind(project.as_uuid())
             .fetch_optional(&self.reader)
             .await?;
-        exists.ok_or(StoreError::NotFound("project"))?;
-        let rows: Vec<LiteKeyInfo> = sqlx::query_as(
+        exists.ok_or(StoreError::NotFound(Entity::Project))?;
+        let rows: Vec<KeyInfoRow> = sqlx::query_as(
             "select id, display_prefix, scopes, created_at, last_used_at, revoked_at \
              from api_keys where project_id = $1 order by created_at, id",
         )
         .bind(project.as_uuid())
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(ApiKeyInfo {
-                    id: row.id.into(),
-                    display_prefix: row.display_prefix,
-                    scopes: parse_scopes(&from_json_list(&row.scopes)?)?,
-                    created_at: from_millis(row.created_at)?,
-                    last_used_at: row.last_used_at.map(from_millis).transpose()?,
-                    revoked_at: row.revoked_at.map(from_millis).transpose()?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(ApiKeyInfo::try_from).collect()
     }
 
     async fn reseal_secrets(&self) -> StoreResult<u64> {

@@ -1,77 +1,21 @@
 //! Webhook subscriptions on SQLite.
 
 use async_trait::async_trait;
-use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::insert_audit;
-use super::{SqliteStore, from_json_list, from_millis, millis, to_json_list};
-use crate::domain::{ProjectId, WebhookId};
-use crate::store::cipher::SecretCipher;
+use super::{SqliteStore, millis, to_json_list};
+use crate::domain::{AuditEntry, ProjectId, WebhookId};
+use crate::store::records::{AuditRow, WebhookRow, filters_to_json};
 use crate::store::{
-    AuditEntry, AuditRecord, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
-    WebhookChanges, WebhookRow, WebhookStats, WebhookStore, audit_record, filters_to_json,
+    AuditRecord, Entity, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
+    WebhookChanges, WebhookStore,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_active, \
      created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
      failed_deliveries, last_success_at, last_failure_at, consecutive_failures, disabled_at, \
      disabled_reason, last_modified_by, last_modified_via";
-
-#[derive(FromRow)]
-struct LiteWebhook {
-    id: Uuid,
-    project_id: Uuid,
-    url: String,
-    events: String,
-    filters: String,
-    secret: String,
-    is_active: bool,
-    created_at: i64,
-    updated_at: i64,
-    deleted_at: Option<i64>,
-    total_deliveries: i64,
-    successful_deliveries: i64,
-    failed_deliveries: i64,
-    last_success_at: Option<i64>,
-    last_failure_at: Option<i64>,
-    consecutive_failures: i64,
-    disabled_at: Option<i64>,
-    disabled_reason: Option<String>,
-    last_modified_by: Option<String>,
-    last_modified_via: Option<String>,
-}
-
-impl LiteWebhook {
-    fn into_webhook(self, cipher: &SecretCipher) -> StoreResult<Webhook> {
-        let row = self;
-        WebhookRow {
-            id: row.id,
-            project_id: row.project_id,
-            url: row.url,
-            events: from_json_list(&row.events)?,
-            filters: row.filters,
-            secret: row.secret,
-            is_active: row.is_active,
-            created_at: from_millis(row.created_at)?,
-            updated_at: from_millis(row.updated_at)?,
-            deleted_at: row.deleted_at.map(from_millis).transpose()?,
-            stats: WebhookStats {
-                total_deliveries: row.total_deliveries,
-                successful_deliveries: row.successful_deliveries,
-                failed_deliveries: row.failed_deliveries,
-                last_success_at: row.last_success_at.map(from_millis).transpose()?,
-                last_failure_at: row.last_failure_at.map(from_millis).transpose()?,
-                consecutive_failures: row.consecutive_failures,
-            },
-            disabled_at: row.disabled_at.map(from_millis).transpose()?,
-            disabled_reason: row.disabled_reason,
-            last_modified_by: row.last_modified_by,
-            last_modified_via: row.last_modified_via,
-        }
-        .into_webhook(cipher)
-    }
-}
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -91,7 +35,7 @@ impl WebhookStore for SqliteStore {
         if active >= i64::from(limit) {
             return Err(StoreError::WebhookLimitReached { limit });
         }
-        let row: LiteWebhook = sqlx::query_as(&format!(
+        let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
              updated_at, last_modified_by, last_modified_via) \
              values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) returning {WEBHOOK_COLUMNS}"
@@ -107,7 +51,7 @@ impl WebhookStore for SqliteStore {
         .bind(audit.actor.channel.as_str())
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| StoreError::missing_parent(e, "project"))?;
+        .map_err(|e| StoreError::missing_parent(e, Entity::Project))?;
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         row.into_webhook(&self.cipher)
@@ -118,7 +62,7 @@ impl WebhookStore for SqliteStore {
         project: ProjectId,
         include_inactive: bool,
     ) -> StoreResult<Vec<Webhook>> {
-        let rows: Vec<LiteWebhook> = sqlx::query_as(&format!(
+        let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
             "select {WEBHOOK_COLUMNS} from webhooks \
              where project_id = $1 and (is_active or $2) order by created_at, id"
         ))
@@ -132,14 +76,14 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
-        let row: Option<LiteWebhook> = sqlx::query_as(&format!(
+        let row: Option<WebhookRow> = sqlx::query_as(&format!(
             "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2"
         ))
         .bind(id.as_uuid())
         .bind(project.as_uuid())
         .fetch_optional(&self.reader)
         .await?;
-        row.ok_or(StoreError::NotFound("webhook"))?
+        row.ok_or(StoreError::NotFound(Entity::Webhook))?
             .into_webhook(&self.cipher)
     }
 
@@ -151,7 +95,7 @@ impl WebhookStore for SqliteStore {
         audit: AuditEntry,
     ) -> StoreResult<Webhook> {
         let mut tx = self.write_tx().await?;
-        let row: Option<LiteWebhook> = sqlx::query_as(&format!(
+        let row: Option<WebhookRow> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
              filters = coalesce($5, filters), updated_at = $6, disabled_at = null, \
              disabled_reason = null, failing_since = null, last_modified_by = $7, \
@@ -174,7 +118,7 @@ impl WebhookStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let webhook = row
-            .ok_or(StoreError::NotFound("webhook"))?
+            .ok_or(StoreError::NotFound(Entity::Webhook))?
             .into_webhook(&self.cipher)?;
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
@@ -202,7 +146,7 @@ impl WebhookStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound("webhook"));
+            return Err(StoreError::NotFound(Entity::Webhook));
         }
         sqlx::query(
             "update deliveries set status = 'cancelled', next_attempt_at = null, \
@@ -242,7 +186,7 @@ impl WebhookStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound("webhook"));
+            return Err(StoreError::NotFound(Entity::Webhook));
         }
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
@@ -255,16 +199,7 @@ impl WebhookStore for SqliteStore {
         before: Option<Uuid>,
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<(
-            Uuid,
-            i64,
-            String,
-            Option<String>,
-            String,
-            String,
-            String,
-            String,
-        )> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "select id, at, actor_type, actor_id, channel, action, target_id, changes \
                  from audit_log where project_id = $1 and ($2 is null or id < $2) \
                  order by id desc limit $3",
@@ -274,21 +209,6 @@ impl WebhookStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(
-                |(id, at, actor_type, actor_id, channel, action, target_id, changes)| {
-                    audit_record((
-                        id,
-                        from_millis(at)?,
-                        actor_type,
-                        actor_id,
-                        channel,
-                        action,
-                        target_id,
-                        changes,
-                    ))
-                },
-            )
-            .collect()
+        rows.into_iter().map(AuditRecord::try_from).collect()
     }
 }

@@ -435,9 +435,9 @@ pub async fn stored_secret_column(database_url: &str, webhook: uuid::Uuid) -> St
 }
 
 /// The audit entry tests pass when they call the store directly, as the CLI would.
-pub fn cli_audit(action: &'static str) -> hookrelay::store::AuditEntry {
-    hookrelay::store::AuditEntry {
-        actor: hookrelay::store::Actor::admin(hookrelay::store::Channel::Cli),
+pub fn cli_audit(action: &'static str) -> hookrelay::domain::AuditEntry {
+    hookrelay::domain::AuditEntry {
+        actor: hookrelay::domain::Actor::admin(hookrelay::domain::Channel::Cli),
         action,
         target_id: "test".into(),
         changes: serde_json::json!({}),
@@ -445,6 +445,6 @@ pub fn cli_audit(action: &'static str) -> hookrelay::store::AuditEntry {
     }
 }
 
-pub fn cli_actor() -> hookrelay::store::Actor {
-    hookrelay::store::Actor::admin(hookrelay::store::Channel::Cli)
+pub fn cli_actor() -> hookrelay::domain::Actor {
+    hookrelay::domain::Actor::admin(hookrelay::domain::Channel::Cli)
 }

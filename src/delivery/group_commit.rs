@@ -1,4 +1,4 @@
-//! Group commit for published events: requests that arrive while a transaction is being
+//! Group commit for accepted events: requests that arrive while a transaction is being
 //! written wait for the next one and share it, so a busy instance writes few large
 //! transactions and an idle one writes each event at once.
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{Mutex, oneshot};
 
-use super::{AcceptedEvent, NewEvent, Store, StoreError, StoreResult};
+use crate::store::{Accepted, Accepting, Store, StoreError, StoreResult};
 
 /// Most events written by one transaction.
 const MAX_BATCH: usize = 256;
@@ -16,16 +16,16 @@ const MAX_BATCH: usize = 256;
 const WRITERS: usize = 2;
 
 struct Pending {
-    event: NewEvent,
-    reply: oneshot::Sender<StoreResult<AcceptedEvent>>,
+    event: Accepting,
+    reply: oneshot::Sender<StoreResult<Accepted>>,
 }
 
 #[derive(Clone)]
-pub struct EventBatcher {
+pub struct GroupCommit {
     queue: UnboundedSender<Pending>,
 }
 
-impl EventBatcher {
+impl GroupCommit {
     /// Starts the writers; they stop once every handle is dropped and the queue is empty.
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (queue, pending) = unbounded_channel();
@@ -37,7 +37,7 @@ impl EventBatcher {
     }
 
     /// Accepts the event with whatever else is waiting; the answer comes once it is committed.
-    pub async fn accept(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+    pub async fn accept(&self, event: Accepting) -> StoreResult<Accepted> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { event, reply })
@@ -54,7 +54,7 @@ async fn write_batches(store: Arc<dyn Store>, pending: Arc<Mutex<UnboundedReceiv
         if pending.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let (events, replies): (Vec<NewEvent>, Vec<_>) =
+        let (events, replies): (Vec<Accepting>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.reply)).unzip();
         let results = store.accept_events(events).await;
         for (reply, result) in replies.into_iter().zip(results) {

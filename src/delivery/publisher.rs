@@ -1,0 +1,80 @@
+//! The one handle the API publishes through: it accepts events durably (in shared
+//! transactions), gives their deliveries straight to this instance's worker when it has room,
+//! and wakes a worker otherwise. The API never sees a lease, a claim or a secret.
+
+use std::sync::Arc;
+
+use super::group_commit::GroupCommit;
+use super::queue::{Handover, Queue};
+use super::worker::Admission;
+use crate::domain::{AuditEntry, DeliveryId, ProjectId};
+use crate::store::{AcceptedEvent, Accepting, DeliverySummary, NewEvent, StoreResult};
+
+/// This instance's worker, as the publisher sees it: whether it has room, and its inbox.
+struct LocalWorker {
+    admission: Arc<Admission>,
+    handover: Handover,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    queue: Arc<Queue>,
+    events: GroupCommit,
+    local: Option<Arc<LocalWorker>>,
+}
+
+impl Publisher {
+    /// `local` is this instance's worker, when it runs one.
+    pub fn new(queue: Arc<Queue>, local: Option<(Arc<Admission>, Handover)>) -> Self {
+        Self {
+            events: GroupCommit::start(queue.store().clone()),
+            queue,
+            local: local.map(|(admission, handover)| {
+                Arc::new(LocalWorker {
+                    admission,
+                    handover,
+                })
+            }),
+        }
+    }
+
+    /// Accepts the event durably; the answer comes once it is committed. Its deliveries are
+    /// written leased to this instance's worker while it has room (if this process dies, the
+    /// lease runs out and any instance takes them), otherwise queued for any worker.
+    pub async fn publish(&self, event: NewEvent) -> StoreResult<AcceptedEvent> {
+        let local = self
+            .local
+            .as_ref()
+            .filter(|w| w.handover.is_open() && w.admission.has_room());
+        let lease = local.map(|_| self.queue.mint_lease(event.created_at));
+        let accepted = self.events.accept(Accepting { event, lease }).await?;
+        match local {
+            Some(worker) if !accepted.claims.is_empty() => {
+                let refused = worker.handover.give(accepted.claims);
+                // The worker is stopping: put the deliveries back in the queue for the next one.
+                self.queue.release(&refused).await?;
+            }
+            _ if !accepted.event.replayed && !accepted.event.delivery_ids.is_empty() => {
+                self.queue.wake();
+            }
+            _ => {}
+        }
+        Ok(accepted.event)
+    }
+
+    /// Makes a delivery due now and wakes a worker for it.
+    pub async fn retry(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+        audit: AuditEntry,
+    ) -> StoreResult<DeliverySummary> {
+        let summary = self
+            .queue
+            .store()
+            .retry_delivery(project, id, audit)
+            .await?;
+        self.queue.wake();
+        Ok(summary)
+    }
+}

@@ -1,0 +1,176 @@
+//! The queue protocol in one place: leases are minted, handed over, claimed, renewed,
+//! recorded and released here, and workers are woken and listen here. Callers hold a `Queue`
+//! and never build a lease or a claim query themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::domain::{DeliveryId, WebhookId, after};
+use crate::store::{AttemptRecord, ClaimedDelivery, Lease, Recorded, Store, StoreResult};
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The durable queue as this instance sees it: the store's deliveries table, the lease period
+/// and the wake-up that tells the local worker work may be due.
+pub struct Queue {
+    store: Arc<dyn Store>,
+    lease: Duration,
+    clock: Clock,
+    wake: Arc<Notify>,
+}
+
+impl Queue {
+    pub fn new(store: Arc<dyn Store>, lease: Duration, clock: Clock) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            lease,
+            clock,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Mint: a fresh lease for deliveries this instance will send itself, from `now`.
+    pub fn mint_lease(&self, now: DateTime<Utc>) -> Lease {
+        Lease {
+            token: Uuid::new_v4(),
+            until: after(now, self.lease),
+        }
+    }
+
+    /// Claim: leases up to `limit` due deliveries, at most `per_webhook` for any one webhook,
+    /// none of `exclude`'s.
+    pub async fn claim(
+        &self,
+        limit: u32,
+        per_webhook: u32,
+        exclude: &[WebhookId],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let now = self.clock.now();
+        self.store
+            .claim_due(now, after(now, self.lease), limit, per_webhook, exclude)
+            .await
+    }
+
+    /// Renew: extends a claim that waited for its turn and picks up the webhook's current URL
+    /// and secrets; false when the delivery is no longer this claim's to send.
+    pub async fn renew(&self, claim: &mut ClaimedDelivery) -> StoreResult<bool> {
+        let now = self.clock.now();
+        let target = self
+            .store
+            .renew_claim(claim.id, claim.lease_token, now, after(now, self.lease))
+            .await?;
+        Ok(match target {
+            Some(target) => {
+                claim.url = target.url;
+                claim.secret = target.secret;
+                claim.previous_secret = target.previous_secret;
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Record: writes finished attempts and what follows them.
+    pub async fn record(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        self.store.record_attempts(records).await
+    }
+
+    /// Release: makes held deliveries due again at once.
+    pub async fn release(&self, claims: &[(DeliveryId, Uuid)]) -> StoreResult<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        self.store.release_claims(claims, self.clock.now()).await
+    }
+
+    /// How long until the earliest pending delivery is due, if any is.
+    pub async fn next_due_in(&self) -> StoreResult<Option<Duration>> {
+        let due = self.store.next_due_at().await?;
+        Ok(due.map(|due| (due - self.clock.now()).to_std().unwrap_or_default()))
+    }
+
+    /// Wake: tells the local worker that work may be due.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when someone calls `wake` (or another instance announced work).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Listen: wakes the local worker whenever another instance queues work, until `shutdown`.
+    pub fn listen(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (store, wake) = (self.store.clone(), self.wake.clone());
+        tokio::spawn(async move { store.listen_for_work(wake, shutdown).await })
+    }
+}
+
+/// Hand over: the way freshly accepted, already leased deliveries reach the local worker
+/// without a trip through the queue.
+pub fn handover() -> (Handover, UnboundedReceiver<ClaimedDelivery>) {
+    let (sender, inbox) = unbounded_channel();
+    (Handover(sender), inbox)
+}
+
+#[derive(Clone)]
+pub struct Handover(UnboundedSender<ClaimedDelivery>);
+
+impl Handover {
+    pub fn is_open(&self) -> bool {
+        !self.0.is_closed()
+    }
+
+    /// Gives claims to the worker; the ones it can no longer take come back as (id, token).
+    pub fn give(&self, claims: Vec<ClaimedDelivery>) -> Vec<(DeliveryId, Uuid)> {
+        claims
+            .into_iter()
+            .filter_map(|claim| self.0.send(claim).err())
+            .map(|refused| (refused.0.id, refused.0.lease_token))
+            .collect()
+    }
+}
+
+/// The claims this worker holds and has not yet recorded or released: what a shutdown must
+/// give back.
+#[derive(Default)]
+pub struct Holdings(Mutex<HashMap<DeliveryId, Uuid>>);
+
+impl Holdings {
+    pub fn hold(&self, claim: &ClaimedDelivery) {
+        lock(&self.0).insert(claim.id, claim.lease_token);
+    }
+
+    /// Forgets a claim that was recorded or released; a newer claim of the same delivery
+    /// keeps its entry.
+    pub fn let_go(&self, id: DeliveryId, lease_token: Uuid) {
+        let mut held = lock(&self.0);
+        if held.get(&id) == Some(&lease_token) {
+            held.remove(&id);
+        }
+    }
+
+    pub fn take_all(&self) -> Vec<(DeliveryId, Uuid)> {
+        lock(&self.0).drain().collect()
+    }
+}

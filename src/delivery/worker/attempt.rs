@@ -1,0 +1,157 @@
+//! One attempt: wait for a turn (renewing the claim after a long wait), sign and send, and
+//! decide what follows from the receiver's answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::admission::{Ticket, Turn};
+use crate::clock::Clock;
+use crate::delivery::client::{DeliveryClient, SendOutcome, headers};
+use crate::delivery::queue::{Holdings, Queue};
+use crate::delivery::signer::{devtune_signature, standard_signature};
+use crate::domain::{Answer, DisablePolicy, RetryPolicy, decide};
+use crate::instruments;
+use crate::store::{AttemptRecord, ClaimedDelivery};
+
+pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
+
+/// An attempt that waited longer than this for its turn renews its claim first and picks up a
+/// rotated secret or a deletion that happened meanwhile.
+const RENEW_AFTER_WAIT: Duration = Duration::from_secs(1);
+
+/// What every attempt shares.
+pub(super) struct Attempts {
+    pub queue: Arc<Queue>,
+    pub holdings: Arc<Holdings>,
+    pub client: DeliveryClient,
+    pub retry: RetryPolicy,
+    pub disable_policy: DisablePolicy,
+    pub lease: Duration,
+    pub clock: Clock,
+    /// A uniform sample from [0, 1) for retry jitter.
+    pub jitter: fn() -> f64,
+}
+
+impl Attempts {
+    /// Runs the attempt of an admitted claim and hands its outcome to the recorder; the claim
+    /// stays held until that outcome is written, so a shutdown in between releases it rather
+    /// than losing it.
+    pub(super) async fn run(
+        &self,
+        mut claim: ClaimedDelivery,
+        ticket: Ticket,
+        outcomes: UnboundedSender<AttemptRecord>,
+    ) {
+        let Some(turn) = self.take_turn(&mut claim, &ticket).await else {
+            self.holdings.let_go(claim.id, claim.lease_token);
+            return;
+        };
+        instruments::attempt_started();
+        let started = Instant::now();
+        let record = self.send(&claim).await;
+        drop(turn);
+        drop(ticket);
+        instruments::attempt_finished(record.result.label(), started.elapsed());
+        tracing::info!(
+            status = record.response_status,
+            error = record.error.as_deref(),
+            duration_ms = record.duration_ms,
+            outcome = record.result.label(),
+            "delivery attempt"
+        );
+        let _ = outcomes.send(record);
+    }
+
+    /// Waits for a turn. A long wait may outlast a rotation, a deletion or the lease itself,
+    /// so after one the claim is renewed; `None` when the delivery is no longer ours to send.
+    async fn take_turn(&self, claim: &mut ClaimedDelivery, ticket: &Ticket) -> Option<Turn> {
+        if let Some(turn) = ticket.try_turn() {
+            return Some(turn);
+        }
+        let waiting_since = Instant::now();
+        let turn = ticket.turn().await;
+        if waiting_since.elapsed() < RENEW_AFTER_WAIT.min(self.lease / 4) {
+            return Some(turn);
+        }
+        match self.queue.renew(claim).await {
+            Ok(true) => Some(turn),
+            Ok(false) => None,
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the claim; the delivery is retried later");
+                None
+            }
+        }
+    }
+
+    /// Signs and sends one attempt and decides what follows it.
+    async fn send(&self, claim: &ClaimedDelivery) -> AttemptRecord {
+        let started_at = self.clock.now();
+        let started = Instant::now();
+        let outcome: SendOutcome = self
+            .client
+            .send(
+                &claim.url,
+                signed_headers(claim, started_at.timestamp()),
+                claim.payload.as_bytes().to_vec(),
+            )
+            .await;
+        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let finished_at = self.clock.now();
+        let answer = Answer {
+            status: outcome.status,
+            transport_error: outcome.error.is_some(),
+        };
+        AttemptRecord {
+            delivery_id: claim.id,
+            webhook_id: claim.webhook_id,
+            lease_token: claim.lease_token,
+            attempt_number: claim.attempt_number,
+            started_at,
+            duration_ms,
+            response_status: outcome.status,
+            response_body: outcome.body_excerpt,
+            error: outcome.error,
+            result: decide(
+                answer,
+                claim.attempt_number,
+                &self.retry,
+                (self.jitter)(),
+                finished_at,
+            ),
+            finished_at,
+            disable_policy: self.disable_policy,
+        }
+    }
+}
+
+/// The DevTune and Standard Webhooks headers of one attempt, signed at `timestamp`.
+fn signed_headers(claim: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
+    let body = claim.payload.as_bytes();
+    let key = claim.secret.expose().as_bytes();
+    let message_id = claim.id.to_string();
+    // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
+    // X-DevTune-Signature has room for one signature, so it carries the new secret's.
+    let mut standard_signatures = standard_signature(key, &message_id, timestamp, body);
+    if let Some(previous) = &claim.previous_secret {
+        standard_signatures.push(' ');
+        standard_signatures.push_str(&standard_signature(
+            previous.expose().as_bytes(),
+            &message_id,
+            timestamp,
+            body,
+        ));
+    }
+    headers(&[
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", USER_AGENT.to_owned()),
+        ("x-devtune-signature", devtune_signature(key, body)),
+        ("x-devtune-event", claim.event_type.clone()),
+        ("x-devtune-delivery", message_id.clone()),
+        ("webhook-id", message_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", standard_signatures),
+    ])
+}

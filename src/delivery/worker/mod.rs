@@ -1,0 +1,334 @@
+//! The delivery worker: takes claims (handed over at publish or claimed from the queue),
+//! admits them within its limits, runs each attempt, and has the outcomes recorded.
+
+mod admission;
+mod attempt;
+mod recorder;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::client::DeliveryClient;
+use super::queue::{Handover, Holdings, Queue, handover};
+use crate::clock::Clock;
+use crate::domain::{DeliveryId, DisablePolicy, RetryPolicy};
+use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
+pub use admission::Admission;
+use attempt::Attempts;
+pub use attempt::USER_AGENT;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Most deliveries claimed by one query.
+    pub batch_size: u32,
+    /// Most attempts in flight at once, over all endpoints.
+    pub max_in_flight: usize,
+    /// Most attempts in flight to one webhook, so a slow endpoint cannot take every slot.
+    pub per_endpoint: usize,
+    /// How long a claim is held before another worker may take the delivery again.
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// The longest the worker sleeps without looking for due work.
+    pub poll_interval: Duration,
+    /// How long attempts in flight may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// When failures disable an endpoint.
+    pub disable_policy: DisablePolicy,
+}
+
+/// The worker's knobs as the configuration gives them: plain numbers and units in their names.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub concurrency: usize,
+    pub endpoint_concurrency: usize,
+    pub lease_ms: u64,
+    pub retry_max: u32,
+    pub retry_base_ms: u64,
+    pub poll_interval_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub disable_after_hours: u32,
+    pub disable_min_failures: u32,
+}
+
+impl From<WorkerOptions> for WorkerSettings {
+    fn from(options: WorkerOptions) -> Self {
+        WorkerSettings {
+            batch_size: 100,
+            max_in_flight: options.concurrency,
+            per_endpoint: options.endpoint_concurrency,
+            lease: Duration::from_millis(options.lease_ms),
+            retry: RetryPolicy {
+                max_retries: options.retry_max,
+                base: Duration::from_millis(options.retry_base_ms),
+            },
+            poll_interval: Duration::from_millis(options.poll_interval_ms.max(1)),
+            shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
+            disable_policy: DisablePolicy {
+                after: TimeDelta::hours(i64::from(options.disable_after_hours)),
+                min_failures: i64::from(options.disable_min_failures),
+            },
+        }
+    }
+}
+
+pub struct Worker {
+    queue: Arc<Queue>,
+    settings: WorkerSettings,
+    admission: Arc<Admission>,
+    holdings: Arc<Holdings>,
+    attempts: Arc<Attempts>,
+    inbox: UnboundedReceiver<ClaimedDelivery>,
+    handover: Handover,
+}
+
+/// When the worker reads the queue next. It reads only when the queue may hold work for it:
+/// at start, when woken, when the next due time (or the poll interval) comes, and after an
+/// attempt ends while due work was left behind for lack of room. Handed-over claims need no
+/// read.
+struct Reading {
+    now: bool,
+    left_behind: bool,
+    next: tokio::time::Instant,
+    failures: u32,
+}
+
+impl Reading {
+    fn attempt_ended(&mut self) {
+        self.now |= self.left_behind;
+    }
+}
+
+/// What one read of the queue found.
+enum Claimed {
+    /// As many as asked for: more may be due.
+    Full,
+    Partial,
+}
+
+impl Worker {
+    pub fn new(queue: Arc<Queue>, client: DeliveryClient, settings: WorkerSettings) -> Self {
+        let admission = Admission::new(settings.max_in_flight, settings.per_endpoint);
+        let holdings = Arc::new(Holdings::default());
+        let (handover, inbox) = handover();
+        let attempts = Arc::new(Attempts {
+            queue: queue.clone(),
+            holdings: holdings.clone(),
+            client,
+            retry: settings.retry,
+            disable_policy: settings.disable_policy,
+            lease: settings.lease,
+            clock: Clock,
+            jitter: rand::random::<f64>,
+        });
+        Self {
+            queue,
+            settings,
+            admission,
+            holdings,
+            attempts,
+            inbox,
+            handover,
+        }
+    }
+
+    /// What a publisher needs to hand this worker fresh deliveries: its admission (to see
+    /// whether it has room) and its inbox.
+    pub fn handover(&self) -> (Arc<Admission>, Handover) {
+        (self.admission.clone(), self.handover.clone())
+    }
+
+    /// Runs until `shutdown`, then lets attempts finish within the grace period and releases
+    /// every claim it still holds.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let listener = self.queue.listen(shutdown.clone());
+        let (outcomes, finished) = unbounded_channel();
+        let recorder = tokio::spawn(recorder::record_outcomes(
+            self.queue.clone(),
+            self.holdings.clone(),
+            finished,
+        ));
+        let mut attempts = JoinSet::new();
+        let mut refused = Vec::new();
+        let mut reading = Reading {
+            now: true,
+            left_behind: false,
+            next: tokio::time::Instant::now(),
+            failures: 0,
+        };
+        while !shutdown.is_cancelled() {
+            while attempts.try_join_next().is_some() {
+                reading.attempt_ended();
+            }
+            while let Ok(claim) = self.inbox.try_recv() {
+                refused.extend(self.start(claim, &mut attempts, &outcomes));
+            }
+            if !refused.is_empty() {
+                self.give_back(&mut refused).await;
+                reading.left_behind = true;
+            }
+            if reading.now {
+                match self.read_queue(&mut attempts, &outcomes).await {
+                    Ok(Claimed::Full) => {
+                        reading.failures = 0;
+                        continue;
+                    }
+                    Ok(Claimed::Partial) => reading.failures = 0,
+                    Err(error) => {
+                        reading.failures += 1;
+                        let backoff =
+                            Duration::from_millis(100 * 2u64.pow(reading.failures.min(6)));
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => continue,
+                        }
+                    }
+                }
+                let (wait, due_now) = self.idle_wait().await;
+                reading.left_behind = due_now;
+                reading.next = tokio::time::Instant::now() + wait;
+                reading.now = false;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.queue.woken() => reading.now = true,
+                () = tokio::time::sleep_until(reading.next) => reading.now = true,
+                Some(claim) = self.inbox.recv() => {
+                    refused.extend(self.start(claim, &mut attempts, &outcomes));
+                }
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => reading.attempt_ended(),
+            }
+        }
+        self.give_back(&mut refused).await;
+        // Claims handed over but not started are released with the rest.
+        self.inbox.close();
+        while let Ok(claim) = self.inbox.try_recv() {
+            self.holdings.hold(&claim);
+        }
+        self.drain(attempts, outcomes, recorder).await;
+        let _ = listener.await;
+    }
+
+    /// Claims as many deliveries as there is room for and starts an attempt for each.
+    async fn read_queue(
+        &self,
+        attempts: &mut JoinSet<()>,
+        outcomes: &UnboundedSender<AttemptRecord>,
+    ) -> Result<Claimed, StoreError> {
+        let wanted = u32::try_from(self.admission.room())
+            .unwrap_or(u32::MAX)
+            .min(self.settings.batch_size);
+        if wanted == 0 {
+            return Ok(Claimed::Partial);
+        }
+        let claims = self
+            .queue
+            .claim(
+                wanted,
+                self.admission.claims_per_endpoint(),
+                &self.admission.busy_endpoints(),
+            )
+            .await?;
+        let full = claims.len() == wanted as usize;
+        let mut refused = Vec::new();
+        for claim in claims {
+            refused.extend(self.start(claim, attempts, outcomes));
+        }
+        self.give_back(&mut refused).await;
+        Ok(if full {
+            Claimed::Full
+        } else {
+            Claimed::Partial
+        })
+    }
+
+    /// Starts the attempt of a claim, or refuses it (to go back to the queue) when admission
+    /// says its endpoint already holds as many claims as it may.
+    fn start(
+        &self,
+        claim: ClaimedDelivery,
+        attempts: &mut JoinSet<()>,
+        outcomes: &UnboundedSender<AttemptRecord>,
+    ) -> Option<(DeliveryId, Uuid)> {
+        let Some(ticket) = self.admission.admit(claim.webhook_id) else {
+            return Some((claim.id, claim.lease_token));
+        };
+        self.holdings.hold(&claim);
+        let span = tracing::info_span!(
+            "attempt",
+            delivery_id = %claim.id,
+            webhook_id = %claim.webhook_id,
+            project_id = %claim.project_id,
+            attempt = claim.attempt_number,
+        );
+        let (shared, outcomes) = (self.attempts.clone(), outcomes.clone());
+        attempts.spawn(async move { shared.run(claim, ticket, outcomes).await }.instrument(span));
+        None
+    }
+
+    /// Puts refused claims back in the queue, due now; a busy endpoint is left out of claims
+    /// until it has room again.
+    async fn give_back(&self, refused: &mut Vec<(DeliveryId, Uuid)>) {
+        if let Err(error) = self.queue.release(refused).await {
+            tracing::warn!(%error, "cannot give claims back; they are retried when their leases end");
+        }
+        refused.clear();
+    }
+
+    /// How long to wait before reading the queue again unprompted (until the next due
+    /// delivery, at most the poll interval), and whether due work is waiting that we had no
+    /// room for: it belongs to busy endpoints, and a finishing attempt may make room.
+    async fn idle_wait(&self) -> (Duration, bool) {
+        let poll = self.settings.poll_interval;
+        match self.queue.next_due_in().await {
+            Ok(Some(until)) if until.is_zero() => (poll, true),
+            Ok(Some(until)) => (until.min(poll), false),
+            Ok(None) => (poll, false),
+            Err(_) => (poll, true),
+        }
+    }
+
+    async fn drain(
+        &self,
+        mut attempts: JoinSet<()>,
+        outcomes: UnboundedSender<AttemptRecord>,
+        recorder: tokio::task::JoinHandle<()>,
+    ) {
+        let in_flight = attempts.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "letting attempts in flight finish");
+        }
+        let finished = tokio::time::timeout(self.settings.shutdown_grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                unfinished = attempts.len(),
+                "grace period over; abandoning attempts (their deliveries are retried later)"
+            );
+            attempts.abort_all();
+            while attempts.join_next().await.is_some() {}
+        }
+        // Every attempt has ended and dropped its sender: the recorder writes what is left.
+        drop(outcomes);
+        let _ = recorder.await;
+        let held = self.holdings.take_all();
+        if held.is_empty() {
+            return;
+        }
+        match self.queue.release(&held).await {
+            Ok(()) => tracing::info!(released = held.len(), "released unfinished claims"),
+            Err(error) => {
+                tracing::warn!(%error, "could not release claims; their leases will expire")
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The outcome recorder: writes finished attempts in batches, whatever finished while the
+//! previous batch was being written going into the next one, so a busy worker writes fewer,
+//! larger batches and an idle one writes each outcome at once.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::delivery::queue::{Holdings, Queue};
+use crate::store::{AttemptRecord, Recorded};
+
+/// Most attempt outcomes written by one transaction.
+const RECORD_BATCH: usize = 512;
+
+pub(super) async fn record_outcomes(
+    queue: Arc<Queue>,
+    holdings: Arc<Holdings>,
+    mut finished: UnboundedReceiver<AttemptRecord>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        match queue.record(&batch).await {
+            Ok(outcomes) => {
+                for (record, outcome) in batch.iter().zip(outcomes) {
+                    log_outcome(record, outcome);
+                }
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                attempts = batch.len(),
+                "cannot record attempts; their deliveries are tried again when their leases end"
+            ),
+        }
+        for record in batch.drain(..) {
+            holdings.let_go(record.delivery_id, record.lease_token);
+        }
+    }
+}
+
+fn log_outcome(record: &AttemptRecord, outcome: Recorded) {
+    match outcome {
+        Recorded::Recorded => {}
+        Recorded::Disabled(reason) => tracing::warn!(
+            webhook_id = %record.webhook_id,
+            %reason,
+            "webhook disabled; its pending deliveries are cancelled"
+        ),
+        Recorded::Stale => tracing::info!(
+            delivery_id = %record.delivery_id,
+            "the delivery changed hands meanwhile; outcome not recorded"
+        ),
+    }
+}

@@ -1,0 +1,220 @@
+//! Checking a webhook's create and update body: every field at once, and the registration-time
+//! lookup that refuses a host resolving to a non-public address.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, forbidden_reason};
+use crate::http::AppState;
+use crate::http::errors::ApiError;
+use crate::http::extract::present;
+
+#[derive(Deserialize)]
+pub struct WebhookInput {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    events: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    filters: Option<Value>,
+    /// Only on PATCH: `true` re-enables a webhook that endpoint health disabled.
+    #[serde(default, deserialize_with = "present")]
+    enabled: Option<Value>,
+}
+
+/// What an update asks to change, for the audit log.
+pub(super) fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
+    let mut requested = serde_json::Map::new();
+    if let Some(url) = &checked.url {
+        requested.insert("url".into(), json!(url.as_str()));
+    }
+    if let Some(events) = &checked.events {
+        requested.insert("events".into(), json!(events.to_strings()));
+    }
+    if let Some(filters) = &checked.filters {
+        let filters: BTreeMap<_, _> = filters.to_pairs().into_iter().collect();
+        requested.insert("filters".into(), json!(filters));
+    }
+    if input.enabled.is_some() {
+        requested.insert("enabled".into(), json!(true));
+    }
+    requested.into()
+}
+
+/// The validated parts of a `WebhookInput`; absent fields stay `None`.
+pub(super) struct CheckedInput {
+    pub url: Option<EndpointUrl>,
+    pub events: Option<EventTypes>,
+    pub filters: Option<Filters>,
+}
+
+/// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
+type FieldCheck<T> = Result<Option<T>, String>;
+
+fn check_enabled(enabled: Option<&Value>, partial: bool) -> Result<(), String> {
+    match (enabled, partial) {
+        (None, _) | (Some(Value::Bool(true)), true) => Ok(()),
+        (Some(_), true) => Err(
+            "can only be true, to re-enable a disabled webhook; delete a webhook to stop it".into(),
+        ),
+        (Some(_), false) => Err("is only accepted when updating a webhook".into()),
+    }
+}
+
+async fn check_url(
+    state: &AppState,
+    url: Option<&Value>,
+    partial: bool,
+) -> FieldCheck<EndpointUrl> {
+    let url = match url {
+        None if !partial => return Err("is required".into()),
+        None => return Ok(None),
+        Some(Value::String(raw)) => EndpointUrl::parse(raw, state.settings.url_policy)?,
+        Some(_) => return Err("must be a string".into()),
+    };
+    resolve_check(state, &url).await?;
+    Ok(Some(url))
+}
+
+fn check_events(events: Option<&Value>, partial: bool) -> FieldCheck<EventTypes> {
+    const SHAPE: &str = "must be an array of event type strings";
+    match events {
+        None if !partial => Err("is required".into()),
+        None => Ok(None),
+        Some(Value::Array(items)) => {
+            let names: Vec<&str> = items
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .ok_or(SHAPE)?;
+            EventTypes::parse(&names).map(Some)
+        }
+        Some(_) => Err(SHAPE.into()),
+    }
+}
+
+fn check_filters(filters: Option<&Value>) -> FieldCheck<Filters> {
+    match filters {
+        None => Ok(None),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(key, value)| value.as_str().map(|v| (key.as_str(), v)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "values must be strings of comma-separated accepted values".to_owned())
+            .and_then(Filters::parse)
+            .map(Some),
+        Some(_) => Err("must be an object mapping data keys to accepted values".into()),
+    }
+}
+
+/// Keeps a field's value, or records why it was refused.
+fn keep<T>(field: &str, checked: FieldCheck<T>, errors: &mut Vec<FieldError>) -> Option<T> {
+    checked.unwrap_or_else(|message| {
+        errors.push(FieldError::new(field, message));
+        None
+    })
+}
+
+/// Checks every field of a create (`partial == false`) or update body, reporting all at once.
+pub(super) async fn check_input(
+    state: &AppState,
+    input: &WebhookInput,
+    partial: bool,
+) -> Result<CheckedInput, ApiError> {
+    let mut errors = Vec::new();
+    let changes_nothing = input.url.is_none()
+        && input.events.is_none()
+        && input.filters.is_none()
+        && input.enabled.is_none();
+    if partial && changes_nothing {
+        errors.push(FieldError::new(
+            "body",
+            "give url, events, filters or enabled to change",
+        ));
+    }
+    if let Err(message) = check_enabled(input.enabled.as_ref(), partial) {
+        errors.push(FieldError::new("enabled", message));
+    }
+    let url = check_url(state, input.url.as_ref(), partial).await;
+    let checked = CheckedInput {
+        url: keep("url", url, &mut errors),
+        events: keep(
+            "events",
+            check_events(input.events.as_ref(), partial),
+            &mut errors,
+        ),
+        filters: keep(
+            "filters",
+            check_filters(input.filters.as_ref()),
+            &mut errors,
+        ),
+    };
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+async fn resolve_check(state: &AppState, url: &EndpointUrl) -> Result<(), String> {
+    match url.domain() {
+        Some(host) if !state.settings.url_policy.allow_private => {
+            refuse_private_resolution(host, url.port_or_default()).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Resolution is a best-effort early warning at registration; it must not stall the request.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Refuses a host name that resolves to a loopback, private, link-local or similar address.
+/// A name that does not resolve (yet) is accepted: the same check runs again at send time.
+async fn refuse_private_resolution(host: &str, port: u16) -> Result<(), String> {
+    let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, port))).await;
+    match lookup {
+        Ok(Ok(addresses)) => judge_resolution(host, addresses.map(|a| a.ip())),
+        _ => Ok(()),
+    }
+}
+
+fn judge_resolution(host: &str, addresses: impl IntoIterator<Item = IpAddr>) -> Result<(), String> {
+    for ip in addresses {
+        if let Some(reason) = forbidden_reason(ip) {
+            return Err(format!(
+                "must point at a public host; {host} resolves to {ip}, a {reason} address"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn localhost_by_name_is_refused() {
+        let error = refuse_private_resolution("localhost", 443)
+            .await
+            .unwrap_err();
+        assert!(error.contains("loopback"), "{error}");
+    }
+
+    #[test]
+    fn one_private_address_among_public_ones_refuses_the_name() {
+        let public: IpAddr = "93.184.215.14".parse().unwrap();
+        let private: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(judge_resolution("hooks.test", [public]), Ok(()));
+        assert_eq!(judge_resolution("hooks.test", []), Ok(()));
+        let error = judge_resolution("hooks.test", [public, private]).unwrap_err();
+        assert!(
+            error.contains("10.1.2.3") && error.contains("private"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
+
+mod input;
+mod views;
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::TimeDelta;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
+use super::errors::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
+use super::wire::Envelope;
+use crate::domain::{FieldError, WebhookId, WebhookSecret};
+use crate::store::{NewWebhook, SecretRotation, WebhookChanges};
+pub use input::WebhookInput;
+use input::{check_input, requested};
+pub use views::{CreatedWebhook, Deleted, RotatedSecret, WebhookDetails, WebhookList, WebhookView};
+
+#[derive(Deserialize)]
+pub struct WebhookPath {
+    #[serde(rename = "webhookId")]
+    pub webhook_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    #[serde(default)]
+    include_inactive: bool,
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id))]
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiJson(input): ApiJson<WebhookInput>,
+) -> Result<(StatusCode, Json<Envelope<CreatedWebhook>>), ApiError> {
+    let checked = check_input(&state, &input, false).await?;
+    let (Some(url), Some(events)) = (checked.url, checked.events) else {
+        return Err(ApiError::Internal(
+            "validated input lost a required field".into(),
+        ));
+    };
+    let now = state.clock.now();
+    let new = NewWebhook {
+        id: WebhookId::generate(),
+        url,
+        events,
+        filters: checked.filters.unwrap_or_default(),
+        secret: WebhookSecret::generate(),
+        created_at: now,
+    };
+    let limit = state.settings.max_webhooks_per_project;
+    let changes = json!({
+        "url": new.url.as_str(),
+        "events": new.events.to_strings(),
+        "filters": new.filters.to_pairs().into_iter().collect::<BTreeMap<_, _>>(),
+    });
+    let audit = auth.audit("webhook.created", new.id, changes, now);
+    let webhook = state
+        .store
+        .create_webhook(auth.project_id, new, limit, audit)
+        .await?;
+    tracing::info!(webhook_id = %webhook.id, "webhook created");
+    let created = CreatedWebhook {
+        webhook: (&webhook).into(),
+        secret: webhook.secret.expose().to_owned(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(Envelope::new(created, auth.project_id, now)),
+    ))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id))]
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Envelope<WebhookList>>, ApiError> {
+    let webhooks = state
+        .store
+        .list_webhooks(auth.project_id, query.include_inactive)
+        .await?;
+    let list = WebhookList {
+        webhooks: webhooks.iter().map(WebhookView::from).collect(),
+    };
+    Ok(Json(Envelope::new(
+        list,
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksRead>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
+    let webhook = state
+        .store
+        .get_webhook(auth.project_id, path.webhook_id.into())
+        .await?;
+    Ok(Json(Envelope::new(
+        (&webhook).into(),
+        auth.project_id,
+        state.clock.now(),
+    )))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn update_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    ApiJson(input): ApiJson<WebhookInput>,
+) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
+    let checked = check_input(&state, &input, true).await?;
+    let now = state.clock.now();
+    let audit = auth.audit(
+        "webhook.updated",
+        path.webhook_id,
+        requested(&checked, &input),
+        now,
+    );
+    let changes = WebhookChanges {
+        url: checked.url,
+        events: checked.events,
+        filters: checked.filters,
+        updated_at: now,
+    };
+    let webhook = state
+        .store
+        .update_webhook(auth.project_id, path.webhook_id.into(), changes, audit)
+        .await?;
+    tracing::info!("webhook updated");
+    Ok(Json(Envelope::new((&webhook).into(), auth.project_id, now)))
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Deleted>, ApiError> {
+    state
+        .store
+        .delete_webhook(
+            auth.project_id,
+            path.webhook_id.into(),
+            auth.audit(
+                "webhook.deleted",
+                path.webhook_id,
+                json!({}),
+                state.clock.now(),
+            ),
+        )
+        .await?;
+    tracing::info!("webhook deleted");
+    Ok(Json(Deleted { deleted: true }))
+}
+
+/// The optional rotate body: how long the old secret keeps signing beside the new one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateInput {
+    #[serde(default, deserialize_with = "present")]
+    grace_seconds: Option<Value>,
+}
+
+/// The longest grace period a rotation may ask for: one week.
+const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+fn grace(input: Option<RotateInput>) -> Result<Option<TimeDelta>, ApiError> {
+    let Some(value) = input.and_then(|i| i.grace_seconds) else {
+        return Ok(None);
+    };
+    match value.as_u64() {
+        Some(0) => Ok(None),
+        Some(seconds) if seconds <= MAX_GRACE_SECONDS => {
+            Ok(Some(TimeDelta::seconds(seconds as i64)))
+        }
+        _ => Err(ApiError::Validation(vec![FieldError::new(
+            "graceSeconds",
+            format!("must be a whole number of seconds from 0 to {MAX_GRACE_SECONDS}"),
+        )])),
+    }
+}
+
+#[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    auth: Authorized<WebhooksWrite>,
+    ApiPath(path): ApiPath<WebhookPath>,
+    OptionalApiJson(input): OptionalApiJson<RotateInput>,
+) -> Result<Json<Envelope<RotatedSecret>>, ApiError> {
+    let grace = grace(input)?;
+    let secret = WebhookSecret::generate();
+    let now = state.clock.now();
+    let rotation = SecretRotation {
+        secret: secret.clone(),
+        previous_valid_until: grace.map(|g| now + g),
+        at: now,
+    };
+    state
+        .store
+        .rotate_webhook_secret(
+            auth.project_id,
+            path.webhook_id.into(),
+            rotation,
+            auth.audit(
+                "webhook.secret_rotated",
+                path.webhook_id,
+                json!({ "graceSeconds": grace.map_or(0, |g| g.num_seconds()) }),
+                now,
+            ),
+        )
+        .await?;
+    tracing::info!(
+        grace_seconds = grace.map(|g| g.num_seconds()),
+        "webhook secret rotated"
+    );
+    let rotated = RotatedSecret {
+        secret: secret.expose().to_owned(),
+    };
+    Ok(Json(Envelope::new(rotated, auth.project_id, now)))
+}

@@ -1,0 +1,109 @@
+//! The webhook resource's wire types: what create, list, get, update and rotate answer.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::http::wire::ApiTime;
+use crate::store::{Webhook, WebhookStats};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    id: String,
+    url: String,
+    events: Vec<&'static str>,
+    is_active: bool,
+    created_at: ApiTime,
+    updated_at: ApiTime,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            id: webhook.id.to_string(),
+            url: webhook.url.clone(),
+            events: webhook.events.iter().map(|e| e.as_str()).collect(),
+            is_active: webhook.is_active,
+            created_at: ApiTime(webhook.created_at),
+            updated_at: ApiTime(webhook.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub(super) webhook: WebhookView,
+    pub(super) secret: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDetails {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    filters: BTreeMap<String, String>,
+    deleted_at: Option<ApiTime>,
+    disabled_at: Option<ApiTime>,
+    disabled_reason: Option<String>,
+    last_modified_by: Option<String>,
+    last_modified_via: Option<String>,
+    secret_preview: String,
+    stats: StatsView,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    total_deliveries: i64,
+    successful_deliveries: i64,
+    failed_deliveries: i64,
+    last_success_at: Option<ApiTime>,
+    last_failure_at: Option<ApiTime>,
+    consecutive_failures: i64,
+}
+
+impl From<&WebhookStats> for StatsView {
+    fn from(stats: &WebhookStats) -> Self {
+        Self {
+            total_deliveries: stats.total_deliveries,
+            successful_deliveries: stats.successful_deliveries,
+            failed_deliveries: stats.failed_deliveries,
+            last_success_at: stats.last_success_at.map(ApiTime),
+            last_failure_at: stats.last_failure_at.map(ApiTime),
+            consecutive_failures: stats.consecutive_failures,
+        }
+    }
+}
+
+impl From<&Webhook> for WebhookDetails {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            webhook: webhook.into(),
+            filters: webhook.filters.to_pairs().into_iter().collect(),
+            deleted_at: webhook.deleted_at.map(ApiTime),
+            disabled_at: webhook.disabled.as_ref().map(|d| ApiTime(d.at)),
+            disabled_reason: webhook.disabled.as_ref().map(|d| d.reason.clone()),
+            last_modified_by: webhook.last_modified_by.clone(),
+            last_modified_via: webhook.last_modified_via.clone(),
+            secret_preview: webhook.secret.preview(),
+            stats: (&webhook.stats).into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct WebhookList {
+    pub(super) webhooks: Vec<WebhookView>,
+}
+
+#[derive(Serialize)]
+pub struct Deleted {
+    pub(super) deleted: bool,
+}
+
+#[derive(Serialize)]
+pub struct RotatedSecret {
+    pub(super) secret: String,
+}

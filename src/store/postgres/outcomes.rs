@@ -1,0 +1,260 @@
+//! Recording attempt outcomes on Postgres: one transaction of a fixed number of statements per
+//! batch, with each webhook's stats and the disable decision folded attempt by attempt.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::PostgresStore;
+use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
+use crate::store::records::{RunRow, recorded_outcomes, runs_before, storable};
+use crate::store::{AttemptRecord, Recorded, StoreResult};
+
+fn clamp_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// A batch of attempt outcomes as the delivery update's `unnest` columns.
+#[derive(Default)]
+struct DeliveryColumns {
+    ids: Vec<Uuid>,
+    tokens: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    next_attempt_at: Vec<Option<DateTime<Utc>>>,
+    response_status: Vec<Option<i32>>,
+    errors: Vec<Option<String>>,
+    finished_at: Vec<DateTime<Utc>>,
+}
+
+impl DeliveryColumns {
+    fn push(&mut self, record: &AttemptRecord) {
+        let (status, next_attempt_at) = record.result.next_state();
+        self.ids.push(record.delivery_id.as_uuid());
+        self.tokens.push(record.lease_token);
+        self.statuses.push(status.as_str());
+        self.next_attempt_at.push(next_attempt_at);
+        self.response_status
+            .push(record.response_status.map(i32::from));
+        self.errors.push(storable(&record.error));
+        self.finished_at.push(record.finished_at);
+    }
+}
+
+/// A batch of attempts as the attempt log insert's `unnest` columns.
+#[derive(Default)]
+struct AttemptColumns {
+    ids: Vec<Uuid>,
+    numbers: Vec<i32>,
+    started_at: Vec<DateTime<Utc>>,
+    duration_ms: Vec<i32>,
+    response_status: Vec<Option<i32>>,
+    response_body: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+}
+
+impl AttemptColumns {
+    fn push(&mut self, record: &AttemptRecord) {
+        self.ids.push(record.delivery_id.as_uuid());
+        self.numbers.push(clamp_i32(record.attempt_number));
+        self.started_at.push(record.started_at);
+        self.duration_ms.push(clamp_i32(record.duration_ms));
+        self.response_status
+            .push(record.response_status.map(i32::from));
+        self.response_body.push(storable(&record.response_body));
+        self.error.push(storable(&record.error));
+    }
+}
+
+/// Per-webhook changes of a batch as the stats update's `unnest` columns.
+#[derive(Default)]
+struct StatsColumns {
+    ids: Vec<Uuid>,
+    total: Vec<i64>,
+    succeeded: Vec<i64>,
+    last_success_at: Vec<Option<DateTime<Utc>>>,
+    last_failure_at: Vec<Option<DateTime<Utc>>>,
+    consecutive: Vec<i64>,
+    failing_since: Vec<Option<DateTime<Utc>>>,
+}
+
+impl StatsColumns {
+    fn push(&mut self, tally: &WebhookTally) {
+        self.ids.push(tally.webhook_id.as_uuid());
+        self.total.push(tally.total);
+        self.succeeded.push(tally.succeeded);
+        self.last_success_at.push(tally.last_success_at);
+        self.last_failure_at.push(tally.last_failure_at);
+        self.consecutive.push(tally.run.consecutive);
+        self.failing_since.push(tally.run.since);
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn record_outcomes(
+        &self,
+        records: &[AttemptRecord],
+    ) -> StoreResult<Vec<Recorded>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        // Webhook rows are locked first and in id order, so concurrent batches and deletes queue
+        // instead of deadlocking; the lock leaves publishing (a key share) alone.
+        let mut webhook_ids: Vec<Uuid> = records.iter().map(|r| r.webhook_id.as_uuid()).collect();
+        webhook_ids.sort_unstable();
+        webhook_ids.dedup();
+        let runs: Vec<RunRow> = sqlx::query_as(
+            "select id, consecutive_failures, failing_since from webhooks \
+             where id = any($1) order by id for no key update",
+        )
+        .bind(&webhook_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let runs_before = runs_before(runs);
+
+        let held = Self::update_deliveries(&mut tx, records).await?;
+        let kept: Vec<&AttemptRecord> = records
+            .iter()
+            .filter(|r| held.contains(&r.delivery_id))
+            .collect();
+        if kept.is_empty() {
+            tx.rollback().await?;
+            return Ok(recorded_outcomes(records, &held, &[]));
+        }
+        Self::insert_attempts(&mut tx, &kept).await?;
+        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
+        Self::update_stats(&mut tx, &tallies).await?;
+        for tally in &tallies {
+            if let Some(disable) = &tally.disable {
+                Self::disable_webhook(&mut tx, tally.webhook_id, &disable.reason, disable.at)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(recorded_outcomes(records, &held, &tallies))
+    }
+
+    /// Writes each delivery's new state where its lease still holds; returns those deliveries.
+    async fn update_deliveries(
+        tx: &mut Transaction<'_, Postgres>,
+        records: &[AttemptRecord],
+    ) -> StoreResult<HashSet<DeliveryId>> {
+        let mut columns = DeliveryColumns::default();
+        for record in records {
+            columns.push(record);
+        }
+        let held: Vec<(Uuid,)> = sqlx::query_as(
+            "update deliveries d set status = t.status, attempt_count = d.attempt_count + 1, \
+             next_attempt_at = t.next_attempt_at, lease_until = null, lease_token = null, \
+             last_response_status = t.response_status, last_error = t.error, \
+             updated_at = t.finished_at \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], \
+                         $6::text[], $7::timestamptz[]) \
+                  as t(id, token, status, next_attempt_at, response_status, error, finished_at) \
+             where d.id = t.id and d.lease_token = t.token and d.status = 'pending' \
+             returning d.id",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.tokens)
+        .bind(&columns.statuses)
+        .bind(&columns.next_attempt_at)
+        .bind(&columns.response_status)
+        .bind(&columns.errors)
+        .bind(&columns.finished_at)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(held.into_iter().map(|(id,)| id.into()).collect())
+    }
+
+    async fn insert_attempts(
+        tx: &mut Transaction<'_, Postgres>,
+        kept: &[&AttemptRecord],
+    ) -> StoreResult<()> {
+        let mut attempts = AttemptColumns::default();
+        for record in kept {
+            attempts.push(record);
+        }
+        sqlx::query(
+            "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
+             response_status, response_body, error) \
+             select * from unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
+                                  $5::int4[], $6::text[], $7::text[])",
+        )
+        .bind(&attempts.ids)
+        .bind(&attempts.numbers)
+        .bind(&attempts.started_at)
+        .bind(&attempts.duration_ms)
+        .bind(&attempts.response_status)
+        .bind(&attempts.response_body)
+        .bind(&attempts.error)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_stats(
+        tx: &mut Transaction<'_, Postgres>,
+        tallies: &[WebhookTally],
+    ) -> StoreResult<()> {
+        let mut stats = StatsColumns::default();
+        for tally in tallies {
+            stats.push(tally);
+        }
+        sqlx::query(
+            "update webhooks w set total_deliveries = w.total_deliveries + t.total, \
+             successful_deliveries = w.successful_deliveries + t.succeeded, \
+             failed_deliveries = w.failed_deliveries + t.total - t.succeeded, \
+             last_success_at = coalesce(t.last_success_at, w.last_success_at), \
+             last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
+             consecutive_failures = t.consecutive, failing_since = t.failing_since \
+             from unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], \
+                         $5::timestamptz[], $6::int8[], $7::timestamptz[]) \
+                  as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
+                       failing_since) \
+             where w.id = t.id",
+        )
+        .bind(&stats.ids)
+        .bind(&stats.total)
+        .bind(&stats.succeeded)
+        .bind(&stats.last_success_at)
+        .bind(&stats.last_failure_at)
+        .bind(&stats.consecutive)
+        .bind(&stats.failing_since)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Stops deliveries to a failing endpoint: marks it disabled and cancels what is pending.
+    async fn disable_webhook(
+        tx: &mut Transaction<'_, Postgres>,
+        webhook: WebhookId,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "update webhooks set disabled_at = $2, disabled_reason = $3 \
+             where id = $1 and disabled_at is null",
+        )
+        .bind(webhook.as_uuid())
+        .bind(now)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "update deliveries set status = 'cancelled', next_attempt_at = null, \
+             lease_until = null, lease_token = null, last_error = $3, updated_at = $2 \
+             where webhook_id = $1 and status = 'pending'",
+        )
+        .bind(webhook.as_uuid())
+        .bind(now)
+        .bind(format!(
+            "cancelled: the endpoint was disabled because {reason}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}

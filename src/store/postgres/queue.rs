@@ -1,0 +1,155 @@
+//! The delivery queue on Postgres: `for update skip locked` leases let several instances share
+//! it, and LISTEN wakes a worker when another instance queues work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{PostgresStore, WORK_CHANNEL};
+use crate::domain::{DeliveryId, WebhookId};
+use crate::store::records::ClaimRow;
+use crate::store::{
+    AttemptRecord, ClaimedDelivery, QueueStore, Recorded, StoreResult, WebhookTarget,
+};
+
+#[async_trait]
+impl QueueStore for PostgresStore {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        per_webhook: u32,
+        exclude: &[WebhookId],
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let token = Uuid::new_v4();
+        let excluded: Vec<Uuid> = exclude.iter().map(|w| w.as_uuid()).collect();
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "update deliveries d set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
+             from (select id from \
+                     (select id, row_number() over (partition by webhook_id \
+                                                    order by next_attempt_at) as nth \
+                      from (select id, webhook_id, next_attempt_at from deliveries \
+                            where status = 'pending' and next_attempt_at <= $1 \
+                            and not (webhook_id = any($5)) order by next_attempt_at \
+                            limit $4 for update skip locked) as oldest) as ranked \
+                   where nth <= $6) c, events e, webhooks w \
+             where d.id = c.id and e.id = d.event_id and w.id = d.webhook_id \
+             returning d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
+                       w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
+                       then w.previous_secret end as previous_secret",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(token)
+        .bind(i64::from(limit))
+        .bind(&excluded)
+        .bind(i64::from(per_webhook))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| row.into_claim(&self.cipher, token))
+            .collect()
+    }
+
+    async fn renew_claim(
+        &self,
+        id: DeliveryId,
+        lease_token: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<WebhookTarget>> {
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "update deliveries d set lease_until = $3, next_attempt_at = $3 from webhooks w \
+             where d.id = $1 and d.lease_token = $2 and d.status = 'pending' \
+             and w.id = d.webhook_id and w.is_active returning w.url, w.secret, \
+             case when w.previous_secret_until > $4 then w.previous_secret end",
+        )
+        .bind(id.as_uuid())
+        .bind(lease_token)
+        .bind(lease_until)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(url, secret, previous)| {
+            WebhookTarget::opened(&self.cipher, url, &secret, previous.as_deref())
+        })
+        .transpose()
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        self.record_outcomes(records).await
+    }
+
+    async fn release_claims(
+        &self,
+        claims: &[(DeliveryId, Uuid)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| id.as_uuid()).collect();
+        let tokens: Vec<Uuid> = claims.iter().map(|(_, token)| *token).collect();
+        sqlx::query(
+            "update deliveries d set next_attempt_at = $3, lease_until = null, lease_token = null \
+             from unnest($1::uuid[], $2::uuid[]) as t(id, token) \
+             where d.id = t.id and d.lease_token = t.token and d.status = 'pending'",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let (next,): (Option<DateTime<Utc>>,) =
+            sqlx::query_as("select min(next_attempt_at) from deliveries where status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(next)
+    }
+
+    async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let mut retry_in = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen(WORK_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match listener.await {
+                Ok(mut listener) => {
+                    retry_in = Duration::from_millis(100);
+                    // Work may have been queued while we were not listening.
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            received = listener.recv() => match received {
+                                Ok(_) => wake.notify_one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for new deliveries; polling meanwhile");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(retry_in) => {}
+                    }
+                    retry_in = (retry_in * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

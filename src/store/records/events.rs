@@ -1,0 +1,272 @@
+//! Published events on their way into the queue: what the store takes, what it answers, and
+//! the delivery rows one accepted event becomes.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::queue::{ClaimRow, ClaimedDelivery};
+use crate::domain::{
+    AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId, plan_fanout,
+};
+use crate::store::cipher::SecretCipher;
+use crate::store::decode::Int;
+use crate::store::{StoreResult, records::filters_from_json};
+
+/// Who receives an accepted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventTarget {
+    /// Every active webhook of the project subscribed to the type whose filters match.
+    Subscribers,
+    /// One active webhook, whatever its subscriptions (test events).
+    Webhook(WebhookId),
+}
+
+pub struct NewEvent {
+    pub id: EventId,
+    pub project_id: ProjectId,
+    pub event_type: String,
+    /// The exact body every attempt sends and signs.
+    pub payload: String,
+    /// The event's `data`, for matching webhook filters.
+    pub data: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub target: EventTarget,
+    /// Recorded for events a person sends (test events); published events are not changes.
+    pub audit: Option<AuditEntry>,
+}
+
+impl NewEvent {
+    /// Published to subscribers without an idempotency key or an audit entry: such events can
+    /// share a transaction with others.
+    pub fn batchable(&self) -> bool {
+        self.idempotency_key.is_none()
+            && self.audit.is_none()
+            && matches!(self.target, EventTarget::Subscribers)
+    }
+
+    pub(crate) fn published(&self) -> Published<'_> {
+        Published {
+            project: self.project_id,
+            event_type: &self.event_type,
+            data: &self.data,
+        }
+    }
+}
+
+/// A claim on deliveries: who holds them (the token) and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub token: Uuid,
+    pub until: DateTime<Utc>,
+}
+
+/// An event to accept, and the lease its deliveries are written under when the accepting
+/// instance will send them itself.
+pub struct Accepting {
+    pub event: NewEvent,
+    pub lease: Option<Lease>,
+}
+
+/// The answer for an accepted event.
+#[derive(Debug, Clone)]
+pub struct AcceptedEvent {
+    pub id: EventId,
+    pub event_type: String,
+    pub delivery_ids: Vec<DeliveryId>,
+    /// True when an earlier event with the same idempotency key answered instead.
+    pub replayed: bool,
+}
+
+/// An accepted event, and its new deliveries as claims when it was accepted under a lease.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub event: AcceptedEvent,
+    pub claims: Vec<ClaimedDelivery>,
+}
+
+impl Accepted {
+    /// An earlier event that answers for a repeated idempotency key.
+    pub(crate) fn replayed(id: Uuid, event_type: String, delivery_ids: Vec<Uuid>) -> Self {
+        Self {
+            event: AcceptedEvent {
+                id: id.into(),
+                event_type,
+                delivery_ids: delivery_ids.into_iter().map(DeliveryId::from).collect(),
+                replayed: true,
+            },
+            claims: Vec::new(),
+        }
+    }
+
+    /// The event with only these of its deliveries, the others having lost their webhook
+    /// before they could be written.
+    pub(crate) fn keeping(mut self, written: &HashSet<DeliveryId>) -> Self {
+        self.event.delivery_ids.retain(|id| written.contains(id));
+        self.claims.retain(|claim| written.contains(&claim.id));
+        self
+    }
+}
+
+/// A webhook an event may be queued for, with its stored filters, as both backends read it.
+#[derive(sqlx::FromRow, Clone)]
+pub(crate) struct TargetCandidate {
+    id: Uuid,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    filters: String,
+}
+
+impl TargetCandidate {
+    /// The webhook whatever its filters say, for events sent to it alone.
+    pub(crate) fn into_target(self) -> TargetRow {
+        TargetRow {
+            id: self.id,
+            url: self.url,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+        }
+    }
+}
+
+/// A webhook subscribed to one (project, event type) pair of a batch of events.
+#[derive(sqlx::FromRow)]
+pub(crate) struct BatchCandidate {
+    #[sqlx(flatten)]
+    candidate: TargetCandidate,
+    project_id: Uuid,
+    event_type: String,
+}
+
+impl BatchCandidate {
+    /// The candidate of one event's own subscription.
+    pub(crate) fn of(event: &NewEvent, candidate: TargetCandidate) -> Self {
+        Self {
+            candidate,
+            project_id: event.project_id.as_uuid(),
+            event_type: event.event_type.clone(),
+        }
+    }
+
+    fn into_subscriber(self) -> StoreResult<Subscriber<TargetRow>> {
+        Ok(Subscriber {
+            project: self.project_id.into(),
+            event_type: self.event_type,
+            filters: filters_from_json(&self.candidate.filters)?,
+            target: self.candidate.into_target(),
+        })
+    }
+}
+
+/// The webhooks each event of a batch goes to, from the subscribers of the batch's (project,
+/// event type) pairs.
+pub(crate) fn batch_targets(
+    events: &[&Accepting],
+    candidates: Vec<BatchCandidate>,
+) -> StoreResult<Vec<Vec<TargetRow>>> {
+    let subscribers = candidates
+        .into_iter()
+        .map(BatchCandidate::into_subscriber)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let published: Vec<Published<'_>> = events.iter().map(|a| a.event.published()).collect();
+    Ok(plan_fanout(&published, subscribers))
+}
+
+/// A webhook an event is queued for.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetRow {
+    pub id: Uuid,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+}
+
+impl TargetRow {
+    /// The delivery as a claim under `lease`, ready for its first attempt.
+    fn into_claim(
+        self,
+        cipher: &SecretCipher,
+        event: &NewEvent,
+        delivery: Uuid,
+        lease: Lease,
+    ) -> StoreResult<ClaimedDelivery> {
+        ClaimRow {
+            id: delivery,
+            project_id: event.project_id.as_uuid(),
+            webhook_id: self.id,
+            event_id: event.id.as_uuid(),
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            url: self.url,
+            secret: self.secret,
+            previous_secret: self.previous_secret,
+            attempt_count: Int(0),
+        }
+        .into_claim(cipher, lease.token)
+    }
+}
+
+/// New deliveries as the columns of one insert.
+#[derive(Default)]
+pub(crate) struct DeliveryRows {
+    pub ids: Vec<Uuid>,
+    pub project_ids: Vec<Uuid>,
+    pub webhook_ids: Vec<Uuid>,
+    pub event_ids: Vec<Uuid>,
+    pub created_at: Vec<DateTime<Utc>>,
+    pub lease_until: Vec<Option<DateTime<Utc>>>,
+    pub lease_tokens: Vec<Option<Uuid>>,
+}
+
+impl DeliveryRows {
+    /// True when a row is queued for any worker rather than leased to this instance's.
+    pub(crate) fn any_unleased(&self) -> bool {
+        self.lease_tokens.iter().any(Option::is_none)
+    }
+}
+
+/// One delivery per target of each event, as rows to insert and as the accepted events (with
+/// their claims when leased).
+pub(crate) fn queue_deliveries(
+    cipher: &SecretCipher,
+    events: &[&Accepting],
+    targets: Vec<Vec<TargetRow>>,
+) -> StoreResult<(DeliveryRows, Vec<Accepted>)> {
+    let mut rows = DeliveryRows::default();
+    let mut accepted = Vec::with_capacity(events.len());
+    for (accepting, targets) in events.iter().zip(targets) {
+        let (event, lease) = (&accepting.event, accepting.lease);
+        let delivery_ids: Vec<DeliveryId> =
+            targets.iter().map(|_| DeliveryId::generate()).collect();
+        for (target, id) in targets.iter().zip(&delivery_ids) {
+            rows.ids.push(id.as_uuid());
+            rows.project_ids.push(event.project_id.as_uuid());
+            rows.webhook_ids.push(target.id);
+            rows.event_ids.push(event.id.as_uuid());
+            rows.created_at.push(event.created_at);
+            rows.lease_until.push(lease.map(|l| l.until));
+            rows.lease_tokens.push(lease.map(|l| l.token));
+        }
+        let claims = match lease {
+            Some(lease) => targets
+                .into_iter()
+                .zip(&delivery_ids)
+                .map(|(target, id)| target.into_claim(cipher, event, id.as_uuid(), lease))
+                .collect::<StoreResult<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        accepted.push(Accepted {
+            event: AcceptedEvent {
+                id: event.id,
+                event_type: event.event_type.clone(),
+                delivery_ids,
+                replayed: false,
+            },
+            claims,
+        });
+    }
+    Ok((rows, accepted))
+}

@@ -1,0 +1,129 @@
+//! The delivery log as the store returns it, and the one decoding of its rows.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{DeliveryId, DeliveryStatus, EventId, WebhookId};
+use crate::store::decode::{Int, Time};
+use crate::store::{StoreError, StoreResult};
+
+#[derive(Debug, Clone)]
+pub struct DeliverySummary {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u32,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryDetails {
+    pub summary: DeliverySummary,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One page of a webhook's delivery log, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryQuery {
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries older than this one (the cursor).
+    pub before: Option<DeliveryId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub due: u64,
+    pub scheduled: u64,
+    pub oldest_due_at: Option<DateTime<Utc>>,
+}
+
+/// The columns `SummaryRow` reads, from `deliveries d join events e`. A leased delivery is
+/// being attempted: its next_attempt_at is a lease end, not a schedule.
+pub(crate) const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.event_type, d.status, \
+     d.attempt_count, case when d.lease_token is null then d.next_attempt_at end \
+     as next_attempt_at, d.last_response_status, d.last_error, d.created_at, d.updated_at";
+
+/// A delivery log row as both backends read it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SummaryRow {
+    id: Uuid,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    status: String,
+    attempt_count: Int,
+    next_attempt_at: Option<Time>,
+    last_response_status: Option<Int>,
+    last_error: Option<String>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+pub(crate) fn status_from_stored(raw: &str) -> StoreResult<DeliveryStatus> {
+    DeliveryStatus::parse(raw).ok_or_else(|| StoreError::corrupt(format!("stored status {raw:?}")))
+}
+
+impl TryFrom<SummaryRow> for DeliverySummary {
+    type Error = StoreError;
+
+    fn try_from(row: SummaryRow) -> StoreResult<Self> {
+        Ok(DeliverySummary {
+            id: row.id.into(),
+            webhook_id: row.webhook_id.into(),
+            event_id: row.event_id.into(),
+            event_type: row.event_type,
+            status: status_from_stored(&row.status)?,
+            attempt_count: row.attempt_count.to(),
+            next_attempt_at: row.next_attempt_at.map(|t| t.0),
+            last_response_status: row.last_response_status.map(Int::to),
+            last_error: row.last_error,
+            created_at: row.created_at.0,
+            updated_at: row.updated_at.0,
+        })
+    }
+}
+
+/// The columns `AttemptRow` reads from `delivery_attempts`.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "attempt_number, started_at, duration_ms, response_status, response_body, error";
+
+/// An attempt log row as both backends read it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    attempt_number: Int,
+    started_at: Time,
+    duration_ms: Int,
+    response_status: Option<Int>,
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+impl From<AttemptRow> for Attempt {
+    fn from(row: AttemptRow) -> Self {
+        Attempt {
+            number: row.attempt_number.to(),
+            started_at: row.started_at.0,
+            duration_ms: row.duration_ms.to(),
+            response_status: row.response_status.map(Int::to),
+            response_body: row.response_body,
+            error: row.error,
+        }
+    }
+}

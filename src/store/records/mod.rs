@@ -1,0 +1,23 @@
+//! The records the store takes and returns, and the row types both backends decode them from.
+
+mod events;
+mod log;
+mod queue;
+mod tenants;
+mod webhooks;
+
+pub use events::{Accepted, AcceptedEvent, Accepting, EventTarget, Lease, NewEvent};
+pub use log::{Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth};
+pub use queue::{AttemptRecord, ClaimedDelivery, Recorded, WebhookTarget};
+pub use tenants::{ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject};
+pub use webhooks::{
+    AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookStats,
+};
+
+pub(crate) use events::{
+    BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
+};
+pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
+pub(crate) use queue::{ClaimRow, RunRow, recorded_outcomes, runs_before, storable};
+pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
+pub(crate) use webhooks::{AuditRow, WebhookRow, filters_from_json, filters_to_json};

@@ -1,0 +1,232 @@
+//! Accepting events on SQLite: a batch is one immediate transaction of `json_each` statements;
+//! an event alone is one transaction. One instance per file, so no one else needs waking.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{SqliteStore, hex_uuid, insert_audit, json_rows, millis};
+use crate::domain::{ProjectId, subscription_pairs};
+use crate::store::accept::{AcceptWays, accept_events};
+use crate::store::records::{
+    BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
+};
+use crate::store::{Accepted, Accepting, Entity, EventStore, EventTarget, StoreError, StoreResult};
+
+/// An idempotency key answers with its first event for this long.
+const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+/// The columns `TargetCandidate` reads; the rotated-out secret still signs while its grace
+/// period lasts (`$3` is the event's time).
+const TARGET_COLUMNS: &str = "id, url, secret, case when previous_secret_until > $3 \
+     then previous_secret end as previous_secret, filters";
+
+impl SqliteStore {
+    /// The earlier event for this key if it is recent; an expired key is freed for reuse.
+    async fn replay(
+        tx: &mut Transaction<'_, Sqlite>,
+        project: ProjectId,
+        key: &str,
+        cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<Accepted>> {
+        let earlier: Option<(Uuid, String, i64)> = sqlx::query_as(
+            "select id, event_type, created_at from events \
+             where project_id = $1 and idempotency_key = $2",
+        )
+        .bind(project.as_uuid())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((id, event_type, created_at)) = earlier else {
+            return Ok(None);
+        };
+        if created_at <= millis(cutoff) {
+            sqlx::query("update events set idempotency_key = null where id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(None);
+        }
+        let delivery_ids: Vec<(Uuid,)> =
+            sqlx::query_as("select id from deliveries where event_id = $1 order by id")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?;
+        let delivery_ids = delivery_ids.into_iter().map(|(d,)| d).collect();
+        Ok(Some(Accepted::replayed(id, event_type, delivery_ids)))
+    }
+
+    async fn targets(
+        tx: &mut Transaction<'_, Sqlite>,
+        accepting: &Accepting,
+    ) -> StoreResult<Vec<TargetRow>> {
+        let event = &accepting.event;
+        let candidates: Vec<TargetCandidate> = match event.target {
+            EventTarget::Webhook(webhook) => {
+                let found: Option<TargetCandidate> = sqlx::query_as(&format!(
+                    "select {TARGET_COLUMNS} from webhooks \
+                     where id = $1 and project_id = $2 and is_active"
+                ))
+                .bind(webhook.as_uuid())
+                .bind(event.project_id.as_uuid())
+                .bind(millis(event.created_at))
+                .fetch_optional(&mut **tx)
+                .await?;
+                let found = found.ok_or(StoreError::NotFound(Entity::Webhook))?;
+                // A test event goes to its webhook whatever the filters say.
+                return Ok(vec![found.into_target()]);
+            }
+            EventTarget::Subscribers => {
+                sqlx::query_as(&format!(
+                    "select {TARGET_COLUMNS} from webhooks where project_id = $1 and is_active \
+                     and disabled_at is null \
+                     and exists (select 1 from json_each(webhooks.events) where value = $2) \
+                     order by id"
+                ))
+                .bind(event.project_id.as_uuid())
+                .bind(&event.event_type)
+                .bind(millis(event.created_at))
+                .fetch_all(&mut **tx)
+                .await?
+            }
+        };
+        let candidates = candidates
+            .into_iter()
+            .map(|c| BatchCandidate::of(event, c))
+            .collect();
+        Ok(batch_targets(&[accepting], candidates)?.remove(0))
+    }
+
+    /// Inserts new deliveries in one statement.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &DeliveryRows,
+    ) -> StoreResult<()> {
+        if rows.ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = (0..rows.ids.len())
+            .map(|n| {
+                serde_json::json!([
+                    hex_uuid(rows.ids[n]),
+                    hex_uuid(rows.project_ids[n]),
+                    hex_uuid(rows.webhook_ids[n]),
+                    hex_uuid(rows.event_ids[n]),
+                    millis(rows.created_at[n]),
+                    rows.lease_until[n].map(millis),
+                    rows.lease_tokens[n].map(hex_uuid),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             select unhex(value ->> 0), unhex(value ->> 1), unhex(value ->> 2), \
+                    unhex(value ->> 3), 'pending', coalesce(value ->> 5, value ->> 4), \
+                    value ->> 5, unhex(value ->> 6), value ->> 4, value ->> 4 \
+             from json_each($1)",
+        )
+        .bind(json_rows(&rows))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AcceptWays for SqliteStore {
+    async fn accept_alone(&self, accepting: &Accepting) -> StoreResult<Accepted> {
+        let event = &accepting.event;
+        if event.batchable() {
+            let mut accepted = self.accept_together(&[accepting]).await?;
+            return Ok(accepted.remove(0));
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(key) = &event.idempotency_key {
+            let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
+            if let Some(earlier) = Self::replay(&mut tx, event.project_id, key, cutoff).await? {
+                tx.commit().await?;
+                return Ok(earlier);
+            }
+        }
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.id.as_uuid())
+        .bind(event.project_id.as_uuid())
+        .bind(&event.event_type)
+        .bind(&event.payload)
+        .bind(&event.idempotency_key)
+        .bind(millis(event.created_at))
+        .execute(&mut *tx)
+        .await?;
+        let targets = Self::targets(&mut tx, accepting).await?;
+        let (rows, mut accepted) = queue_deliveries(&self.cipher, &[accepting], vec![targets])?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
+        if let Some(audit) = &event.audit {
+            insert_audit(&mut tx, event.project_id, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(accepted.remove(0))
+    }
+
+    async fn accept_together(&self, events: &[&Accepting]) -> StoreResult<Vec<Accepted>> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|accepting| {
+                let event = &accepting.event;
+                serde_json::json!([
+                    hex_uuid(event.id.as_uuid()),
+                    hex_uuid(event.project_id.as_uuid()),
+                    event.event_type,
+                    event.payload,
+                    millis(event.created_at),
+                ])
+            })
+            .collect();
+        let published: Vec<_> = events.iter().map(|a| a.event.published()).collect();
+        let pairs: Vec<(String, String)> = subscription_pairs(&published)
+            .into_iter()
+            .map(|(project, event_type)| (hex_uuid(project.as_uuid()), event_type))
+            .collect();
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, created_at) \
+             select unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3, \
+                    value ->> 4 from json_each($1)",
+        )
+        .bind(json_rows(&rows))
+        .execute(&mut *tx)
+        .await?;
+        let candidates: Vec<BatchCandidate> = sqlx::query_as(
+            "select w.id, w.url, w.secret, case when w.previous_secret_until > $2 \
+             then w.previous_secret end as previous_secret, w.filters, \
+             w.project_id, p.value ->> 1 as event_type \
+             from json_each($1) as p join webhooks w on w.project_id = unhex(p.value ->> 0) \
+             where w.is_active and w.disabled_at is null \
+             and exists (select 1 from json_each(w.events) where value = p.value ->> 1) \
+             order by w.id",
+        )
+        .bind(json_rows(&pairs))
+        .bind(millis(first.event.created_at))
+        .fetch_all(&mut *tx)
+        .await?;
+        let targets = batch_targets(events, candidates)?;
+        let (rows, accepted) = queue_deliveries(&self.cipher, events, targets)?;
+        Self::insert_deliveries(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(accepted)
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn accept_events(&self, events: Vec<Accepting>) -> Vec<StoreResult<Accepted>> {
+        accept_events(self, events).await
+    }
+}

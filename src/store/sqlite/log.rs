@@ -1,0 +1,153 @@
+//! The delivery log on SQLite: listing, reading, retrying by hand, queue depth and purging.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{SqliteStore, from_millis, insert_audit, millis};
+use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId};
+use crate::store::records::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
+use crate::store::{
+    Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
+    Reason, StoreError, StoreResult,
+};
+
+impl SqliteStore {
+    async fn summary(&self, project: ProjectId, id: DeliveryId) -> StoreResult<DeliverySummary> {
+        let row: Option<SummaryRow> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.id = $1 and d.project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.ok_or(StoreError::NotFound(Entity::Delivery))?
+            .try_into()
+    }
+}
+
+#[async_trait]
+impl DeliveryLogStore for SqliteStore {
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        webhook: WebhookId,
+        query: DeliveryQuery,
+    ) -> StoreResult<Vec<DeliverySummary>> {
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("select id from webhooks where id = $1 and project_id = $2")
+                .bind(webhook.as_uuid())
+                .bind(project.as_uuid())
+                .fetch_optional(&self.reader)
+                .await?;
+        exists.ok_or(StoreError::NotFound(Entity::Webhook))?;
+        let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
+             where d.webhook_id = $1 and ($2 is null or d.status = $2) \
+             and ($3 is null or d.id < $3) order by d.id desc limit $4"
+        ))
+        .bind(webhook.as_uuid())
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.before.map(|id| id.as_uuid()))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(DeliverySummary::try_from).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+    ) -> StoreResult<DeliveryDetails> {
+        let summary = self.summary(project, id).await?;
+        let attempts: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "select {ATTEMPT_COLUMNS} from delivery_attempts where delivery_id = $1 \
+             order by attempt_number"
+        ))
+        .bind(id.as_uuid())
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(DeliveryDetails {
+            summary,
+            attempts: attempts.into_iter().map(Attempt::from).collect(),
+        })
+    }
+
+    async fn retry_delivery(
+        &self,
+        project: ProjectId,
+        id: DeliveryId,
+        audit: AuditEntry,
+    ) -> StoreResult<DeliverySummary> {
+        let now = audit.at;
+        let mut tx = self.write_tx().await?;
+        let found: Option<(bool, bool)> = sqlx::query_as(
+            "select w.is_active, d.status = 'pending' and coalesce(d.lease_until > $3, 0) \
+             from deliveries d join webhooks w on w.id = d.webhook_id \
+             where d.id = $1 and d.project_id = $2",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(millis(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (webhook_active, in_flight) = found.ok_or(StoreError::NotFound(Entity::Delivery))?;
+        if !webhook_active {
+            return Err(StoreError::Conflict(Reason::WebhookDeleted));
+        }
+        if in_flight {
+            // An attempt is under way; its outcome decides what happens next.
+            tx.commit().await?;
+            return self.summary(project, id).await;
+        }
+        sqlx::query(
+            "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \
+             lease_token = null, updated_at = $2 where id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, project, &audit).await?;
+        tx.commit().await?;
+        self.summary(project, id).await
+    }
+
+    async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {
+        let (due, scheduled, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            // A live lease is an attempt in flight, not queued work; an expired one is due.
+            "select count(*) filter (where next_attempt_at <= $1), \
+             count(*) filter (where next_attempt_at > $1 and lease_token is null), \
+             min(next_attempt_at) filter (where next_attempt_at <= $1) \
+             from deliveries where status = 'pending'",
+        )
+        .bind(millis(now))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(QueueDepth {
+            due: u64::try_from(due).unwrap_or_default(),
+            scheduled: u64::try_from(scheduled).unwrap_or_default(),
+            oldest_due_at: oldest.map(from_millis).transpose()?,
+        })
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let deliveries =
+            sqlx::query("delete from deliveries where status <> 'pending' and updated_at < $1")
+                .bind(millis(before))
+                .execute(&mut *tx)
+                .await?;
+        let events = sqlx::query(
+            "delete from events where created_at < $1 \
+             and not exists (select 1 from deliveries d where d.event_id = events.id)",
+        )
+        .bind(millis(before))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deliveries.rows_affected() + events.rows_affected())
+    }
+}
