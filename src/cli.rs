@@ -34,7 +34,7 @@ fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, CliError> 
 /// Runs one admin command and returns what it prints.
 pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
     let store = open(&args.database).await?;
-    let now = Clock.now();
+    let now = Clock::system().now();
     let result = match &args.command {
         AdminCommand::Account(AccountCommand::Create { name }) => {
             let name = Name::parse(name).map_err(|e| format!("--name {e}"))?;

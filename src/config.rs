@@ -58,7 +58,8 @@ pub struct DatabaseConfig {
     )]
     pub max_connections: u32,
 
-    /// How long a request waits for a free database connection before answering 503.
+    /// How long a request waits for a free database connection (and, on SQLite, for another
+    /// connection's write lock) before answering 503.
     #[arg(
         long = "db-acquire-timeout-ms",
         env = "HOOKRELAY_DB_ACQUIRE_TIMEOUT_MS",

@@ -26,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{DeliveryConfig, ServeConfig};
 use crate::delivery::client::DeliveryClient;
-use crate::delivery::{Publisher, Queue, Worker, WorkerOptions, retention};
+use crate::delivery::{Publisher, Queue, Worker, WorkerOptions};
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
 use crate::http::key_usage::{self, KeyUsage};
 use crate::http::rate_limit::RateLimiter;
 use crate::http::{ApiSettings, AppState};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, retention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -86,11 +86,20 @@ pub struct App {
     store: Arc<dyn Store>,
     worker: Option<Worker>,
     retention_days: u32,
+    clock: Clock,
     key_usage: Arc<KeyUsage>,
 }
 
 impl App {
     pub async fn build(config: &ServeConfig) -> Result<Self, StartupError> {
+        Self::build_with_clock(config, Clock::system()).await
+    }
+
+    /// As `build`, reading time from `clock` everywhere.
+    pub async fn build_with_clock(
+        config: &ServeConfig,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
         config.delivery.validate().map_err(StartupError::Settings)?;
         let cipher = config.database.cipher().map_err(StartupError::Settings)?;
         if !cipher.encrypts() {
@@ -104,7 +113,7 @@ impl App {
         let queue = Queue::new(
             store.clone(),
             Duration::from_millis(config.delivery.lease_ms),
-            Clock,
+            clock.clone(),
         );
         let worker = config.delivery.worker.then(|| {
             let client = DeliveryClient::new(
@@ -129,7 +138,7 @@ impl App {
             }),
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
-            clock: Clock,
+            clock: clock.clone(),
             publisher: Publisher::new(queue, worker.as_ref().map(Worker::handover)),
             metrics: instruments::handle(),
             key_usage: key_usage.clone(),
@@ -149,6 +158,7 @@ impl App {
             store,
             worker,
             retention_days: config.delivery.retention_days,
+            clock: clock.clone(),
             key_usage,
         })
     }
@@ -178,7 +188,12 @@ impl App {
             background.spawn(worker.run(shutdown.clone()));
             if self.retention_days > 0 {
                 let store = self.store.clone();
-                background.spawn(retention::run(store, self.retention_days, shutdown.clone()));
+                background.spawn(retention::run(
+                    store,
+                    self.retention_days,
+                    self.clock.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         let served = axum::serve(self.listener, self.router)

@@ -33,7 +33,9 @@ async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
     telemetry::init(&config.log);
     let app = App::build(&config).await?;
     if config.bootstrap {
-        if let Some(tenant) = tenancy::bootstrap(app.store().as_ref(), Clock.now()).await? {
+        if let Some(tenant) =
+            tenancy::bootstrap(app.store().as_ref(), Clock::system().now()).await?
+        {
             // Printed, never logged: the key is shown this once and must not reach log storage.
             println!(
                 "\nhookrelay created a default project and an API key with every scope.\n\

@@ -1,12 +1,10 @@
 //! Getting events to receivers: the publishing handle, the queue protocol, the worker that
-//! admits, sends and records, signing, the HTTP client and its address policy, and retention
-//! of the delivery log.
+//! admits, sends and records, signing, and the HTTP client with its address policy.
 
 pub mod client;
 mod group_commit;
 pub mod publisher;
 pub mod queue;
-pub mod retention;
 pub mod signer;
 pub mod worker;
 

@@ -45,8 +45,8 @@ impl Queue {
         &self.store
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Mint: a fresh lease for deliveries this instance will send itself, from `now`.

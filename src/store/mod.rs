@@ -7,6 +7,7 @@ mod decode;
 mod error;
 mod postgres;
 mod records;
+pub mod retention;
 mod sqlite;
 
 use std::sync::Arc;

@@ -70,7 +70,7 @@ backend_tests! {
         assert_eq!(list.status(), 200);
         let create = app
             .call(Method::POST, &webhooks, Some(plaintext),
-                  Some(json!({ "url": "https://example.com/", "events": ["action.created"] })))
+                  Some(json!({ "url": "https://93.184.215.14/", "events": ["action.created"] })))
             .await;
         assert_error(create, 403, "forbidden").await;
 
@@ -92,7 +92,7 @@ backend_tests! {
         let plaintext = key["data"]["key"].as_str().unwrap();
         let create = app
             .call(Method::POST, &app.project_path("/webhooks"), Some(plaintext),
-                  Some(json!({ "url": "https://example.com/", "events": ["action.created"] })))
+                  Some(json!({ "url": "https://93.184.215.14/", "events": ["action.created"] })))
             .await;
         assert_eq!(create.status(), 201);
         let list = app.call(Method::GET, &app.project_path("/webhooks"), Some(plaintext), None).await;

@@ -1,13 +1,20 @@
 //! Keys, scopes, tenancy and rate limits: 401, 403 and 429 in the Error shape.
 
+use chrono::{DateTime, Utc};
+use hookrelay::clock::Clock;
 use reqwest::Method;
 use serde_json::json;
 
 use crate::backend_tests;
 use crate::common::{TestApp, assert_error};
 
+/// A fixed time 10 s after a minute starts: rate-limit windows are calendar minutes.
+fn ten_seconds_into_a_minute() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_010, 0).expect("a valid timestamp")
+}
+
 const BODY: fn() -> serde_json::Value =
-    || json!({ "url": "https://example.com/hook", "events": ["action.created"] });
+    || json!({ "url": "https://93.184.215.14/hook", "events": ["action.created"] });
 
 backend_tests! {
     async fn a_missing_key_is_a_401(backend) {
@@ -63,7 +70,7 @@ backend_tests! {
 
     async fn a_read_only_key_cannot_write(backend) {
         let app = TestApp::spawn(backend).await;
-        let created = app.create_webhook("https://example.com/hook", &["action.created"]).await;
+        let created = app.create_webhook("https://93.184.215.14/hook", &["action.created"]).await;
         let read_only = app.key_with_scopes(&["webhooks.read"]).await;
         let key = Some(read_only.as_str());
         let list = app.call(Method::GET, &app.project_path("/webhooks"), key, None).await;
@@ -118,24 +125,21 @@ backend_tests! {
     }
 
     async fn responses_carry_rate_limit_headers(backend) {
-        let app = TestApp::spawn_with(backend, |c| c.rate_limit_per_minute = 100).await;
+        let clock = Clock::manual(ten_seconds_into_a_minute());
+        let app = TestApp::spawn_with_clock(backend, clock.clone(), |c| c.rate_limit_per_minute = 100).await;
         let first = app.get(&app.project_path("/webhooks")).await;
         assert_eq!(first.headers()["x-ratelimit-limit"], "100");
         assert_eq!(first.headers()["x-ratelimit-remaining"], "99");
         let reset: u64 = first.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
-        let now = chrono::Utc::now().timestamp() as u64;
-        assert!(reset > now && reset <= now + 61, "reset {reset} vs now {now}");
+        assert_eq!(reset, clock.unix_secs() + 50, "the window ends with the calendar minute");
         let error = app.get(&app.project_path("/webhooks/not-a-uuid")).await;
         assert_eq!(error.headers()["x-ratelimit-remaining"], "98");
     }
 
     async fn over_the_limit_is_a_429_with_retry_after(backend) {
-        let app = TestApp::spawn_with(backend, |c| c.rate_limit_per_minute = 3).await;
+        let clock = Clock::manual(ten_seconds_into_a_minute());
+        let app = TestApp::spawn_with_clock(backend, clock.clone(), |c| c.rate_limit_per_minute = 3).await;
         let path = app.project_path("/webhooks");
-        // The window is a calendar minute: start well before its end so all four requests share it.
-        while chrono::Utc::now().timestamp() % 60 >= 57 {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
         let mut statuses = Vec::new();
         let mut last = None;
         for _ in 0..4 {
@@ -145,13 +149,14 @@ backend_tests! {
         }
         assert_eq!(statuses, [200, 200, 200, 429]);
         let response = last.unwrap();
-        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!((1..=60).contains(&retry_after));
+        assert_eq!(response.headers()["retry-after"], "50", "until the minute ends");
         assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
         assert_error(response, 429, "rate_limited").await;
         let other = app.key_with_scopes(&["webhooks.read"]).await;
         let separate = app.call(Method::GET, &path, Some(&other), None).await;
         assert_eq!(separate.status(), 200, "each key has its own budget");
+        clock.set(ten_seconds_into_a_minute() + chrono::TimeDelta::seconds(50));
+        assert_eq!(app.get(&path).await.status(), 200, "a new minute, a new budget");
     }
 
     async fn rate_limiting_off_sends_no_rate_headers(backend) {

@@ -172,7 +172,7 @@ backend_tests! {
     }
 
     async fn migrate_prepares_an_empty_database(backend) {
-        let db = TestDb::create(backend).await;
+        let db = TestDb::create_empty(backend).await;
         let output = hookrelay(&db.url).arg("migrate").output().unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let again = hookrelay(&db.url).arg("migrate").output().unwrap();

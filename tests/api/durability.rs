@@ -275,3 +275,66 @@ async fn postgres_going_away_is_a_prompt_503_and_nothing_accepted_is_lost() {
     eprintln!("database outage: 100 accepted, 0 lost, {duplicates} duplicated");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_sqlite_write_lock_held_elsewhere_is_a_503_and_loses_nothing() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(crate::common::Backend::Sqlite, |c| {
+        c.allow_http = true;
+        c.allow_private_targets = true;
+        c.database.acquire_timeout_ms = 300;
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    let webhook = app
+        .create_webhook(&receiver.url("/hook"), &["action.created"])
+        .await;
+    let events = app.project_path("/events");
+    let event = || json!({ "event": "action.created", "data": {} });
+
+    let mut holder = sqlx::SqliteConnection::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    sqlx::query("begin immediate")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // A plain event goes through a shared transaction, a keyed one alone: both are refused.
+    let keyed = app
+        .client
+        .post(app.url(&events))
+        .bearer_auth(&app.key)
+        .header("idempotency-key", "while-locked")
+        .json(&event())
+        .send();
+    for response in [keyed.await.unwrap(), app.post(&events, event()).await] {
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "service_unavailable");
+        assert_eq!(body["status"], 503);
+        assert!(
+            body["message"].as_str().unwrap().contains("try again"),
+            "{body}"
+        );
+    }
+    sqlx::query("rollback").execute(&mut holder).await.unwrap();
+    drop(holder);
+
+    let (status, accepted) = status_and_json(app.post(&events, event()).await).await;
+    assert_eq!(status, 202, "{accepted}");
+    let request = receiver.expect(Duration::from_secs(15)).await;
+    assert_eq!(
+        request.header("x-devtune-delivery"),
+        accepted["data"]["deliveryIds"][0]
+    );
+    let log = app.project_path(&format!(
+        "/webhooks/{}/deliveries",
+        webhook["id"].as_str().unwrap()
+    ));
+    let (_, log) = status_and_json(app.get(&log).await).await;
+    assert_eq!(
+        log["data"]["deliveries"].as_array().unwrap().len(),
+        1,
+        "the refused event left no trace"
+    );
+}

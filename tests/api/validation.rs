@@ -34,14 +34,14 @@ const EVENTS: [&str; 1] = ["action.created"];
 backend_tests! {
     async fn create_webhook_rejects_a_plain_http_url(backend) {
         let app = TestApp::spawn(backend).await;
-        let fields = rejected_fields(&app, json!({ "url": "http://example.com/hook", "events": EVENTS })).await;
+        let fields = rejected_fields(&app, json!({ "url": "http://93.184.215.14/hook", "events": EVENTS })).await;
         assert_eq!(fields, ["url"]);
         assert_eq!(webhook_count(&app).await, 0);
     }
 
     async fn create_webhook_accepts_http_when_the_deployment_allows_it(backend) {
         let app = TestApp::spawn_with(backend, |c| c.allow_http = true).await;
-        app.create_webhook("http://example.com/hook", &EVENTS).await;
+        app.create_webhook("http://93.184.215.14/hook", &EVENTS).await;
     }
 
     async fn create_webhook_rejects_relative_and_non_web_urls(backend) {
@@ -54,7 +54,7 @@ backend_tests! {
 
     async fn create_webhook_rejects_urls_over_2048_characters(backend) {
         let app = TestApp::spawn(backend).await;
-        let base = "https://example.com/";
+        let base = "https://93.184.215.14/";
         let longest = format!("{base}{}", "a".repeat(2048 - base.len()));
         app.create_webhook(&longest, &EVENTS).await;
         let fields = rejected_fields(&app, json!({ "url": format!("{longest}a"), "events": EVENTS })).await;
@@ -109,7 +109,7 @@ backend_tests! {
             json!([1]),
             seven,
         ] {
-            let fields = rejected_fields(&app, json!({ "url": "https://example.com/", "events": events })).await;
+            let fields = rejected_fields(&app, json!({ "url": "https://93.184.215.14/", "events": events })).await;
             assert_eq!(fields, ["events"], "{events}");
         }
         assert_eq!(webhook_count(&app).await, 0);
@@ -153,7 +153,7 @@ backend_tests! {
 
     async fn a_missing_or_wrong_content_type_is_a_400(backend) {
         let app = TestApp::spawn(backend).await;
-        let body = json!({ "url": "https://example.com/", "events": EVENTS }).to_string();
+        let body = json!({ "url": "https://93.184.215.14/", "events": EVENTS }).to_string();
         let url = app.url(&app.project_path("/webhooks"));
         let missing = app.client.post(&url).bearer_auth(&app.key).body(body.clone()).send().await.unwrap();
         let error = assert_error(missing, 400, "bad_request").await;
@@ -183,7 +183,7 @@ backend_tests! {
     async fn a_body_over_64_kib_is_a_413(backend) {
         let app = TestApp::spawn(backend).await;
         let padding = "a".repeat(64 * 1024);
-        let body = json!({ "url": "https://example.com/", "events": EVENTS, "padding": padding });
+        let body = json!({ "url": "https://93.184.215.14/", "events": EVENTS, "padding": padding });
         let response = app.post(&app.project_path("/webhooks"), body).await;
         assert_error(response, 413, "payload_too_large").await;
         assert_eq!(webhook_count(&app).await, 0);

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::common::{TestApp, assert_error, is_api_timestamp, keys, status_and_json};
 
-const DOC_URL: &str = "https://your-app.com/webhooks/devtune";
+const DOC_URL: &str = "https://93.184.215.14/webhooks/devtune";
 const DOC_EVENTS: [&str; 2] = ["action.created", "action.recommendation.created"];
 
 fn is_lower_hex_64(value: &Value) -> bool {
@@ -68,8 +68,8 @@ backend_tests! {
     async fn list_webhooks_shows_active_webhooks_without_secrets(backend) {
         let app = TestApp::spawn(backend).await;
         let first = app.create_webhook(DOC_URL, &DOC_EVENTS).await;
-        let second = app.create_webhook("https://example.com/b", &["visibility.changed"]).await;
-        let deleted = app.create_webhook("https://example.com/c", &["action.updated"]).await;
+        let second = app.create_webhook("https://93.184.215.14/b", &["visibility.changed"]).await;
+        let deleted = app.create_webhook("https://93.184.215.14/c", &["action.updated"]).await;
         let path = app.project_path(&format!("/webhooks/{}", deleted["id"].as_str().unwrap()));
         assert_eq!(app.call(Method::DELETE, &path, Some(&app.key), None).await.status(), 200);
 
@@ -97,7 +97,7 @@ backend_tests! {
     async fn list_webhooks_with_include_inactive_shows_deleted_ones(backend) {
         let app = TestApp::spawn(backend).await;
         let kept = app.create_webhook(DOC_URL, &DOC_EVENTS).await;
-        let deleted = app.create_webhook("https://example.com/c", &["action.updated"]).await;
+        let deleted = app.create_webhook("https://93.184.215.14/c", &["action.updated"]).await;
         let path = app.project_path(&format!("/webhooks/{}", deleted["id"].as_str().unwrap()));
         app.call(Method::DELETE, &path, Some(&app.key), None).await;
 
@@ -220,6 +220,8 @@ backend_tests! {
         ));
         let with_body = app.post(&path, json!({ "unexpected": true })).await;
         assert_eq!(with_body.status(), 200);
+        let without = app.call(Method::POST, &path, Some(&app.key), None).await;
+        assert_eq!(without.status(), 200);
     }
 
     async fn rotate_secret_of_a_deleted_or_unknown_webhook_is_a_404(backend) {
@@ -277,26 +279,42 @@ backend_tests! {
 
     async fn patch_changes_url_and_events_and_bumps_updated_at(backend) {
         let app = TestApp::spawn(backend).await;
-        let created = app.create_webhook(DOC_URL, &DOC_EVENTS).await;
-        let path = app.project_path(&format!("/webhooks/{}", created["id"].as_str().unwrap()));
-        let body = json!({ "url": "https://example.org/new", "events": ["visibility.changed"] });
+        // Created a second ago, so a PATCH in the same millisecond cannot hide a missing bump.
+        let a_second_ago = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+        let seeded = app.store.create_webhook(
+            app.project_id,
+            hookrelay::store::NewWebhook {
+                id: hookrelay::domain::WebhookId::generate(),
+                url: hookrelay::domain::EndpointUrl::parse(DOC_URL, Default::default()).unwrap(),
+                events: hookrelay::domain::EventTypes::parse(&DOC_EVENTS).unwrap(),
+                filters: Default::default(),
+                secret: hookrelay::domain::WebhookSecret::generate(),
+                created_at: a_second_ago,
+            },
+            25,
+            crate::common::cli_audit("webhook.created"),
+        ).await.unwrap();
+        let path = app.project_path(&format!("/webhooks/{}", seeded.id));
+        let created = status_and_json(app.get(&path).await).await.1["data"].clone();
+        let body = json!({ "url": "https://93.184.215.14/new", "events": ["visibility.changed"] });
         let response = app.call(Method::PATCH, &path, Some(&app.key), Some(body)).await;
         let (status, patched) = status_and_json(response).await;
         assert_eq!(status, 200);
-        assert_eq!(patched["data"]["url"], "https://example.org/new");
+        assert_eq!(patched["data"]["url"], "https://93.184.215.14/new");
         assert_eq!(patched["data"]["events"], json!(["visibility.changed"]));
         assert_eq!(patched["data"]["createdAt"], created["createdAt"]);
-        assert!(patched["data"]["updatedAt"].as_str() >= created["updatedAt"].as_str());
+        let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        assert!(at(&patched["data"]["updatedAt"]) > at(&created["updatedAt"]), "updatedAt bumped");
         assert!(patched["data"].get("secret").is_none());
 
         let only_events = json!({ "events": ["action.updated", "action.created"] });
         let response = app.call(Method::PATCH, &path, Some(&app.key), Some(only_events)).await;
         let (_, patched) = status_and_json(response).await;
-        assert_eq!(patched["data"]["url"], "https://example.org/new", "url kept");
+        assert_eq!(patched["data"]["url"], "https://93.184.215.14/new", "url kept");
         assert_eq!(patched["data"]["events"], json!(["action.updated", "action.created"]));
 
         let (_, listed) = status_and_json(app.get(&app.project_path("/webhooks")).await).await;
-        assert_eq!(listed["data"]["webhooks"][0]["url"], "https://example.org/new");
+        assert_eq!(listed["data"]["webhooks"][0]["url"], "https://93.184.215.14/new");
     }
 
     async fn patch_sets_replaces_and_clears_filters(backend) {
@@ -330,7 +348,7 @@ backend_tests! {
         let app = TestApp::spawn(backend).await;
         let created = app.create_webhook(DOC_URL, &DOC_EVENTS).await;
         let path = app.project_path(&format!("/webhooks/{}", created["id"].as_str().unwrap()));
-        let bad = json!({ "url": "http://example.org/", "events": ["action.created"] });
+        let bad = json!({ "url": "http://93.184.215.14/", "events": ["action.created"] });
         let response = app.call(Method::PATCH, &path, Some(&app.key), Some(bad)).await;
         let body = assert_error(response, 400, "validation_error").await;
         assert_eq!(body["details"][0]["field"], "url");
@@ -361,7 +379,7 @@ backend_tests! {
             .post(&app.project_path("/webhooks"), json!({ "url": DOC_URL, "events": DOC_EVENTS }))
             .await;
         let body = assert_error(response, 400, "webhook_limit_reached").await;
-        assert!(body["message"].as_str().unwrap().contains('2'), "{body}");
+        assert!(body["message"].as_str().unwrap().contains(" 2 active webhooks"), "{body}");
 
         let path = app.project_path(&format!("/webhooks/{}", first["id"].as_str().unwrap()));
         app.call(Method::DELETE, &path, Some(&app.key), None).await;

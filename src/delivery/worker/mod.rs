@@ -17,7 +17,6 @@ use uuid::Uuid;
 
 use super::client::DeliveryClient;
 use super::queue::{Handover, Holdings, Queue, handover};
-use crate::clock::Clock;
 use crate::domain::{DeliveryId, DisablePolicy, RetryPolicy};
 use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
 pub use admission::Admission;
@@ -124,7 +123,7 @@ impl Worker {
             retry: settings.retry,
             disable_policy: settings.disable_policy,
             lease: settings.lease,
-            clock: Clock,
+            clock: queue.clock().clone(),
             jitter: rand::random::<f64>,
         });
         Self {

@@ -7,7 +7,6 @@ mod queue;
 mod webhooks;
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -105,7 +104,8 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
+            // A lock held elsewhere is waited for as long as a connection would be.
+            .busy_timeout(settings.acquire_timeout)
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)

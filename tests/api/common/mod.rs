@@ -78,8 +78,111 @@ enum Cleanup {
     Database { admin_url: String, name: String },
 }
 
+/// The migrated Postgres database every test database is copied from, made once per schema:
+/// its name carries a hash of the migrations, so a new migration makes a new template.
+fn postgres_template(admin_url: &str) -> &'static str {
+    static TEMPLATE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let admin_url = admin_url.to_owned();
+        // Each test has its own runtime; the template is made once, on a runtime of its own.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the template")
+                .block_on(make_postgres_template(&admin_url))
+        })
+        .join()
+        .expect("the template is made")
+    })
+}
+
+fn migrations_hash() -> String {
+    use sha2::{Digest, Sha256};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("migrations/postgres exists")
+        .map(|entry| entry.expect("a readable entry").path())
+        .collect();
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.file_name().unwrap().as_encoded_bytes());
+        hash.update(std::fs::read(&file).expect("a readable migration"));
+    }
+    hex::encode(&hash.finalize()[..6])
+}
+
+async fn make_postgres_template(admin_url: &str) -> String {
+    let name = format!("hookrelay_template_{}", migrations_hash());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("TEST_DATABASE_URL must accept connections");
+    // Other test processes may be making the same template right now.
+    sqlx::query("select pg_advisory_lock(20261201)")
+        .execute(&mut conn)
+        .await
+        .expect("an advisory lock");
+    let exists: Option<(i32,)> = sqlx::query_as("select 1 from pg_database where datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await
+        .expect("pg_database is readable");
+    if exists.is_none() {
+        let building = format!("{name}_building");
+        for sql in [
+            format!("drop database if exists {building} with (force)"),
+            format!("create database {building}"),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("the test role may create databases");
+        }
+        let url = database_url(admin_url, &building);
+        let store = hookrelay::store::connect(
+            &url,
+            &hookrelay::store::PoolSettings {
+                max_connections: 1,
+                acquire_timeout: Duration::from_secs(10),
+            },
+            hookrelay::store::cipher::SecretCipher::default(),
+        )
+        .await
+        .expect("connect to the template");
+        store.migrate().await.expect("migrate the template");
+        store.close().await;
+        sqlx::query(&format!("alter database {building} rename to {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("rename the template");
+    }
+    sqlx::query("select pg_advisory_unlock(20261201)")
+        .execute(&mut conn)
+        .await
+        .expect("an advisory unlock");
+    name
+}
+
+fn database_url(admin_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin_url).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
 impl TestDb {
+    /// A fresh database with the schema already in place (on Postgres, a copy of a migrated
+    /// template, which is much faster than migrating each one).
     pub async fn create(backend: Backend) -> TestDb {
+        Self::make(backend, true).await
+    }
+
+    /// A fresh database with nothing in it.
+    pub async fn create_empty(backend: Backend) -> TestDb {
+        Self::make(backend, false).await
+    }
+
+    async fn make(backend: Backend, migrated: bool) -> TestDb {
         match backend {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!(
@@ -95,17 +198,20 @@ impl TestDb {
                 let admin_url = std::env::var("TEST_DATABASE_URL")
                     .expect("Postgres tests run only when TEST_DATABASE_URL is set");
                 let name = format!("hookrelay_test_{}", uuid::Uuid::new_v4().simple());
+                let template = if migrated {
+                    format!(" template {}", postgres_template(&admin_url))
+                } else {
+                    String::new()
+                };
                 let mut conn = sqlx::PgConnection::connect(&admin_url)
                     .await
                     .expect("TEST_DATABASE_URL must accept connections");
-                sqlx::query(&format!("create database {name}"))
+                sqlx::query(&format!("create database {name}{template}"))
                     .execute(&mut conn)
                     .await
                     .expect("the test role may create databases");
-                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL is a URL");
-                url.set_path(&format!("/{name}"));
                 TestDb {
-                    url: url.to_string(),
+                    url: database_url(&admin_url, &name),
                     cleanup: Cleanup::Database { admin_url, name },
                 }
             }
@@ -206,16 +312,27 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        Self::spawn_with_clock(backend, Clock::system(), configure).await
+    }
+
+    /// A server that reads time from `clock`, e.g. a manual one the test moves.
+    pub async fn spawn_with_clock(
+        backend: Backend,
+        clock: Clock,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
         let db = TestDb::create(backend).await;
         let mut config = test_config(&db.url);
         configure(&mut config);
-        let app = App::build(&config).await.expect("the app builds");
+        let app = App::build_with_clock(&config, clock)
+            .await
+            .expect("the app builds");
         config.listen = app.local_addr();
         let address = format!("http://{}", app.local_addr());
         let store = app.store();
         let shutdown = CancellationToken::new();
         let server = Some(tokio::spawn(app.run(shutdown.clone())));
-        let now = Clock.now();
+        let now = Clock::system().now();
         let name = Name::parse("test").expect("valid name");
         let account_id = tenancy::create_account(store.as_ref(), name.clone(), now)
             .await
@@ -295,7 +412,7 @@ impl TestApp {
             self.project_id,
             scopes,
             cli_actor(),
-            Clock.now(),
+            Clock::system().now(),
         )
         .await
         .expect("key")
@@ -306,7 +423,7 @@ impl TestApp {
 
     /// Another project of the same account, with its own all-scope key.
     pub async fn other_project(&self) -> (ProjectId, String) {
-        let now = Clock.now();
+        let now = Clock::system().now();
         let name = Name::parse("other").expect("valid name");
         let project = tenancy::create_project(self.store.as_ref(), self.account_id, name, now)
             .await

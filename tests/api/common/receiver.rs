@@ -1,6 +1,7 @@
 //! A webhook receiver on loopback: hands every request to the test and answers as scripted.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,26 @@ struct Shared {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     requests: mpsc::UnboundedSender<Received>,
+    /// Requests being answered now, and the most there ever were at once.
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+/// Counts one request as open until it is answered.
+struct Open<'a>(&'a Shared);
+
+impl<'a> Open<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let now = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_open.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Receiver {
@@ -62,6 +83,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _open = Open::new(&shared);
     let reply = {
         let next = shared.script.lock().unwrap().pop_front();
         next.unwrap_or_else(|| shared.default.lock().unwrap().clone())
@@ -93,6 +115,8 @@ impl Receiver {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::Status(200)),
             requests: sender,
+            open: AtomicUsize::new(0),
+            most_open: AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
@@ -122,6 +146,11 @@ impl Receiver {
 
     pub fn reply_by_default(&self, reply: Reply) {
         *self.shared.default.lock().unwrap() = reply;
+    }
+
+    /// The most requests this receiver was answering at one time.
+    pub fn most_open(&self) -> usize {
+        self.shared.most_open.load(Ordering::SeqCst)
     }
 
     /// The next request, or `None` if none comes within `timeout`.
