@@ -79,6 +79,18 @@ fn worker_options(config: &DeliveryConfig) -> WorkerOptions {
     }
 }
 
+/// The request-path settings as the API takes them.
+fn api_settings(config: &ServeConfig) -> ApiSettings {
+    ApiSettings {
+        url_policy: UrlPolicy {
+            allow_http: config.allow_http,
+            allow_private: config.allow_private_targets,
+        },
+        max_webhooks_per_project: config.max_webhooks_per_project,
+        max_event_bytes: config.max_event_bytes,
+    }
+}
+
 /// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
     listener: TcpListener,
@@ -109,6 +121,15 @@ impl App {
         }
         let store = store::connect(&config.database.url, &config.database.pool(), cipher).await?;
         store.migrate().await?;
+        Self::assemble(config, store, clock).await
+    }
+
+    /// The worker, the API and the listener around a migrated store.
+    async fn assemble(
+        config: &ServeConfig,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
         let key_usage = Arc::new(KeyUsage::default());
         let queue = Queue::new(
             store.clone(),
@@ -128,14 +149,7 @@ impl App {
         });
         let state = AppState {
             store: store.clone(),
-            settings: Arc::new(ApiSettings {
-                url_policy: UrlPolicy {
-                    allow_http: config.allow_http,
-                    allow_private: config.allow_private_targets,
-                },
-                max_webhooks_per_project: config.max_webhooks_per_project,
-                max_event_bytes: config.max_event_bytes,
-            }),
+            settings: Arc::new(api_settings(config)),
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
             clock: clock.clone(),

@@ -102,6 +102,21 @@ impl Reading {
     fn attempt_ended(&mut self) {
         self.now |= self.left_behind;
     }
+
+    /// Reads again after `wait`, or as soon as an attempt ends when due work was left behind.
+    fn wait(&mut self, wait: Duration, left_behind: bool) {
+        self.left_behind = left_behind;
+        self.next = tokio::time::Instant::now() + wait;
+        self.now = false;
+    }
+
+    /// Waits before reading again after a failed read, longer after each failure in a row.
+    async fn back_off(&mut self, error: &StoreError) {
+        self.failures += 1;
+        let backoff = Duration::from_millis(100 * 2u64.pow(self.failures.min(6)));
+        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 /// What one read of the queue found.
@@ -154,7 +169,6 @@ impl Worker {
             finished,
         ));
         let mut attempts = JoinSet::new();
-        let mut refused = Vec::new();
         let mut reading = Reading {
             now: true,
             left_behind: false,
@@ -162,16 +176,8 @@ impl Worker {
             failures: 0,
         };
         while !shutdown.is_cancelled() {
-            while attempts.try_join_next().is_some() {
-                reading.attempt_ended();
-            }
-            while let Ok(claim) = self.inbox.try_recv() {
-                refused.extend(self.start(claim, &mut attempts, &outcomes));
-            }
-            if !refused.is_empty() {
-                self.give_back(&mut refused).await;
-                reading.left_behind = true;
-            }
+            self.start_what_arrived(&mut attempts, &outcomes, &mut reading)
+                .await;
             if reading.now {
                 match self.read_queue(&mut attempts, &outcomes).await {
                     Ok(Claimed::Full) => {
@@ -180,32 +186,26 @@ impl Worker {
                     }
                     Ok(Claimed::Partial) => reading.failures = 0,
                     Err(error) => {
-                        reading.failures += 1;
-                        let backoff =
-                            Duration::from_millis(100 * 2u64.pow(reading.failures.min(6)));
-                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot claim deliveries");
                         tokio::select! {
                             () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => continue,
+                            () = reading.back_off(&error) => continue,
                         }
                     }
                 }
                 let (wait, due_now) = self.idle_wait().await;
-                reading.left_behind = due_now;
-                reading.next = tokio::time::Instant::now() + wait;
-                reading.now = false;
+                reading.wait(wait, due_now);
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = self.queue.woken() => reading.now = true,
                 () = tokio::time::sleep_until(reading.next) => reading.now = true,
                 Some(claim) = self.inbox.recv() => {
-                    refused.extend(self.start(claim, &mut attempts, &outcomes));
+                    let mut refused: Vec<_> = self.start(claim, &mut attempts, &outcomes).into_iter().collect();
+                    self.left_behind(&mut refused, &mut reading).await;
                 }
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => reading.attempt_ended(),
             }
         }
-        self.give_back(&mut refused).await;
         // Claims handed over but not started are released with the rest.
         self.inbox.close();
         while let Ok(claim) = self.inbox.try_recv() {
@@ -213,6 +213,32 @@ impl Worker {
         }
         self.drain(attempts, outcomes, recorder).await;
         let _ = listener.await;
+    }
+
+    /// Notes the attempts that ended and starts the claims handed over meanwhile.
+    async fn start_what_arrived(
+        &mut self,
+        attempts: &mut JoinSet<()>,
+        outcomes: &UnboundedSender<AttemptRecord>,
+        reading: &mut Reading,
+    ) {
+        while attempts.try_join_next().is_some() {
+            reading.attempt_ended();
+        }
+        let mut refused = Vec::new();
+        while let Ok(claim) = self.inbox.try_recv() {
+            refused.extend(self.start(claim, attempts, outcomes));
+        }
+        self.left_behind(&mut refused, reading).await;
+    }
+
+    /// Gives back handed-over claims there was no room for; they are due now, so the queue is
+    /// read again once an attempt ends.
+    async fn left_behind(&self, refused: &mut Vec<(DeliveryId, Uuid)>, reading: &mut Reading) {
+        if !refused.is_empty() {
+            self.give_back(refused).await;
+            reading.left_behind = true;
+        }
     }
 
     /// Claims as many deliveries as there is room for and starts an attempt for each.
