@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::{RetrySchedule, parse_duration};
 use crate::store::PoolSettings;
 use crate::store::cipher::SecretCipher;
 
@@ -179,13 +180,26 @@ pub struct DeliveryConfig {
     )]
     pub timeout_ms: u64,
 
-    /// Retries after a failed first attempt; then the delivery is `failed`.
-    #[arg(long, env = "HOOKRELAY_RETRY_MAX", default_value_t = 3)]
-    pub retry_max: u32,
+    /// The waits before each retry of a failed attempt, e.g. `500ms,2s,1m,10m,2h` (units ms,
+    /// s, m, h, d), each plus up to 10% jitter; after the last, a failure is final. Default
+    /// `1m,10m,100m`. Wins over --retry-max and --retry-base-ms.
+    #[arg(long, env = "HOOKRELAY_RETRY_SCHEDULE", value_parser = RetrySchedule::parse)]
+    pub retry_schedule: Option<RetrySchedule>,
 
-    /// Wait before the first retry; each later one waits twice as long, plus up to 25% jitter.
-    #[arg(long, env = "HOOKRELAY_RETRY_BASE_MS", default_value_t = 30_000)]
-    pub retry_base_ms: u64,
+    /// Retries after a failed first attempt, waiting from --retry-base-ms and doubling
+    /// (the older way to set the schedule; default 3 when only the base is set).
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX")]
+    pub retry_max: Option<u32>,
+
+    /// Wait before the first retry when the schedule doubles (default 30000 when only
+    /// --retry-max is set).
+    #[arg(long, env = "HOOKRELAY_RETRY_BASE_MS")]
+    pub retry_base_ms: Option<u64>,
+
+    /// A delivery whose receiver keeps throttling (429, or 503 with Retry-After) for this long
+    /// fails, e.g. `24h` or `90m`.
+    #[arg(long, env = "HOOKRELAY_THROTTLE_GIVE_UP", default_value = "24h", value_parser = parse_duration)]
+    pub throttle_give_up: Duration,
 
     /// Most attempts in flight at once in this process.
     #[arg(

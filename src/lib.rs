@@ -70,8 +70,10 @@ fn worker_options(config: &DeliveryConfig) -> WorkerOptions {
         concurrency: config.concurrency,
         endpoint_concurrency: config.endpoint_concurrency,
         lease_ms: config.lease_ms,
+        retry_schedule: config.retry_schedule.clone(),
         retry_max: config.retry_max,
         retry_base_ms: config.retry_base_ms,
+        throttle_give_up: config.throttle_give_up,
         poll_interval_ms: config.poll_interval_ms,
         shutdown_grace_ms: config.shutdown_grace_ms,
         disable_after_hours: config.disable_after_hours,
@@ -88,6 +90,7 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
         },
         max_webhooks_per_project: config.max_webhooks_per_project,
         max_event_bytes: config.max_event_bytes,
+        endpoint_concurrency: config.delivery.endpoint_concurrency,
     }
 }
 

@@ -23,6 +23,10 @@ pub struct SendOutcome {
     pub status: Option<u16>,
     pub body_excerpt: Option<String>,
     pub error: Option<String>,
+    /// The receiver's `Retry-After`, as it sent it (at most 64 characters).
+    pub retry_after: Option<String>,
+    /// No complete answer came within the timeout.
+    pub timed_out: bool,
 }
 
 impl SendOutcome {
@@ -35,6 +39,8 @@ impl SendOutcome {
             status: None,
             body_excerpt: None,
             error: Some(error.into()),
+            retry_after: None,
+            timed_out: false,
         }
     }
 }
@@ -114,21 +120,34 @@ impl DeliveryClient {
                 .send()
                 .await?;
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(64).collect());
             let excerpt = read_excerpt(response).await;
-            Ok::<_, reqwest::Error>((status, excerpt))
+            Ok::<_, reqwest::Error>((status, excerpt, retry_after))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Err(_) => SendOutcome::failed(format!(
-                "timed out after {} ms without a complete response",
-                self.timeout.as_millis()
-            )),
-            Ok(Err(error)) => SendOutcome::failed(describe(&error)),
-            Ok(Ok((status, excerpt))) => SendOutcome {
+            Err(_) => SendOutcome {
+                timed_out: true,
+                ..SendOutcome::failed(format!(
+                    "timed out after {} ms without a complete response",
+                    self.timeout.as_millis()
+                ))
+            },
+            Ok(Err(error)) => SendOutcome {
+                timed_out: error.is_timeout(),
+                ..SendOutcome::failed(describe(&error))
+            },
+            Ok(Ok((status, excerpt, retry_after))) => SendOutcome {
                 status: Some(status),
                 body_excerpt: Some(excerpt),
                 error: (300..400)
                     .contains(&status)
                     .then(|| format!("answered {status}: redirects are not followed")),
+                retry_after,
+                timed_out: false,
             },
         }
     }

@@ -45,7 +45,7 @@ impl Publisher {
         let local = self
             .local
             .as_ref()
-            .filter(|w| w.handover.is_open() && w.admission.has_room());
+            .filter(|w| w.handover.is_open() && w.admission.has_room_for(event.project_id));
         let lease = local.map(|_| self.queue.mint_lease(event.created_at));
         let accepted = self.events.accept(Accepting { event, lease }).await?;
         match local {

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::domain::{DeliveryId, WebhookId, after};
-use crate::store::{AttemptRecord, ClaimedDelivery, Lease, Recorded, Store, StoreResult};
+use crate::domain::{DeliveryId, ProjectId, WebhookId, after};
+use crate::store::{AttemptRecord, ClaimedDelivery, Lease, RecordedBatch, Store, StoreResult};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -64,10 +64,12 @@ impl Queue {
         limit: u32,
         per_webhook: u32,
         exclude: &[WebhookId],
+        exclude_projects: &[ProjectId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let now = self.clock.now();
+        let lease_until = after(now, self.lease);
         self.store
-            .claim_due(now, after(now, self.lease), limit, per_webhook, exclude)
+            .claim_due(now, lease_until, limit, per_webhook, exclude, exclude_projects)
             .await
     }
 
@@ -91,7 +93,7 @@ impl Queue {
     }
 
     /// Record: writes finished attempts and what follows them.
-    pub async fn record(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+    pub async fn record(&self, records: &[AttemptRecord]) -> StoreResult<RecordedBatch> {
         self.store.record_attempts(records).await
     }
 

@@ -3,10 +3,11 @@
 //! enough and often enough that more attempts only add noise).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{AttemptResult, DeliveryId, WebhookId};
+use super::{AttemptResult, DeliveryId, Hold, Pressure, WebhookId, adapt_concurrency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisablePolicy {
@@ -46,6 +47,16 @@ pub struct FailureRun {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// A webhook's health and flow before a batch of attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HealthBefore {
+    pub run: FailureRun,
+    /// The effective in-flight limit; `None` is the maximum.
+    pub concurrency: Option<u32>,
+    /// The current backoff for throttling without `Retry-After`.
+    pub backoff: Option<Duration>,
+}
+
 /// What endpoint health needs to know of one finished attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptFacts {
@@ -54,6 +65,13 @@ pub struct AttemptFacts {
     pub result: AttemptResult,
     /// The receiver answered 410 Gone.
     pub gone: bool,
+    /// The receiver asked us to slow down: no failure, no success.
+    pub throttled: bool,
+    /// The hold that answer put on the webhook.
+    pub hold: Option<Hold>,
+    pub pressure: Pressure,
+    /// The webhook's most attempts in flight.
+    pub max_concurrency: u32,
     pub finished_at: DateTime<Utc>,
     pub policy: DisablePolicy,
 }
@@ -70,27 +88,46 @@ pub struct WebhookTally {
     pub run: FailureRun,
     /// Set when the batch disables the webhook, at the first attempt that crossed the policy.
     pub disable: Option<Disable>,
+    /// The effective in-flight limit after the batch.
+    pub concurrency: u32,
+    /// The latest hold a throttling answer put on the webhook in this batch.
+    pub throttled_until: Option<DateTime<Utc>>,
+    /// The backoff for throttling without `Retry-After` after the batch.
+    pub backoff: Option<Duration>,
 }
 
 impl WebhookTally {
-    fn starting(webhook_id: WebhookId, run: FailureRun) -> Self {
+    fn starting(webhook_id: WebhookId, before: HealthBefore, max_concurrency: u32) -> Self {
         Self {
             webhook_id,
             total: 0,
             succeeded: 0,
             last_success_at: None,
             last_failure_at: None,
-            run,
+            run: before.run,
             disable: None,
+            concurrency: before.concurrency.unwrap_or(max_concurrency),
+            throttled_until: None,
+            backoff: before.backoff,
         }
     }
 
     fn add(&mut self, attempt: &AttemptFacts) {
+        self.concurrency =
+            adapt_concurrency(self.concurrency, attempt.max_concurrency, attempt.pressure);
+        if attempt.throttled {
+            if let Some(hold) = attempt.hold {
+                self.throttled_until = self.throttled_until.max(Some(hold.until));
+                self.backoff = hold.backoff.or(self.backoff);
+            }
+            return;
+        }
         self.total += 1;
         if attempt.result == AttemptResult::Succeeded {
             self.succeeded += 1;
             self.last_success_at = Some(attempt.finished_at);
             self.run = FailureRun::default();
+            self.backoff = None;
             return;
         }
         self.last_failure_at = Some(attempt.finished_at);
@@ -127,7 +164,7 @@ pub struct Disable {
 /// decides exactly what recording them one at a time would have.
 pub fn tally_attempts(
     attempts: impl IntoIterator<Item = AttemptFacts>,
-    runs_before: &HashMap<WebhookId, FailureRun>,
+    before: &HashMap<WebhookId, HealthBefore>,
 ) -> Vec<WebhookTally> {
     let mut tallies: Vec<WebhookTally> = Vec::new();
     for attempt in attempts {
@@ -137,11 +174,12 @@ pub fn tally_attempts(
         {
             Some(index) => index,
             None => {
-                let run = runs_before
-                    .get(&attempt.webhook_id)
-                    .copied()
-                    .unwrap_or_default();
-                tallies.push(WebhookTally::starting(attempt.webhook_id, run));
+                let start = before.get(&attempt.webhook_id).copied().unwrap_or_default();
+                tallies.push(WebhookTally::starting(
+                    attempt.webhook_id,
+                    start,
+                    attempt.max_concurrency,
+                ));
                 tallies.len() - 1
             }
         };
@@ -187,21 +225,33 @@ mod tests {
             webhook_id: webhook,
             result,
             gone: false,
+            throttled: false,
+            hold: None,
+            pressure: if result == AttemptResult::Succeeded {
+                Pressure::Eased
+            } else {
+                Pressure::Neutral
+            },
+            max_concurrency: 16,
             finished_at: at(hours),
             policy: POLICY,
+        }
+    }
+
+    fn run_before(consecutive: i64, since: DateTime<Utc>) -> HealthBefore {
+        HealthBefore {
+            run: FailureRun {
+                consecutive,
+                since: Some(since),
+            },
+            ..HealthBefore::default()
         }
     }
 
     #[test]
     fn a_success_ends_the_failure_run_and_counts() {
         let webhook = WebhookId::generate();
-        let before = HashMap::from([(
-            webhook,
-            FailureRun {
-                consecutive: 7,
-                since: Some(at(0)),
-            },
-        )]);
+        let before = HashMap::from([(webhook, run_before(7, at(0)))]);
         let tallies = tally_attempts(
             [
                 attempt(webhook, AttemptResult::Failed, 1),
@@ -228,13 +278,7 @@ mod tests {
     #[test]
     fn the_run_carries_over_from_before_the_batch_to_the_disable_decision() {
         let webhook = WebhookId::generate();
-        let before = HashMap::from([(
-            webhook,
-            FailureRun {
-                consecutive: 18,
-                since: Some(at(0)),
-            },
-        )]);
+        let before = HashMap::from([(webhook, run_before(18, at(0)))]);
         let first = attempt(webhook, AttemptResult::Failed, 71);
         let crossing = attempt(webhook, AttemptResult::Failed, 72);
         let later = attempt(webhook, AttemptResult::Failed, 73);
@@ -268,5 +312,47 @@ mod tests {
             tallies[1].disable.as_ref().map(|d| d.delivery_id),
             Some(gone.delivery_id)
         );
+    }
+
+    #[test]
+    fn throttled_answers_hold_the_webhook_halve_its_concurrency_and_leave_its_health_alone() {
+        let webhook = WebhookId::generate();
+        let before = HashMap::from([(webhook, run_before(3, at(0)))]);
+        let throttle = |hours: i64, until: i64, backoff: Option<u64>| AttemptFacts {
+            throttled: true,
+            hold: Some(Hold {
+                until: at(until),
+                backoff: backoff.map(Duration::from_secs),
+            }),
+            pressure: Pressure::Overloaded,
+            ..attempt(webhook, AttemptResult::Throttled(at(until)), hours)
+        };
+        let tallies = tally_attempts([throttle(1, 5, Some(2)), throttle(2, 3, None)], &before);
+        let tally = &tallies[0];
+        assert_eq!((tally.total, tally.succeeded), (0, 0), "throttled attempts are not counted");
+        assert_eq!(tally.run, before[&webhook].run, "the failure run is untouched");
+        assert_eq!(tally.last_failure_at, None);
+        assert_eq!(tally.disable, None);
+        assert_eq!(tally.throttled_until, Some(at(5)), "the latest hold wins");
+        assert_eq!(tally.backoff, Some(Duration::from_secs(2)));
+        assert_eq!(tally.concurrency, 4, "16 halved twice");
+    }
+
+    #[test]
+    fn successes_climb_back_and_clear_the_backoff() {
+        let webhook = WebhookId::generate();
+        let before = HashMap::from([(
+            webhook,
+            HealthBefore {
+                concurrency: Some(2),
+                backoff: Some(Duration::from_secs(8)),
+                ..HealthBefore::default()
+            },
+        )]);
+        let ok = || attempt(webhook, AttemptResult::Succeeded, 1);
+        let tallies = tally_attempts([ok(), ok(), ok()], &before);
+        assert_eq!(tallies[0].concurrency, 5);
+        assert_eq!(tallies[0].backoff, None);
+        assert_eq!(tallies[0].throttled_until, None);
     }
 }

@@ -13,6 +13,7 @@ mod fanout;
 mod filters;
 mod ids;
 mod name;
+mod rate;
 mod retry;
 mod scope;
 mod secret;
@@ -20,9 +21,12 @@ mod secret;
 pub use address::forbidden_reason;
 pub use api_key::ApiKey;
 pub use audit::{Actor, AuditEntry, Channel};
-pub use delivery::{Answer, AttemptResult, DeliveryStatus, after, decide};
+pub use delivery::{
+    Answer, AttemptResult, Before, Decision, DeliveryStatus, Hold, Pressure, RetryAfter,
+    adapt_concurrency, after, decide,
+};
 pub use endpoint_health::{
-    AttemptFacts, Disable, DisablePolicy, FailureRun, WebhookTally, tally_attempts,
+    AttemptFacts, Disable, DisablePolicy, FailureRun, HealthBefore, WebhookTally, tally_attempts,
 };
 pub use endpoint_url::{EndpointUrl, UrlPolicy};
 pub use event_type::{EventType, EventTypes};
@@ -30,7 +34,11 @@ pub use fanout::{Published, Subscriber, filters_accept, plan_fanout, subscriptio
 pub use filters::Filters;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
 pub use name::Name;
-pub use retry::RetryPolicy;
+pub use rate::{RATE_LOOKAHEAD, rate_slots};
+pub use retry::{
+    MAX_WEBHOOK_DELAY_SECS, MAX_WEBHOOK_RETRIES, MAX_WEBHOOK_SCHEDULE_SECS, RetrySchedule,
+    parse_duration,
+};
 pub use scope::{Scope, Scopes};
 pub use secret::WebhookSecret;
 

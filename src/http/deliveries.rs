@@ -86,6 +86,8 @@ pub struct AttemptView {
     response_status: Option<u16>,
     response_body: Option<String>,
     error: Option<String>,
+    throttled: bool,
+    retry_after: Option<String>,
 }
 
 impl From<Attempt> for AttemptView {
@@ -97,6 +99,8 @@ impl From<Attempt> for AttemptView {
             response_status: a.response_status,
             response_body: a.response_body,
             error: a.error,
+            throttled: a.throttled,
+            retry_after: a.retry_after,
         }
     }
 }

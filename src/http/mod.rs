@@ -56,6 +56,8 @@ pub struct ApiSettings {
     pub url_policy: UrlPolicy,
     pub max_webhooks_per_project: u32,
     pub max_event_bytes: usize,
+    /// A webhook's most attempts in flight when it sets none.
+    pub endpoint_concurrency: usize,
 }
 
 /// One documented operation: the route table is the single source for the router and for the

@@ -27,8 +27,9 @@ pub use postgres::PostgresStore;
 pub use records::{
     Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
-    Disabled, EventTarget, Lease, NewAccount, NewApiKey, NewEvent, NewProject, NewWebhook,
-    QueueDepth, Recorded, SecretRotation, Webhook, WebhookChanges, WebhookStats, WebhookTarget,
+    Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
+    NewWebhook, QueueDepth, Recorded, RecordedBatch, SecretRotation, Webhook, WebhookChanges,
+    WebhookLimits, WebhookStats, WebhookTarget,
 };
 pub use sqlite::SqliteStore;
 
@@ -129,7 +130,10 @@ pub trait EventStore: Send + Sync {
 #[async_trait]
 pub trait QueueStore: Send + Sync {
     /// Leases up to `limit` due deliveries until `lease_until`, at most `per_webhook` of them
-    /// for any one webhook, skipping the excluded webhooks and rows other workers hold.
+    /// for any one webhook, skipping the excluded webhooks and projects, webhooks a throttling
+    /// receiver holds back, and rows other workers hold. A rate-limited webhook gives at most
+    /// a second's worth, each with the send slot it may go at (`not_before`), slots shared by
+    /// every instance.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -137,6 +141,7 @@ pub trait QueueStore: Send + Sync {
         limit: u32,
         per_webhook: u32,
         exclude: &[WebhookId],
+        exclude_projects: &[ProjectId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Extends a claim that is still held, for an attempt that waited for its turn, and returns
     /// the webhook's current URL and secret; `None` when the lease was lost or the webhook is
@@ -151,8 +156,9 @@ pub trait QueueStore: Send + Sync {
     /// Records finished attempts, in the order they finished, with their deliveries' new states
     /// and their webhooks' stats, in one transaction of a fixed number of statements; disables
     /// a webhook when its policy says so. An attempt whose lease was lost meanwhile writes
-    /// nothing. Returns what happened to each, in order.
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>>;
+    /// nothing. Returns what happened to each, in order, and each webhook's flow after them
+    /// (its adapted concurrency and a throttling receiver's hold).
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<RecordedBatch>;
     /// Makes leased deliveries due again at once, e.g. on shutdown.
     async fn release_claims(
         &self,

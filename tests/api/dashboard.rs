@@ -69,7 +69,7 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.allow_http = true;
         c.allow_private_targets = true;
-        c.delivery.retry_max = 0;
+        c.delivery.retry_max = Some(0);
         c.max_webhooks_per_project = 1;
     })
     .await;

@@ -204,7 +204,7 @@ async fn postgres_going_away_is_a_prompt_503_and_nothing_accepted_is_lost() {
     config.allow_private_targets = true;
     config.delivery.timeout_ms = 1_000;
     config.delivery.lease_ms = 2_000;
-    config.delivery.retry_base_ms = 100;
+    config.delivery.retry_base_ms = Some(100);
     let app = hookrelay::App::build(&config).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let store = app.store();

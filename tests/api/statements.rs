@@ -133,6 +133,10 @@ fn outcome(claim: &ClaimedDelivery, n: usize) -> AttemptRecord {
             after: TimeDelta::MAX,
             min_failures: i64::MAX,
         },
+        hold: None,
+        retry_after: None,
+        pressure: hookrelay::domain::Pressure::Neutral,
+        max_concurrency: 16,
     }
 }
 
@@ -168,7 +172,7 @@ async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [
     );
     let now = Utc::now();
     let (claims, claimed) =
-        counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, batch, &[])).await;
+        counted(store.claim_due(now, now + TimeDelta::minutes(5), batch, batch, &[], &[])).await;
     let claims = claims.unwrap();
     assert_eq!(claims.len(), batch as usize);
     let records: Vec<AttemptRecord> = claims
@@ -177,7 +181,7 @@ async fn statements_per_step(store: &dyn Store, fan_out: usize, batch: u32) -> [
         .map(|(n, c)| outcome(c, n))
         .collect();
     let (written, recorded) = counted(store.record_attempts(&records)).await;
-    assert_eq!(written.unwrap().len(), batch as usize);
+    assert_eq!(written.unwrap().outcomes.len(), batch as usize);
     [published, claimed, recorded]
 }
 

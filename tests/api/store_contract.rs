@@ -110,6 +110,10 @@ fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy
         result,
         finished_at: now,
         disable_policy: policy,
+        hold: None,
+        retry_after: None,
+        pressure: hookrelay::domain::Pressure::Neutral,
+        max_concurrency: 16,
     }
 }
 
@@ -121,6 +125,7 @@ pub(crate) fn new_webhook(events: &[&str]) -> NewWebhook {
         filters: Filters::default(),
         secret: WebhookSecret::generate(),
         created_at: Utc::now(),
+        limits: Default::default(),
     }
 }
 
@@ -241,6 +246,9 @@ backend_tests! {
             url: None,
             events: Some(EventTypes::parse(&["action.updated"]).unwrap()),
             filters: None,
+            retry_schedule: None,
+            rate_limit: None,
+            max_concurrency: None,
             updated_at: Utc::now(),
         };
         let updated = store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await.unwrap();
@@ -259,7 +267,7 @@ backend_tests! {
         let rotation = SecretRotation { secret: WebhookSecret::generate(), previous_valid_until: None, at: Utc::now() };
         let rotate = store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
-        let changes = WebhookChanges { url: None, events: None, filters: None, updated_at: Utc::now() };
+        let changes = WebhookChanges { url: None, events: None, filters: None, retry_schedule: None, rate_limit: None, max_concurrency: None, updated_at: Utc::now() };
         assert!(matches!(store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await, Err(StoreError::NotFound(_))));
     }
 
@@ -281,7 +289,7 @@ backend_tests! {
         let done = accept_one(store.as_ref(), accept(1)).await.unwrap();
         let waiting = accept_one(store.as_ref(), accept(2)).await.unwrap();
         let now = Utc::now();
-        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 10, 10, &[], &[]).await.unwrap();
         assert_eq!(claims.len(), 2);
         let finished = claims.iter().find(|c| c.id == done.delivery_ids[0]).unwrap();
         let recorded = store
@@ -298,10 +306,14 @@ backend_tests! {
                 result: AttemptResult::Succeeded,
                 finished_at: now,
                 disable_policy: NEVER_DISABLE,
+                hold: None,
+                retry_after: None,
+                pressure: hookrelay::domain::Pressure::Neutral,
+                max_concurrency: 16,
             }])
             .await
             .unwrap();
-        assert_eq!(recorded, [Recorded::Recorded]);
+        assert_eq!(recorded.outcomes, [Recorded::Recorded]);
 
         let removed = store.purge_finished(Utc::now() + chrono::TimeDelta::minutes(1)).await.unwrap();
         assert_eq!(removed, 2, "the finished delivery and its event");
@@ -320,11 +332,11 @@ backend_tests! {
         let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
         let accepted = accept_one(store.as_ref(), event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
-        let first = store.claim_due(now, now, 10, 10, &[]).await.unwrap();
+        let first = store.claim_due(now, now, 10, 10, &[], &[]).await.unwrap();
         assert_eq!(first.len(), 1);
         // The lease ended at once, so a second worker takes the delivery over.
         let later = now + chrono::TimeDelta::milliseconds(1);
-        let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
+        let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, 10, &[], &[]).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].lease_token, second[0].lease_token);
         let record = |claim: &hookrelay::store::ClaimedDelivery| AttemptRecord {
@@ -340,9 +352,13 @@ backend_tests! {
             result: AttemptResult::Failed,
             finished_at: now,
             disable_policy: NEVER_DISABLE,
+            hold: None,
+            retry_after: None,
+            pressure: hookrelay::domain::Pressure::Neutral,
+            max_concurrency: 16,
         };
-        assert_eq!(store.record_attempts(&[record(&first[0])]).await.unwrap(), [Recorded::Stale], "the stale holder is ignored");
-        assert_eq!(store.record_attempts(&[record(&second[0])]).await.unwrap(), [Recorded::Recorded]);
+        assert_eq!(store.record_attempts(&[record(&first[0])]).await.unwrap().outcomes, [Recorded::Stale], "the stale holder is ignored");
+        assert_eq!(store.record_attempts(&[record(&second[0])]).await.unwrap().outcomes, [Recorded::Recorded]);
         let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
         assert_eq!(details.attempts.len(), 1);
         assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().stats.total_deliveries, 1);
@@ -360,16 +376,16 @@ backend_tests! {
         assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.event.delivery_ids[0], webhook.id, lease.token));
         assert_eq!((claim.payload.as_str(), claim.attempt_number), ("{\"n\":1}", 1));
         assert_eq!(claim.secret, webhook.secret);
-        assert!(store.claim_due(now, lease.until, 10, 10, &[]).await.unwrap().is_empty(), "a leased delivery is not due");
+        assert!(store.claim_due(now, lease.until, 10, 10, &[], &[]).await.unwrap().is_empty(), "a leased delivery is not due");
         let summary = store.get_delivery(project, claim.id).await.unwrap().summary;
         assert_eq!((summary.status, summary.next_attempt_at), (DeliveryStatus::Pending, None), "in flight");
 
         // Should this instance die, the lease runs out and any worker takes the delivery.
         let after_lease = lease.until + chrono::TimeDelta::milliseconds(1);
-        let taken = store.claim_due(after_lease, after_lease + chrono::TimeDelta::seconds(30), 10, 10, &[]).await.unwrap();
+        let taken = store.claim_due(after_lease, after_lease + chrono::TimeDelta::seconds(30), 10, 10, &[], &[]).await.unwrap();
         assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), [claim.id]);
-        assert_eq!(store.record_attempts(&[outcome(claim, AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Stale]);
-        assert_eq!(store.record_attempts(&[outcome(&taken[0], AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap(), [Recorded::Recorded]);
+        assert_eq!(store.record_attempts(&[outcome(claim, AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap().outcomes, [Recorded::Stale]);
+        assert_eq!(store.record_attempts(&[outcome(&taken[0], AttemptResult::Succeeded, NEVER_DISABLE)]).await.unwrap().outcomes, [Recorded::Recorded]);
     }
 
     async fn events_accepted_together_answer_in_order_and_keep_idempotency(backend) {
@@ -402,7 +418,7 @@ backend_tests! {
             accept_one(store.as_ref(), event(project, serde_json::json!({ "n": n }))).await.unwrap();
         }
         let now = Utc::now();
-        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, 100, &[]).await.unwrap();
+        let claims = store.claim_due(now, now + chrono::TimeDelta::seconds(30), 100, 100, &[], &[]).await.unwrap();
         let (flaky_claims, steady_claims): (Vec<_>, Vec<_>) = claims.iter().partition(|c| c.webhook_id == flaky.id);
         assert_eq!((flaky_claims.len(), steady_claims.len()), (4, 4));
         // Two failures in a row disable the flaky webhook at once; it fails, fails (disabled
@@ -415,7 +431,7 @@ backend_tests! {
             .map(|(claim, result)| outcome(claim, result, strict))
             .collect();
         batch.extend(steady_claims.iter().map(|c| outcome(c, AttemptResult::Succeeded, strict)));
-        let recorded = store.record_attempts(&batch).await.unwrap();
+        let recorded = store.record_attempts(&batch).await.unwrap().outcomes;
         assert_eq!(recorded[0], Recorded::Recorded);
         assert!(matches!(&recorded[1], Recorded::Disabled(reason) if reason.contains("2 failures in a row")), "{recorded:?}");
         assert!(recorded[2..].iter().all(|r| *r == Recorded::Recorded), "{recorded:?}");
@@ -444,10 +460,10 @@ backend_tests! {
         accept_one(store.as_ref(), NewEvent { event_type: "action.created".into(), ..event(project, serde_json::json!({ "n": 5 })) }).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
-        let claimed = store.claim_due(now, lease, 10, 2, &[]).await.unwrap();
+        let claimed = store.claim_due(now, lease, 10, 2, &[], &[]).await.unwrap();
         let of = |webhook: WebhookId| claimed.iter().filter(|c| c.webhook_id == webhook).count();
         assert_eq!((of(busy.id), of(quiet.id)), (2, 1), "two of the busy webhook's six, the quiet one's one");
-        let next = store.claim_due(now, lease, 10, 2, &[]).await.unwrap();
+        let next = store.claim_due(now, lease, 10, 2, &[], &[]).await.unwrap();
         assert_eq!(next.len(), 2);
     }
 
@@ -459,10 +475,10 @@ backend_tests! {
         accept_one(store.as_ref(), event(project, serde_json::json!({}))).await.unwrap();
         let now = Utc::now();
         let lease = now + chrono::TimeDelta::seconds(30);
-        let claimed = store.claim_due(now, lease, 10, 10, &[busy.id]).await.unwrap();
+        let claimed = store.claim_due(now, lease, 10, 10, &[busy.id], &[]).await.unwrap();
         assert_eq!(claimed.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [free.id]);
-        assert!(store.claim_due(now, lease, 10, 10, &[busy.id]).await.unwrap().is_empty(), "leased rows are skipped");
-        let rest = store.claim_due(now, lease, 10, 10, &[]).await.unwrap();
+        assert!(store.claim_due(now, lease, 10, 10, &[busy.id], &[]).await.unwrap().is_empty(), "leased rows are skipped");
+        let rest = store.claim_due(now, lease, 10, 10, &[], &[]).await.unwrap();
         assert_eq!(rest.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [busy.id]);
         assert_eq!(rest[0].payload, "{}");
         assert_eq!(rest[0].secret, busy.secret);

@@ -248,12 +248,16 @@ backend_tests! {
         assert_eq!(
             keys(data),
             [
-                "createdAt", "deletedAt", "disabledAt", "disabledReason", "events", "filters", "id",
-                "isActive", "lastModifiedBy", "lastModifiedVia", "secretPreview", "stats",
-                "updatedAt", "url"
+                "createdAt", "deletedAt", "disabledAt", "disabledReason", "effectiveConcurrency",
+                "events", "filters", "id", "isActive", "lastModifiedBy", "lastModifiedVia",
+                "maxConcurrency", "rateLimit", "retrySchedule", "secretPreview", "stats",
+                "throttledUntil", "updatedAt", "url"
             ]
         );
         assert_eq!(data["filters"], json!({}));
+        let defaults = [&data["retrySchedule"], &data["rateLimit"], &data["maxConcurrency"], &data["throttledUntil"]];
+        assert!(defaults.iter().all(|v| v.is_null()), "{data}");
+        assert_eq!(data["effectiveConcurrency"], app.config.delivery.endpoint_concurrency);
         let secret = created["secret"].as_str().unwrap();
         assert_eq!(data["secretPreview"], format!("\u{2026}{}", &secret[60..]));
         assert_eq!(data["deletedAt"], Value::Null);
@@ -290,6 +294,7 @@ backend_tests! {
                 filters: Default::default(),
                 secret: hookrelay::domain::WebhookSecret::generate(),
                 created_at: a_second_ago,
+                limits: Default::default(),
             },
             25,
             crate::common::cli_audit("webhook.created"),

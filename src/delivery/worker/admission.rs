@@ -1,16 +1,18 @@
-//! Admission: the one owner of the worker's limits. It counts the claims each endpoint has in
-//! hand and hands out a ticket per claim (released on drop); a ticket's turn holds one of its
-//! endpoint's slots and one of the process-wide slots, so neither limit can be exceeded by any
-//! path a claim arrives on.
+//! Admission: the one owner of the worker's limits. It counts the claims each endpoint and
+//! project has in hand and hands out a ticket per claim (released on drop). A ticket's turn is
+//! a sending slot, granted only while the process, the endpoint (its adapted concurrency, and
+//! any hold a throttling receiver asked for) and the project's fair share all have room; freed
+//! slots go first to the project sending least, so one tenant's slow endpoints cannot take
+//! every slot from the others.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::super::queue::lock;
-use crate::domain::WebhookId;
+use crate::domain::{ProjectId, WebhookId};
 
 /// An endpoint may hold this many times its concurrency in claims; the rest go back to the
 /// queue, so claims waiting behind a slow endpoint cannot fill the worker.
@@ -20,38 +22,73 @@ const HELD_PER_SLOT: usize = 4;
 /// to keep its slots busy while the next claim runs, not so many that they wait long.
 const CLAIMED_PER_SLOT: usize = 2;
 
+/// A project that had claims this recently still counts for the fair shares, so a tenant
+/// publishing now and then keeps its share between events.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(2);
+
 pub struct Admission {
     max_in_flight: usize,
+    /// An endpoint's concurrency when its webhook sets none.
     per_endpoint: usize,
-    /// Attempts sending at once, over all endpoints.
-    sending: Arc<Semaphore>,
-    endpoints: Mutex<Endpoints>,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
-struct Endpoints {
-    by_webhook: HashMap<WebhookId, Endpoint>,
-    /// Each endpoint's claims in hand, counted up to its own concurrency: the measure of the
-    /// room left, so claims waiting behind a busy endpoint take no room from the others.
-    load: usize,
+struct State {
+    endpoints: HashMap<WebhookId, Endpoint>,
+    projects: HashMap<ProjectId, Project>,
+    sending: usize,
+    /// Turns waited for, oldest first.
+    waiting: VecDeque<Waiter>,
 }
 
 struct Endpoint {
-    slots: Arc<Semaphore>,
+    project: ProjectId,
     claimed: usize,
+    sending: usize,
+    /// Attempts in flight allowed now: the webhook's maximum, adapted to its receiver.
+    limit: usize,
+    /// No attempt starts before this: a throttling receiver's hold.
+    held_until: Option<Instant>,
+}
+
+impl Endpoint {
+    /// Claims counted as load: up to the endpoint's own concurrency, so claims waiting behind
+    /// a busy endpoint take no room from the others.
+    fn load(&self) -> usize {
+        self.claimed.min(self.limit)
+    }
+}
+
+#[derive(Default)]
+struct Project {
+    load: usize,
+    sending: usize,
+    last_active: Option<Instant>,
+}
+
+impl Project {
+    /// Whether the project counts for the fair shares now.
+    fn active(&self, now: Instant) -> bool {
+        self.load > 0 || self.sending > 0 || self.last_active.is_some_and(|t| now - t < ACTIVE_WINDOW)
+    }
+}
+
+struct Waiter {
+    webhook: WebhookId,
+    granted: oneshot::Sender<()>,
 }
 
 /// One admitted claim; dropping it gives its place back.
 pub struct Ticket {
     admission: Arc<Admission>,
     webhook: WebhookId,
-    slots: Arc<Semaphore>,
 }
 
-/// The right to send one attempt now: an endpoint slot and a process-wide slot.
+/// The right to send one attempt now; dropping it frees the slot for the next waiter.
 pub struct Turn {
-    _endpoint: OwnedSemaphorePermit,
-    _process: OwnedSemaphorePermit,
+    admission: Arc<Admission>,
+    webhook: WebhookId,
 }
 
 impl Admission {
@@ -59,19 +96,27 @@ impl Admission {
         Arc::new(Self {
             max_in_flight,
             per_endpoint,
-            sending: Arc::new(Semaphore::new(max_in_flight)),
-            endpoints: Mutex::new(Endpoints::default()),
+            state: Mutex::new(State::default()),
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many more claims the worker can usefully take.
     pub fn room(&self) -> usize {
-        self.max_in_flight
-            .saturating_sub(lock(&self.endpoints).load)
+        let state = self.lock();
+        let load: usize = state.endpoints.values().map(Endpoint::load).sum();
+        self.max_in_flight.saturating_sub(load)
     }
 
-    pub fn has_room(&self) -> bool {
-        self.room() > 0
+    /// Whether `project`'s new deliveries can be handed to this worker: the project is within
+    /// its fair share, counting itself as active.
+    pub fn has_room_for(&self, project: ProjectId) -> bool {
+        let state = self.lock();
+        let load = state.projects.get(&project).map_or(0, |p| p.load);
+        load < self.share(&state, Some(project))
     }
 
     /// Most deliveries of one endpoint a claim should take.
@@ -79,91 +124,249 @@ impl Admission {
         u32::try_from(CLAIMED_PER_SLOT * self.per_endpoint).unwrap_or(u32::MAX)
     }
 
-    /// Endpoints whose slots are all spoken for: a claim leaves them out.
+    /// Endpoints whose slots are all spoken for, or held back: a claim leaves them out.
     pub fn busy_endpoints(&self) -> Vec<WebhookId> {
-        lock(&self.endpoints)
-            .by_webhook
+        let now = Instant::now();
+        self.lock()
+            .endpoints
             .iter()
-            .filter(|(_, e)| e.claimed >= self.per_endpoint)
+            .filter(|(_, e)| e.claimed >= e.limit || e.held_until.is_some_and(|t| t > now))
             .map(|(id, _)| *id)
             .collect()
     }
 
-    /// A ticket for a claim on `webhook`, or `None` when that endpoint already holds as many
-    /// claims as it may.
-    pub fn admit(self: &Arc<Self>, webhook: WebhookId) -> Option<Ticket> {
-        let mut endpoints = lock(&self.endpoints);
-        let per_endpoint = self.per_endpoint;
-        let endpoint = endpoints
-            .by_webhook
-            .entry(webhook)
-            .or_insert_with(|| Endpoint {
-                slots: Arc::new(Semaphore::new(per_endpoint)),
-                claimed: 0,
-            });
-        if endpoint.claimed >= HELD_PER_SLOT * per_endpoint {
+    /// Projects holding their fair share of claims or more: a claim leaves them out.
+    pub fn busy_projects(&self) -> Vec<ProjectId> {
+        let state = self.lock();
+        let share = self.share(&state, None);
+        state
+            .projects
+            .iter()
+            .filter(|(_, p)| p.load >= share && share < self.max_in_flight)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Each active project's share of the slots; all of them when one project is active.
+    fn share(&self, state: &State, counting: Option<ProjectId>) -> usize {
+        let now = Instant::now();
+        let mut active = state.projects.values().filter(|p| p.active(now)).count();
+        if counting.is_some_and(|p| !state.projects.get(&p).is_some_and(|p| p.active(now))) {
+            active += 1;
+        }
+        self.max_in_flight.div_ceil(active.max(1))
+    }
+
+    /// A ticket for a claim on `webhook` of `project`, whose webhook allows `limit` attempts in
+    /// flight now; `None` when that endpoint already holds as many claims as it may.
+    pub fn admit(self: &Arc<Self>, webhook: WebhookId, project: ProjectId, limit: usize) -> Option<Ticket> {
+        let mut state = self.lock();
+        let endpoint = state.endpoints.entry(webhook).or_insert(Endpoint {
+            project,
+            claimed: 0,
+            sending: 0,
+            limit: limit.max(1),
+            held_until: None,
+        });
+        endpoint.limit = limit.max(1);
+        if endpoint.claimed >= HELD_PER_SLOT * endpoint.limit {
             return None;
         }
-        let counts_as_load = endpoint.claimed < per_endpoint;
+        let counts_as_load = endpoint.claimed < endpoint.limit;
         endpoint.claimed += 1;
-        let slots = endpoint.slots.clone();
+        let entry = state.projects.entry(project).or_default();
+        entry.last_active = Some(Instant::now());
         if counts_as_load {
-            endpoints.load += 1;
+            entry.load += 1;
         }
         Some(Ticket {
             admission: self.clone(),
             webhook,
-            slots,
         })
     }
 
-    fn release(&self, webhook: WebhookId) {
-        let mut endpoints = lock(&self.endpoints);
-        let Some(endpoint) = endpoints.by_webhook.get_mut(&webhook) else {
+    /// A webhook's flow as its latest recorded attempts left it: the adapted concurrency, and
+    /// a hold until `held_for` from now when its receiver throttles.
+    pub fn update_flow(self: &Arc<Self>, webhook: WebhookId, limit: usize, held_for: Option<Duration>) {
+        let mut state = self.lock();
+        let Some(endpoint) = state.endpoints.get_mut(&webhook) else {
             return;
         };
-        let counted_as_load = endpoint.claimed <= self.per_endpoint;
+        let before = endpoint.load();
+        endpoint.limit = limit.max(1);
+        let after = endpoint.load();
+        let project = endpoint.project;
+        if let Some(wait) = held_for {
+            self.hold(endpoint, wait);
+        }
+        if let Some(entry) = state.projects.get_mut(&project) {
+            entry.load = (entry.load + after).saturating_sub(before);
+        }
+        self.grant(&mut state);
+    }
+
+    /// Holds back every attempt to an endpoint for `wait`, and wakes its waiters afterwards.
+    fn hold(self: &Arc<Self>, endpoint: &mut Endpoint, wait: Duration) {
+        let until = Instant::now() + wait;
+        if endpoint.held_until.is_some_and(|t| t >= until) {
+            return;
+        }
+        endpoint.held_until = Some(until);
+        let admission = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            let mut state = admission.lock();
+            admission.grant(&mut state);
+        });
+    }
+
+    fn can_send(&self, state: &State, webhook: WebhookId, now: Instant) -> bool {
+        let Some(endpoint) = state.endpoints.get(&webhook) else {
+            return false;
+        };
+        let project_sending = state.projects.get(&endpoint.project).map_or(0, |p| p.sending);
+        state.sending < self.max_in_flight
+            && endpoint.sending < endpoint.limit
+            && endpoint.held_until.is_none_or(|t| t <= now)
+            && project_sending < self.share(state, None)
+    }
+
+    fn start_sending(state: &mut State, webhook: WebhookId) {
+        state.sending += 1;
+        if let Some(endpoint) = state.endpoints.get_mut(&webhook) {
+            endpoint.sending += 1;
+            let project = endpoint.project;
+            state.projects.entry(project).or_default().sending += 1;
+        }
+    }
+
+    fn stop_sending(state: &mut State, webhook: WebhookId) {
+        state.sending = state.sending.saturating_sub(1);
+        if let Some(endpoint) = state.endpoints.get_mut(&webhook) {
+            endpoint.sending = endpoint.sending.saturating_sub(1);
+            let project = endpoint.project;
+            if let Some(entry) = state.projects.get_mut(&project) {
+                entry.sending = entry.sending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Gives free slots to waiters that may send now: first to the project sending least,
+    /// within a project the longest waiting.
+    fn grant(&self, state: &mut State) {
+        let now = Instant::now();
+        loop {
+            let chosen = state
+                .waiting
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !w.granted.is_closed() && self.can_send(state, w.webhook, now))
+                .min_by_key(|(position, w)| {
+                    let project = state.endpoints.get(&w.webhook).map(|e| e.project);
+                    let sending = project
+                        .and_then(|p| state.projects.get(&p))
+                        .map_or(0, |p| p.sending);
+                    (sending, *position)
+                })
+                .map(|(position, _)| position);
+            let Some(position) = chosen else {
+                state.waiting.retain(|w| !w.granted.is_closed());
+                return;
+            };
+            let waiter = state
+                .waiting
+                .remove(position)
+                .expect("the chosen waiter is in the queue");
+            Self::start_sending(state, waiter.webhook);
+            if waiter.granted.send(()).is_err() {
+                // The attempt stopped waiting (it was aborted): the slot is free again.
+                Self::stop_sending(state, waiter.webhook);
+            }
+        }
+    }
+
+    fn release(&self, webhook: WebhookId) {
+        let mut state = self.lock();
+        let Some(endpoint) = state.endpoints.get_mut(&webhook) else {
+            return;
+        };
+        let counted_as_load = endpoint.claimed <= endpoint.limit;
         endpoint.claimed = endpoint.claimed.saturating_sub(1);
-        if endpoint.claimed == 0 {
-            endpoints.by_webhook.remove(&webhook);
+        let project = endpoint.project;
+        let idle = endpoint.claimed == 0 && endpoint.sending == 0;
+        let held = endpoint.held_until.is_some_and(|t| t > Instant::now());
+        if idle && !held {
+            state.endpoints.remove(&webhook);
         }
         if counted_as_load {
-            endpoints.load = endpoints.load.saturating_sub(1);
+            if let Some(entry) = state.projects.get_mut(&project) {
+                entry.load = entry.load.saturating_sub(1);
+            }
         }
+        let now = Instant::now();
+        state.projects.retain(|_, p| p.active(now));
     }
 }
 
 impl Ticket {
-    /// Sends now if a slot of the endpoint and of the process are free.
+    /// Sends now if the process, the endpoint and the project all have room and nobody is
+    /// waiting ahead.
     pub fn try_turn(&self) -> Option<Turn> {
-        let endpoint = self.slots.clone().try_acquire_owned().ok()?;
-        let process = self.admission.sending.clone().try_acquire_owned().ok()?;
-        Some(Turn {
-            _endpoint: endpoint,
-            _process: process,
-        })
+        let mut state = self.admission.lock();
+        if !state.waiting.is_empty() || !self.admission.can_send(&state, self.webhook, Instant::now()) {
+            return None;
+        }
+        Admission::start_sending(&mut state, self.webhook);
+        Some(self.turn_taken())
     }
 
-    /// Waits for a slot of the endpoint, then for a process-wide one: a claim waiting behind a
-    /// busy endpoint holds no process-wide slot meanwhile.
+    /// Waits for a slot; a claim waiting behind a busy endpoint holds no slot meanwhile.
     pub async fn turn(&self) -> Turn {
-        let endpoint = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("admission never closes an endpoint's semaphore");
-        let process = self
-            .admission
-            .sending
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("admission never closes the process-wide semaphore");
-        Turn {
-            _endpoint: endpoint,
-            _process: process,
+        loop {
+            let granted = {
+                let mut state = self.admission.lock();
+                if state.waiting.is_empty()
+                    && self.admission.can_send(&state, self.webhook, Instant::now())
+                {
+                    Admission::start_sending(&mut state, self.webhook);
+                    return self.turn_taken();
+                }
+                let (granted, wait) = oneshot::channel();
+                state.waiting.push_back(Waiter {
+                    webhook: self.webhook,
+                    granted,
+                });
+                self.admission.grant(&mut state);
+                wait
+            };
+            if granted.await.is_ok() {
+                return self.turn_taken();
+            }
         }
+    }
+
+    /// Puts a hold on this ticket's endpoint at once, before the outcome is even recorded:
+    /// its receiver asked us to slow down.
+    pub fn hold(&self, wait: Duration) {
+        let mut state = self.admission.lock();
+        if let Some(endpoint) = state.endpoints.get_mut(&self.webhook) {
+            self.admission.hold(endpoint, wait);
+        }
+    }
+
+    fn turn_taken(&self) -> Turn {
+        Turn {
+            admission: self.admission.clone(),
+            webhook: self.webhook,
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut state = self.admission.lock();
+        Admission::stop_sending(&mut state, self.webhook);
+        self.admission.grant(&mut state);
     }
 }
 
@@ -177,51 +380,98 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
+    fn admitted(admission: &Arc<Admission>, project: ProjectId, limit: usize, n: usize) -> Vec<Ticket> {
+        let webhook = WebhookId::generate();
+        (0..n)
+            .map(|_| admission.admit(webhook, project, limit).expect("room for the claim"))
+            .collect()
+    }
+
     #[tokio::test]
     async fn turns_never_exceed_the_process_wide_limit_across_endpoints() {
         let admission = Admission::new(3, 2);
+        let project = ProjectId::generate();
         let tickets: Vec<Ticket> = (0..4)
-            .flat_map(|_| {
-                let webhook = WebhookId::generate();
-                [admission.admit(webhook), admission.admit(webhook)]
-            })
-            .map(|t| t.expect("room for two claims per endpoint"))
+            .flat_map(|_| admitted(&admission, project, 2, 2))
             .collect();
         let turns: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
-        assert_eq!(
-            turns.len(),
-            3,
-            "eight claims on four endpoints, three sending slots"
-        );
+        assert_eq!(turns.len(), 3, "eight claims on four endpoints, three sending slots");
         drop(turns);
         let again: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
         assert_eq!(again.len(), 3, "ended turns give their slots back");
     }
 
     #[tokio::test]
-    async fn an_endpoint_has_its_own_slots_and_a_cap_on_claims_held() {
-        let admission = Admission::new(100, 2);
+    async fn an_endpoint_has_its_own_limit_and_a_cap_on_claims_held() {
+        let admission = Admission::new(100, 16);
+        let project = ProjectId::generate();
         let webhook = WebhookId::generate();
-        let held: Vec<Ticket> = (0..8).map(|_| admission.admit(webhook).unwrap()).collect();
-        assert!(
-            admission.admit(webhook).is_none(),
-            "four times its concurrency at most"
-        );
+        let held: Vec<Ticket> = (0..8)
+            .map(|_| admission.admit(webhook, project, 2).unwrap())
+            .collect();
+        assert!(admission.admit(webhook, project, 2).is_none(), "four times its limit at most");
         assert_eq!(admission.busy_endpoints(), [webhook]);
         let turns: Vec<Turn> = held.iter().filter_map(Ticket::try_turn).collect();
         assert_eq!(turns.len(), 2);
-        assert_eq!(
-            admission.room(),
-            98,
-            "claims beyond its concurrency take no room"
-        );
+        assert_eq!(admission.room(), 98, "claims beyond its concurrency take no room");
         drop(turns);
         drop(held);
-        assert_eq!(
-            admission.room(),
-            100,
-            "dropped tickets give their places back"
-        );
+        assert_eq!(admission.room(), 100, "dropped tickets give their places back");
         assert!(admission.busy_endpoints().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_project_sending_least() {
+        let admission = Admission::new(4, 2);
+        let (busy, quiet) = (ProjectId::generate(), ProjectId::generate());
+        let mut busy_tickets = admitted(&admission, busy, 2, 3);
+        busy_tickets.extend(admitted(&admission, busy, 2, 3));
+        let mut turns: Vec<Turn> = busy_tickets.iter().filter_map(Ticket::try_turn).collect();
+        assert_eq!(turns.len(), 4, "alone, a project may use every slot");
+        let quiet_ticket = admitted(&admission, quiet, 2, 1).remove(0);
+        let quiet_turn = tokio::spawn(async move {
+            let turn = quiet_ticket.turn().await;
+            (quiet_ticket, turn)
+        });
+        tokio::task::yield_now().await;
+        turns.pop();
+        let (_ticket, _turn) = tokio::time::timeout(Duration::from_secs(5), quiet_turn)
+            .await
+            .expect("the quiet project gets the freed slot")
+            .unwrap();
+        turns.pop();
+        assert!(
+            busy_tickets.iter().all(|t| t.try_turn().is_none()),
+            "a slot is free, but the busy project keeps to its share of two"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_an_endpoint_waiting_until_it_ends() {
+        let admission = Admission::new(10, 2);
+        let tickets = admitted(&admission, ProjectId::generate(), 2, 2);
+        tickets[0].hold(Duration::from_millis(200));
+        assert!(tickets[1].try_turn().is_none(), "held back");
+        let started = Instant::now();
+        let _turn = tokio::time::timeout(Duration::from_secs(5), tickets[1].turn())
+            .await
+            .expect("the hold ends");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    #[tokio::test]
+    async fn a_flow_update_narrows_and_widens_an_endpoint() {
+        let admission = Admission::new(10, 4);
+        let webhook = WebhookId::generate();
+        let project = ProjectId::generate();
+        let tickets: Vec<Ticket> = (0..4)
+            .map(|_| admission.admit(webhook, project, 4).unwrap())
+            .collect();
+        admission.update_flow(webhook, 1, None);
+        let turns: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
+        assert_eq!(turns.len(), 1, "halved twice by a throttling receiver");
+        admission.update_flow(webhook, 3, None);
+        let more: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
+        assert_eq!(more.len(), 2, "climbing back");
     }
 }

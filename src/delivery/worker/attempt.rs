@@ -1,5 +1,5 @@
-//! One attempt: wait for a turn (renewing the claim after a long wait), sign and send, and
-//! decide what follows from the receiver's answer.
+//! One attempt: wait for its rate-limit slot and its turn (renewing the claim after a long
+//! wait), sign and send, and decide what follows from the receiver's answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::delivery::client::{DeliveryClient, SendOutcome, headers};
 use crate::delivery::queue::{Holdings, Queue};
 use crate::delivery::signer::{devtune_signature, standard_signature};
-use crate::domain::{Answer, DisablePolicy, RetryPolicy, decide};
+use crate::domain::{Answer, DisablePolicy, RetryAfter, RetrySchedule, decide};
 use crate::instruments;
 use crate::store::{AttemptRecord, ClaimedDelivery};
 
@@ -27,7 +27,11 @@ pub(super) struct Attempts {
     pub queue: Arc<Queue>,
     pub holdings: Arc<Holdings>,
     pub client: DeliveryClient,
-    pub retry: RetryPolicy,
+    /// The service's schedule, for webhooks without their own.
+    pub retry: RetrySchedule,
+    pub throttle_give_up: Duration,
+    /// An endpoint's concurrency when its webhook sets none.
+    pub per_endpoint: usize,
     pub disable_policy: DisablePolicy,
     pub lease: Duration,
     pub clock: Clock,
@@ -36,6 +40,21 @@ pub(super) struct Attempts {
 }
 
 impl Attempts {
+    /// The most attempts in flight a claim's webhook allows.
+    fn max_concurrency_of(&self, claim: &ClaimedDelivery) -> u32 {
+        claim
+            .max_concurrency
+            .unwrap_or(u32::try_from(self.per_endpoint).unwrap_or(u32::MAX))
+    }
+
+    /// The attempts in flight a claim's webhook allows now: its maximum, adapted to its
+    /// receiver.
+    pub(super) fn concurrency_of(&self, claim: &ClaimedDelivery) -> usize {
+        let max = self.max_concurrency_of(claim);
+        let now = claim.effective_concurrency.unwrap_or(max).clamp(1, max.max(1));
+        usize::try_from(now).unwrap_or(usize::MAX)
+    }
+
     /// Runs the attempt of an admitted claim and hands its outcome to the recorder; the claim
     /// stays held until that outcome is written, so a shutdown in between releases it rather
     /// than losing it.
@@ -45,6 +64,7 @@ impl Attempts {
         ticket: Ticket,
         outcomes: UnboundedSender<AttemptRecord>,
     ) {
+        self.wait_for_slot(&claim).await;
         let Some(turn) = self.take_turn(&mut claim, &ticket).await else {
             self.holdings.let_go(claim.id, claim.lease_token);
             return;
@@ -52,6 +72,11 @@ impl Attempts {
         instruments::attempt_started();
         let started = Instant::now();
         let record = self.send(&claim).await;
+        if let Some(hold) = record.hold {
+            // Hold back the webhook's other attempts now, not only once this is recorded.
+            let wait = (hold.until - record.finished_at).to_std().unwrap_or_default();
+            ticket.hold(wait);
+        }
         drop(turn);
         drop(ticket);
         instruments::attempt_finished(record.result.label(), started.elapsed());
@@ -63,6 +88,16 @@ impl Attempts {
             "delivery attempt"
         );
         let _ = outcomes.send(record);
+    }
+
+    /// Waits for the send slot a rate-limited webhook gave this delivery.
+    async fn wait_for_slot(&self, claim: &ClaimedDelivery) {
+        let Some(slot) = claim.not_before else {
+            return;
+        };
+        if let Ok(wait) = (slot - self.clock.now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Waits for a turn. A long wait may outlast a rotation, a deletion or the lease itself,
@@ -103,7 +138,17 @@ impl Attempts {
         let answer = Answer {
             status: outcome.status,
             transport_error: outcome.error.is_some(),
+            timed_out: outcome.timed_out,
+            retry_after: outcome.retry_after.as_deref().and_then(RetryAfter::parse),
         };
+        let decision = decide(
+            answer,
+            claim.before,
+            claim.retry_schedule.as_ref().unwrap_or(&self.retry),
+            self.throttle_give_up,
+            (self.jitter)(),
+            finished_at,
+        );
         AttemptRecord {
             delivery_id: claim.id,
             webhook_id: claim.webhook_id,
@@ -113,16 +158,14 @@ impl Attempts {
             duration_ms,
             response_status: outcome.status,
             response_body: outcome.body_excerpt,
-            error: outcome.error,
-            result: decide(
-                answer,
-                claim.attempt_number,
-                &self.retry,
-                (self.jitter)(),
-                finished_at,
-            ),
+            error: decision.reason.or(outcome.error),
+            result: decision.result,
             finished_at,
             disable_policy: self.disable_policy,
+            hold: decision.hold,
+            retry_after: outcome.retry_after,
+            pressure: answer.pressure(),
+            max_concurrency: self.max_concurrency_of(claim),
         }
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::client::DeliveryClient;
 use super::queue::{Handover, Holdings, Queue, handover};
-use crate::domain::{DeliveryId, DisablePolicy, RetryPolicy};
+use crate::domain::{DeliveryId, DisablePolicy, RetrySchedule};
 use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
 pub use admission::Admission;
 use attempt::Attempts;
@@ -33,7 +33,10 @@ pub struct WorkerSettings {
     pub per_endpoint: usize,
     /// How long a claim is held before another worker may take the delivery again.
     pub lease: Duration,
-    pub retry: RetryPolicy,
+    /// The service's retry schedule, for webhooks without their own.
+    pub retry: RetrySchedule,
+    /// How long a delivery may be throttled before it fails.
+    pub throttle_give_up: Duration,
     /// The longest the worker sleeps without looking for due work.
     pub poll_interval: Duration,
     /// How long attempts in flight may run on after shutdown begins.
@@ -48,8 +51,12 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     pub endpoint_concurrency: usize,
     pub lease_ms: u64,
-    pub retry_max: u32,
-    pub retry_base_ms: u64,
+    /// An explicit schedule wins; without one, a doubling schedule when either of the older
+    /// settings is given; without any, the default schedule.
+    pub retry_schedule: Option<RetrySchedule>,
+    pub retry_max: Option<u32>,
+    pub retry_base_ms: Option<u64>,
+    pub throttle_give_up: Duration,
     pub poll_interval_ms: u64,
     pub shutdown_grace_ms: u64,
     pub disable_after_hours: u32,
@@ -63,10 +70,15 @@ impl From<WorkerOptions> for WorkerSettings {
             max_in_flight: options.concurrency,
             per_endpoint: options.endpoint_concurrency,
             lease: Duration::from_millis(options.lease_ms),
-            retry: RetryPolicy {
-                max_retries: options.retry_max,
-                base: Duration::from_millis(options.retry_base_ms),
+            retry: match (options.retry_schedule, options.retry_base_ms, options.retry_max) {
+                (Some(schedule), _, _) => schedule,
+                (None, None, None) => RetrySchedule::default(),
+                (None, base, retries) => RetrySchedule::doubling(
+                    Duration::from_millis(base.unwrap_or(30_000)),
+                    retries.unwrap_or(3),
+                ),
             },
+            throttle_give_up: options.throttle_give_up,
             poll_interval: Duration::from_millis(options.poll_interval_ms.max(1)),
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
             disable_policy: DisablePolicy {
@@ -135,7 +147,9 @@ impl Worker {
             queue: queue.clone(),
             holdings: holdings.clone(),
             client,
-            retry: settings.retry,
+            retry: settings.retry.clone(),
+            throttle_give_up: settings.throttle_give_up,
+            per_endpoint: settings.per_endpoint,
             disable_policy: settings.disable_policy,
             lease: settings.lease,
             clock: queue.clock().clone(),
@@ -166,6 +180,7 @@ impl Worker {
         let recorder = tokio::spawn(recorder::record_outcomes(
             self.queue.clone(),
             self.holdings.clone(),
+            self.admission.clone(),
             finished,
         ));
         let mut attempts = JoinSet::new();
@@ -259,6 +274,7 @@ impl Worker {
                 wanted,
                 self.admission.claims_per_endpoint(),
                 &self.admission.busy_endpoints(),
+                &self.admission.busy_projects(),
             )
             .await?;
         let full = claims.len() == wanted as usize;
@@ -282,7 +298,8 @@ impl Worker {
         attempts: &mut JoinSet<()>,
         outcomes: &UnboundedSender<AttemptRecord>,
     ) -> Option<(DeliveryId, Uuid)> {
-        let Some(ticket) = self.admission.admit(claim.webhook_id) else {
+        let limit = self.attempts.concurrency_of(&claim);
+        let Some(ticket) = self.admission.admit(claim.webhook_id, claim.project_id, limit) else {
             return Some((claim.id, claim.lease_token));
         };
         self.holdings.hold(&claim);

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::admission::Admission;
 use crate::delivery::queue::{Holdings, Queue};
-use crate::store::{AttemptRecord, Recorded};
+use crate::store::{AttemptRecord, FlowChange, Recorded};
 
 /// Most attempt outcomes written by one transaction.
 const RECORD_BATCH: usize = 512;
@@ -15,14 +16,18 @@ const RECORD_BATCH: usize = 512;
 pub(super) async fn record_outcomes(
     queue: Arc<Queue>,
     holdings: Arc<Holdings>,
+    admission: Arc<Admission>,
     mut finished: UnboundedReceiver<AttemptRecord>,
 ) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         match queue.record(&batch).await {
-            Ok(outcomes) => {
-                for (record, outcome) in batch.iter().zip(outcomes) {
+            Ok(recorded) => {
+                for (record, outcome) in batch.iter().zip(recorded.outcomes) {
                     log_outcome(record, outcome);
+                }
+                for flow in &recorded.flows {
+                    follow(&admission, &queue, flow);
                 }
             }
             Err(error) => tracing::warn!(
@@ -35,6 +40,17 @@ pub(super) async fn record_outcomes(
             holdings.let_go(record.delivery_id, record.lease_token);
         }
     }
+}
+
+/// Admission follows each webhook's recorded flow: its adapted concurrency and any hold.
+fn follow(admission: &Arc<Admission>, queue: &Queue, flow: &FlowChange) {
+    let now = queue.clock().now();
+    let held_for = flow
+        .throttled_until
+        .and_then(|until| (until - now).to_std().ok())
+        .filter(|wait| !wait.is_zero());
+    let limit = usize::try_from(flow.concurrency).unwrap_or(usize::MAX);
+    admission.update_flow(flow.webhook_id, limit, held_for);
 }
 
 fn log_outcome(record: &AttemptRecord, outcome: Recorded) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::limits::{LimitsInput, check_limits};
 use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, forbidden_reason};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
@@ -24,6 +25,12 @@ pub struct WebhookInput {
     /// Only on PATCH: `true` re-enables a webhook that endpoint health disabled.
     #[serde(default, deserialize_with = "present")]
     enabled: Option<Value>,
+    #[serde(default, rename = "retrySchedule", deserialize_with = "present")]
+    retry_schedule: Option<Value>,
+    #[serde(default, rename = "rateLimit", deserialize_with = "present")]
+    rate_limit: Option<Value>,
+    #[serde(default, rename = "maxConcurrency", deserialize_with = "present")]
+    max_concurrency: Option<Value>,
 }
 
 /// What an update asks to change, for the audit log.
@@ -42,6 +49,7 @@ pub(super) fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
     if input.enabled.is_some() {
         requested.insert("enabled".into(), json!(true));
     }
+    checked.limits.describe(&mut requested);
     requested.into()
 }
 
@@ -50,6 +58,7 @@ pub(super) struct CheckedInput {
     pub url: Option<EndpointUrl>,
     pub events: Option<EventTypes>,
     pub filters: Option<Filters>,
+    pub limits: LimitsInput,
 }
 
 /// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
@@ -126,14 +135,23 @@ pub(super) async fn check_input(
     partial: bool,
 ) -> Result<CheckedInput, ApiError> {
     let mut errors = Vec::new();
+    let limits = check_limits(
+        input.retry_schedule.as_ref(),
+        input.rate_limit.as_ref(),
+        input.max_concurrency.as_ref(),
+        &mut errors,
+    );
     let changes_nothing = input.url.is_none()
         && input.events.is_none()
         && input.filters.is_none()
-        && input.enabled.is_none();
+        && input.enabled.is_none()
+        && input.retry_schedule.is_none()
+        && input.rate_limit.is_none()
+        && input.max_concurrency.is_none();
     if partial && changes_nothing {
         errors.push(FieldError::new(
             "body",
-            "give url, events, filters or enabled to change",
+            "give url, events, filters, enabled, retrySchedule, rateLimit or maxConcurrency to change",
         ));
     }
     if let Err(message) = check_enabled(input.enabled.as_ref(), partial) {
@@ -152,6 +170,7 @@ pub(super) async fn check_input(
             check_filters(input.filters.as_ref()),
             &mut errors,
         ),
+        limits,
     };
     if errors.is_empty() {
         Ok(checked)

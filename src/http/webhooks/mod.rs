@@ -1,6 +1,7 @@
 //! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
 
 mod input;
+mod limits;
 mod views;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,12 @@ use crate::store::{NewWebhook, SecretRotation, WebhookChanges};
 pub use input::WebhookInput;
 use input::{check_input, requested};
 pub use views::{CreatedWebhook, Deleted, RotatedSecret, WebhookDetails, WebhookList, WebhookView};
+
+/// A webhook as GET and PATCH answer with it.
+fn details(state: &AppState, webhook: &crate::store::Webhook) -> WebhookDetails {
+    let default_concurrency = u32::try_from(state.settings.endpoint_concurrency).unwrap_or(u32::MAX);
+    WebhookDetails::new(webhook, default_concurrency, state.clock.now())
+}
 
 #[derive(Deserialize)]
 pub struct WebhookPath {
@@ -58,13 +65,17 @@ pub async fn create_webhook(
         filters: checked.filters.unwrap_or_default(),
         secret: WebhookSecret::generate(),
         created_at: now,
+        limits: checked.limits.for_new_webhook(),
     };
     let limit = state.settings.max_webhooks_per_project;
-    let changes = json!({
+    let mut changes = json!({
         "url": new.url.as_str(),
         "events": new.events.to_strings(),
         "filters": new.filters.to_pairs().into_iter().collect::<BTreeMap<_, _>>(),
     });
+    if let Some(changes) = changes.as_object_mut() {
+        checked.limits.describe(changes);
+    }
     let audit = auth.audit("webhook.created", new.id, changes, now);
     let webhook = state
         .store
@@ -112,7 +123,7 @@ pub async fn get_webhook(
         .get_webhook(auth.project_id, path.webhook_id.into())
         .await?;
     Ok(Json(Envelope::new(
-        (&webhook).into(),
+        details(&state, &webhook),
         auth.project_id,
         state.clock.now(),
     )))
@@ -137,6 +148,9 @@ pub async fn update_webhook(
         url: checked.url,
         events: checked.events,
         filters: checked.filters,
+        retry_schedule: checked.limits.retry_schedule,
+        rate_limit: checked.limits.rate_limit,
+        max_concurrency: checked.limits.max_concurrency,
         updated_at: now,
     };
     let webhook = state
@@ -144,7 +158,11 @@ pub async fn update_webhook(
         .update_webhook(auth.project_id, path.webhook_id.into(), changes, audit)
         .await?;
     tracing::info!("webhook updated");
-    Ok(Json(Envelope::new((&webhook).into(), auth.project_id, now)))
+    Ok(Json(Envelope::new(
+        details(&state, &webhook),
+        auth.project_id,
+        now,
+    )))
 }
 
 #[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::http::wire::ApiTime;
@@ -51,6 +52,15 @@ pub struct WebhookDetails {
     last_modified_via: Option<String>,
     secret_preview: String,
     stats: StatsView,
+    /// The webhook's own schedule in seconds; null means the service's.
+    retry_schedule: Option<Vec<u64>>,
+    rate_limit: Option<u32>,
+    /// The webhook's own most attempts in flight; null means the service's.
+    max_concurrency: Option<u32>,
+    /// How many attempts may be in flight now, as adapted to the receiver.
+    effective_concurrency: u32,
+    /// Until when a throttling receiver holds back every attempt; null when none does.
+    throttled_until: Option<ApiTime>,
 }
 
 #[derive(Serialize)]
@@ -77,8 +87,11 @@ impl From<&WebhookStats> for StatsView {
     }
 }
 
-impl From<&Webhook> for WebhookDetails {
-    fn from(webhook: &Webhook) -> Self {
+impl WebhookDetails {
+    /// The webhook as read at `now`, with `default_concurrency` where it sets none.
+    pub fn new(webhook: &Webhook, default_concurrency: u32, now: DateTime<Utc>) -> Self {
+        let limits = &webhook.limits;
+        let max = limits.max_concurrency.unwrap_or(default_concurrency);
         Self {
             webhook: webhook.into(),
             filters: webhook.filters.to_pairs().into_iter().collect(),
@@ -89,6 +102,14 @@ impl From<&Webhook> for WebhookDetails {
             last_modified_via: webhook.last_modified_via.clone(),
             secret_preview: webhook.secret.preview(),
             stats: (&webhook.stats).into(),
+            retry_schedule: limits.retry_schedule.as_ref().map(|s| s.to_seconds()),
+            rate_limit: limits.rate_limit,
+            max_concurrency: limits.max_concurrency,
+            effective_concurrency: webhook.effective_concurrency.unwrap_or(max).clamp(1, max),
+            throttled_until: webhook
+                .throttled_until
+                .filter(|until| *until > now)
+                .map(ApiTime),
         }
     }
 }

@@ -24,10 +24,13 @@ use crate::store::{
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
-/// The columns `TargetCandidate` reads; the rotated-out secret still signs while its grace
-/// period lasts (`$3` is the event's time).
-const TARGET_COLUMNS: &str = "id, url, secret, case when previous_secret_until > $3 \
-     then previous_secret end as previous_secret, filters::text as filters";
+/// The columns `TargetCandidate` reads from `webhooks` as `w`; the rotated-out secret still
+/// signs while its grace period lasts, and a throttled or rate-limited webhook's deliveries
+/// wait in the queue (`$3` is the event's time).
+const TARGET_COLUMNS: &str = "w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
+     then w.previous_secret end as previous_secret, w.filters::text as filters, \
+     w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= $3) as direct, \
+     w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
 
 /// Inserts `DeliveryRows`, bound as `$1` to `$7`; callers add a filter and `returning id`.
 const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
@@ -116,7 +119,7 @@ impl PostgresStore {
         let candidates: Vec<TargetCandidate> = match event.target {
             EventTarget::Webhook(webhook) => {
                 let found: Option<TargetCandidate> = sqlx::query_as(&format!(
-                    "select {TARGET_COLUMNS} from webhooks \
+                    "select {TARGET_COLUMNS} from webhooks w \
                      where id = $1 and project_id = $2 and is_active for key share"
                 ))
                 .bind(webhook.as_uuid())
@@ -133,7 +136,7 @@ impl PostgresStore {
                     // A delete waits for this lock, then cancels what this event queued; the
                     // stats updates of attempt outcomes do not, so publishing never queues
                     // behind them.
-                    "select {TARGET_COLUMNS} from webhooks where project_id = $1 \
+                    "select {TARGET_COLUMNS} from webhooks w where project_id = $1 \
                      and is_active and disabled_at is null and $2 = any(events) order by id \
                      for key share"
                 ))
@@ -230,14 +233,12 @@ impl AcceptWays for PostgresStore {
             .into_iter()
             .map(|(project, event_type)| (project.as_uuid(), event_type))
             .unzip();
-        let candidates: Vec<BatchCandidate> = sqlx::query_as(
-            "select w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
-             then w.previous_secret end as previous_secret, w.filters::text as filters, \
-             p.project_id, p.event_type from webhooks w \
+        let candidates: Vec<BatchCandidate> = sqlx::query_as(&format!(
+            "select {TARGET_COLUMNS}, p.project_id, p.event_type from webhooks w \
              join unnest($1::uuid[], $2::text[]) as p(project_id, event_type) \
              on w.project_id = p.project_id and p.event_type = any(w.events) \
-             where w.is_active and w.disabled_at is null order by w.id",
-        )
+             where w.is_active and w.disabled_at is null order by w.id"
+        ))
         .bind(&projects)
         .bind(&types)
         .bind(first.event.created_at)

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
-use crate::store::records::{RunRow, recorded_outcomes, runs_before, storable};
-use crate::store::{AttemptRecord, Recorded, StoreResult};
+use crate::store::records::{RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, storable};
+use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
 fn clamp_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
@@ -26,6 +26,8 @@ struct DeliveryColumns {
     response_status: Vec<Option<i32>>,
     errors: Vec<Option<String>>,
     finished_at: Vec<DateTime<Utc>>,
+    failed: Vec<i32>,
+    throttled: Vec<bool>,
 }
 
 impl DeliveryColumns {
@@ -39,6 +41,8 @@ impl DeliveryColumns {
             .push(record.response_status.map(i32::from));
         self.errors.push(storable(&record.error));
         self.finished_at.push(record.finished_at);
+        self.failed.push(i32::from(record.counts_as_failure()));
+        self.throttled.push(record.hold.is_some());
     }
 }
 
@@ -52,6 +56,8 @@ struct AttemptColumns {
     response_status: Vec<Option<i32>>,
     response_body: Vec<Option<String>>,
     error: Vec<Option<String>>,
+    throttled: Vec<bool>,
+    retry_after: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -64,6 +70,8 @@ impl AttemptColumns {
             .push(record.response_status.map(i32::from));
         self.response_body.push(storable(&record.response_body));
         self.error.push(storable(&record.error));
+        self.throttled.push(record.hold.is_some());
+        self.retry_after.push(storable(&record.retry_after));
     }
 }
 
@@ -77,6 +85,9 @@ struct StatsColumns {
     last_failure_at: Vec<Option<DateTime<Utc>>>,
     consecutive: Vec<i64>,
     failing_since: Vec<Option<DateTime<Utc>>>,
+    concurrency: Vec<i32>,
+    throttled_until: Vec<Option<DateTime<Utc>>>,
+    backoff_ms: Vec<Option<i32>>,
 }
 
 impl StatsColumns {
@@ -88,6 +99,14 @@ impl StatsColumns {
         self.last_failure_at.push(tally.last_failure_at);
         self.consecutive.push(tally.run.consecutive);
         self.failing_since.push(tally.run.since);
+        self.concurrency
+            .push(i32::try_from(tally.concurrency).unwrap_or(i32::MAX));
+        self.throttled_until.push(tally.throttled_until);
+        self.backoff_ms.push(
+            tally
+                .backoff
+                .map(|b| i32::try_from(b.as_millis()).unwrap_or(i32::MAX)),
+        );
     }
 }
 
@@ -95,9 +114,9 @@ impl PostgresStore {
     pub(super) async fn record_outcomes(
         &self,
         records: &[AttemptRecord],
-    ) -> StoreResult<Vec<Recorded>> {
+    ) -> StoreResult<RecordedBatch> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
         let mut tx = self.pool.begin().await?;
         // Webhook rows are locked first and in id order, so concurrent batches and deletes queue
@@ -105,10 +124,9 @@ impl PostgresStore {
         let mut webhook_ids: Vec<Uuid> = records.iter().map(|r| r.webhook_id.as_uuid()).collect();
         webhook_ids.sort_unstable();
         webhook_ids.dedup();
-        let runs: Vec<RunRow> = sqlx::query_as(
-            "select id, consecutive_failures, failing_since from webhooks \
-             where id = any($1) order by id for no key update",
-        )
+        let runs: Vec<RunRow> = sqlx::query_as(&format!(
+            "select {RUN_COLUMNS} from webhooks where id = any($1) order by id for no key update"
+        ))
         .bind(&webhook_ids)
         .fetch_all(&mut *tx)
         .await?;
@@ -121,7 +139,10 @@ impl PostgresStore {
             .collect();
         if kept.is_empty() {
             tx.rollback().await?;
-            return Ok(recorded_outcomes(records, &held, &[]));
+            return Ok(RecordedBatch {
+                outcomes: recorded_outcomes(records, &held, &[]),
+                flows: Vec::new(),
+            });
         }
         Self::insert_attempts(&mut tx, &kept).await?;
         let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
@@ -133,7 +154,10 @@ impl PostgresStore {
             }
         }
         tx.commit().await?;
-        Ok(recorded_outcomes(records, &held, &tallies))
+        Ok(RecordedBatch {
+            outcomes: recorded_outcomes(records, &held, &tallies),
+            flows: tallies.iter().map(FlowChange::from).collect(),
+        })
     }
 
     /// Writes each delivery's new state where its lease still holds; returns those deliveries.
@@ -149,10 +173,13 @@ impl PostgresStore {
             "update deliveries d set status = t.status, attempt_count = d.attempt_count + 1, \
              next_attempt_at = t.next_attempt_at, lease_until = null, lease_token = null, \
              last_response_status = t.response_status, last_error = t.error, \
-             updated_at = t.finished_at \
+             updated_at = t.finished_at, failures = d.failures + t.failed, \
+             throttled_since = case when t.throttled \
+                 then coalesce(d.throttled_since, t.finished_at) end \
              from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], \
-                         $6::text[], $7::timestamptz[]) \
-                  as t(id, token, status, next_attempt_at, response_status, error, finished_at) \
+                         $6::text[], $7::timestamptz[], $8::int4[], $9::bool[]) \
+                  as t(id, token, status, next_attempt_at, response_status, error, finished_at, \
+                       failed, throttled) \
              where d.id = t.id and d.lease_token = t.token and d.status = 'pending' \
              returning d.id",
         )
@@ -163,6 +190,8 @@ impl PostgresStore {
         .bind(&columns.response_status)
         .bind(&columns.errors)
         .bind(&columns.finished_at)
+        .bind(&columns.failed)
+        .bind(&columns.throttled)
         .fetch_all(&mut **tx)
         .await?;
         Ok(held.into_iter().map(|(id,)| id.into()).collect())
@@ -178,9 +207,9 @@ impl PostgresStore {
         }
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error) \
+             response_status, response_body, error, throttled, retry_after) \
              select * from unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
-                                  $5::int4[], $6::text[], $7::text[])",
+                                  $5::int4[], $6::text[], $7::text[], $8::bool[], $9::text[])",
         )
         .bind(&attempts.ids)
         .bind(&attempts.numbers)
@@ -189,6 +218,8 @@ impl PostgresStore {
         .bind(&attempts.response_status)
         .bind(&attempts.response_body)
         .bind(&attempts.error)
+        .bind(&attempts.throttled)
+        .bind(&attempts.retry_after)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -208,11 +239,14 @@ impl PostgresStore {
              failed_deliveries = w.failed_deliveries + t.total - t.succeeded, \
              last_success_at = coalesce(t.last_success_at, w.last_success_at), \
              last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
-             consecutive_failures = t.consecutive, failing_since = t.failing_since \
+             consecutive_failures = t.consecutive, failing_since = t.failing_since, \
+             effective_concurrency = t.concurrency, throttle_backoff_ms = t.backoff_ms, \
+             throttled_until = greatest(t.throttled_until, w.throttled_until) \
              from unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], \
-                         $5::timestamptz[], $6::int8[], $7::timestamptz[]) \
+                         $5::timestamptz[], $6::int8[], $7::timestamptz[], $8::int4[], \
+                         $9::timestamptz[], $10::int4[]) \
                   as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
-                       failing_since) \
+                       failing_since, concurrency, throttled_until, backoff_ms) \
              where w.id = t.id",
         )
         .bind(&stats.ids)
@@ -222,6 +256,9 @@ impl PostgresStore {
         .bind(&stats.last_failure_at)
         .bind(&stats.consecutive)
         .bind(&stats.failing_since)
+        .bind(&stats.concurrency)
+        .bind(&stats.throttled_until)
+        .bind(&stats.backoff_ms)
         .execute(&mut **tx)
         .await?;
         Ok(())

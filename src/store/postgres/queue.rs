@@ -1,6 +1,7 @@
 //! The delivery queue on Postgres: `for update skip locked` leases let several instances share
 //! it, and LISTEN wakes a worker when another instance queues work.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +13,68 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{PostgresStore, WORK_CHANNEL};
-use crate::domain::{DeliveryId, WebhookId};
+use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
 use crate::store::records::ClaimRow;
 use crate::store::{
-    AttemptRecord, ClaimedDelivery, QueueStore, Recorded, StoreResult, WebhookTarget,
+    AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
 };
+
+/// What a claim returns of each delivery (`d`), its event (`e`) and webhook (`w`); `$1` is now.
+const CLAIM_COLUMNS: &str = "d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, \
+     e.payload, w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
+     then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
+     w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency, \
+     w.rate_limit";
+
+impl PostgresStore {
+    /// Gives each claimed delivery of a rate-limited webhook its send slot, taking the slots
+    /// from the webhook's row so that every instance hands out the same sequence.
+    async fn take_rate_slots(
+        &self,
+        rows: &[ClaimRow],
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashMap<Uuid, DateTime<Utc>>> {
+        let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
+        for row in rows {
+            if let Some(rate) = row.rate_limit {
+                let entry = by_webhook.entry(row.webhook_id).or_insert((rate.to(), Vec::new()));
+                entry.1.push(row.id);
+            }
+        }
+        let mut slots = HashMap::new();
+        if by_webhook.is_empty() {
+            return Ok(slots);
+        }
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = by_webhook.keys().copied().collect();
+        let free: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "select id, rate_next_at from webhooks where id = any($1) order by id for no key update",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (mut updated, mut next_free) = (Vec::new(), Vec::new());
+        for (webhook, next) in free {
+            let Some((rate, deliveries)) = by_webhook.get(&webhook) else {
+                continue;
+            };
+            let (given, next) = rate_slots(next, now, *rate, deliveries.len());
+            slots.extend(deliveries.iter().copied().zip(given));
+            updated.push(webhook);
+            next_free.push(next);
+        }
+        sqlx::query(
+            "update webhooks w set rate_next_at = t.next \
+             from unnest($1::uuid[], $2::timestamptz[]) as t(id, next) where w.id = t.id",
+        )
+        .bind(&updated)
+        .bind(&next_free)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(slots)
+    }
+}
 
 #[async_trait]
 impl QueueStore for PostgresStore {
@@ -27,34 +85,46 @@ impl QueueStore for PostgresStore {
         limit: u32,
         per_webhook: u32,
         exclude: &[WebhookId],
+        exclude_projects: &[ProjectId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let token = Uuid::new_v4();
         let excluded: Vec<Uuid> = exclude.iter().map(|w| w.as_uuid()).collect();
-        let rows: Vec<ClaimRow> = sqlx::query_as(
+        let excluded_projects: Vec<Uuid> = exclude_projects.iter().map(|p| p.as_uuid()).collect();
+        let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
             "update deliveries d set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
              from (select id from \
-                     (select id, row_number() over (partition by webhook_id \
+                     (select id, rate_limit, row_number() over (partition by webhook_id \
                                                     order by next_attempt_at) as nth \
-                      from (select id, webhook_id, next_attempt_at from deliveries \
-                            where status = 'pending' and next_attempt_at <= $1 \
-                            and not (webhook_id = any($5)) order by next_attempt_at \
-                            limit $4 for update skip locked) as oldest) as ranked \
-                   where nth <= $6) c, events e, webhooks w \
+                      from (select q.id, q.webhook_id, q.next_attempt_at, h.rate_limit \
+                            from deliveries q join webhooks h on h.id = q.webhook_id \
+                            where q.status = 'pending' and q.next_attempt_at <= $1 \
+                            and not (q.webhook_id = any($5)) and not (q.project_id = any($7)) \
+                            and (h.throttled_until is null or h.throttled_until <= $1) \
+                            and (h.rate_next_at is null or h.rate_next_at <= $8) \
+                            order by q.next_attempt_at \
+                            limit $4 for update of q skip locked) as oldest) as ranked \
+                   where nth <= least($6, coalesce(rate_limit, $6))) c, events e, webhooks w \
              where d.id = c.id and e.id = d.event_id and w.id = d.webhook_id \
-             returning d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
-                       w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
-                       then w.previous_secret end as previous_secret",
-        )
+             returning {CLAIM_COLUMNS}"
+        ))
         .bind(now)
         .bind(lease_until)
         .bind(token)
         .bind(i64::from(limit))
         .bind(&excluded)
         .bind(i64::from(per_webhook))
+        .bind(&excluded_projects)
+        .bind(now + RATE_LOOKAHEAD)
         .fetch_all(&self.pool)
         .await?;
+        let slots = self.take_rate_slots(&rows, now).await?;
         rows.into_iter()
-            .map(|row| row.into_claim(&self.cipher, token))
+            .map(|row| {
+                let id = row.id;
+                let mut claim = row.into_claim(&self.cipher, token)?;
+                claim.not_before = slots.get(&id).copied();
+                Ok(claim)
+            })
             .collect()
     }
 
@@ -83,7 +153,7 @@ impl QueueStore for PostgresStore {
         .transpose()
     }
 
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<RecordedBatch> {
         self.record_outcomes(records).await
     }
 

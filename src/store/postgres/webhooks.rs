@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::insert_audit;
 use crate::domain::{AuditEntry, ProjectId, WebhookId};
-use crate::store::records::{AuditRow, WebhookRow, filters_to_json};
+use crate::store::records::{AuditRow, WebhookRow, filters_to_json, schedule_to_json};
 use crate::store::{
     AuditRecord, Entity, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
     WebhookChanges, WebhookStore,
@@ -15,7 +15,8 @@ use crate::store::{
 const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
      secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
      successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
-     consecutive_failures, disabled_at, disabled_reason, last_modified_by, last_modified_via";
+     consecutive_failures, disabled_at, disabled_reason, last_modified_by, last_modified_via, \
+     retry_schedule, rate_limit, max_concurrency, throttled_until, effective_concurrency";
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
@@ -43,8 +44,10 @@ impl WebhookStore for PostgresStore {
         }
         let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
-             updated_at, last_modified_by, last_modified_via) \
-             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9) returning {WEBHOOK_COLUMNS}"
+             updated_at, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
+             max_concurrency) \
+             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9, $10, $11, $12) \
+             returning {WEBHOOK_COLUMNS}"
         ))
         .bind(new.id.as_uuid())
         .bind(project.as_uuid())
@@ -55,6 +58,9 @@ impl WebhookStore for PostgresStore {
         .bind(new.created_at)
         .bind(audit.actor.id())
         .bind(audit.actor.channel.as_str())
+        .bind(new.limits.retry_schedule.as_ref().map(schedule_to_json))
+        .bind(new.limits.rate_limit.map(i64::from))
+        .bind(new.limits.max_concurrency.map(i64::from))
         .fetch_one(&mut *tx)
         .await?;
         insert_audit(&mut tx, project, &audit).await?;
@@ -104,7 +110,11 @@ impl WebhookStore for PostgresStore {
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
              filters = coalesce($5::jsonb, filters), updated_at = $6, disabled_at = null, \
              disabled_reason = null, failing_since = null, last_modified_by = $7, \
-             last_modified_via = $8 \
+             last_modified_via = $8, \
+             retry_schedule = case when $9 then $10 else retry_schedule end, \
+             rate_limit = case when $11 then $12 else rate_limit end, \
+             max_concurrency = case when $13 then $14 else max_concurrency end, \
+             effective_concurrency = case when $13 then null else effective_concurrency end \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())
@@ -115,6 +125,12 @@ impl WebhookStore for PostgresStore {
         .bind(changes.updated_at)
         .bind(audit.actor.id())
         .bind(audit.actor.channel.as_str())
+        .bind(changes.retry_schedule.is_some())
+        .bind(changes.retry_schedule.as_ref().and_then(|s| s.as_ref().map(schedule_to_json)))
+        .bind(changes.rate_limit.is_some())
+        .bind(changes.rate_limit.flatten().map(i64::from))
+        .bind(changes.max_concurrency.is_some())
+        .bind(changes.max_concurrency.flatten().map(i64::from))
         .fetch_optional(&mut *tx)
         .await?;
         let webhook = row

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::queue::{ClaimRow, ClaimedDelivery};
+use super::queue::{ClaimRow, ClaimedDelivery, FlowColumns};
 use crate::domain::{
     AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId, plan_fanout,
 };
@@ -118,6 +118,13 @@ pub(crate) struct TargetCandidate {
     secret: String,
     previous_secret: Option<String>,
     filters: String,
+    /// False when the webhook's deliveries must wait in the queue for a claim: a rate limit
+    /// hands out send slots there, and a throttling receiver's hold is kept there.
+    direct: bool,
+    throttle_backoff_ms: Option<Int>,
+    retry_schedule: Option<String>,
+    max_concurrency: Option<Int>,
+    effective_concurrency: Option<Int>,
 }
 
 impl TargetCandidate {
@@ -128,6 +135,15 @@ impl TargetCandidate {
             url: self.url,
             secret: self.secret,
             previous_secret: self.previous_secret,
+            direct: self.direct,
+            flow: FlowColumns {
+                failures: Int(0),
+                throttled_since: None,
+                throttle_backoff_ms: self.throttle_backoff_ms,
+                retry_schedule: self.retry_schedule,
+                max_concurrency: self.max_concurrency,
+                effective_concurrency: self.effective_concurrency,
+            },
         }
     }
 }
@@ -176,12 +192,14 @@ pub(crate) fn batch_targets(
 }
 
 /// A webhook an event is queued for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct TargetRow {
     pub id: Uuid,
     url: String,
     secret: String,
     previous_secret: Option<String>,
+    direct: bool,
+    flow: FlowColumns,
 }
 
 impl TargetRow {
@@ -204,6 +222,8 @@ impl TargetRow {
             secret: self.secret,
             previous_secret: self.previous_secret,
             attempt_count: Int(0),
+            flow: self.flow,
+            rate_limit: None,
         }
         .into_claim(cipher, lease.token)
     }
@@ -241,7 +261,9 @@ pub(crate) fn queue_deliveries(
         let (event, lease) = (&accepting.event, accepting.lease);
         let delivery_ids: Vec<DeliveryId> =
             targets.iter().map(|_| DeliveryId::generate()).collect();
-        for (target, id) in targets.iter().zip(&delivery_ids) {
+        let mut claims = Vec::new();
+        for (target, id) in targets.into_iter().zip(&delivery_ids) {
+            let lease = lease.filter(|_| target.direct);
             rows.ids.push(id.as_uuid());
             rows.project_ids.push(event.project_id.as_uuid());
             rows.webhook_ids.push(target.id);
@@ -249,15 +271,10 @@ pub(crate) fn queue_deliveries(
             rows.created_at.push(event.created_at);
             rows.lease_until.push(lease.map(|l| l.until));
             rows.lease_tokens.push(lease.map(|l| l.token));
+            if let Some(lease) = lease {
+                claims.push(target.into_claim(cipher, event, id.as_uuid(), lease)?);
+            }
         }
-        let claims = match lease {
-            Some(lease) => targets
-                .into_iter()
-                .zip(&delivery_ids)
-                .map(|(target, id)| target.into_claim(cipher, event, id.as_uuid(), lease))
-                .collect::<StoreResult<Vec<_>>>()?,
-            None => Vec::new(),
-        };
         accepted.push(Accepted {
             event: AcceptedEvent {
                 id: event.id,

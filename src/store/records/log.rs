@@ -30,6 +30,10 @@ pub struct Attempt {
     pub response_status: Option<u16>,
     pub response_body: Option<String>,
     pub error: Option<String>,
+    /// The receiver asked us to slow down; the attempt used no retry.
+    pub throttled: bool,
+    /// The receiver's `Retry-After`, as it sent it.
+    pub retry_after: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,8 +105,8 @@ impl TryFrom<SummaryRow> for DeliverySummary {
 }
 
 /// The columns `AttemptRow` reads from `delivery_attempts`.
-pub(crate) const ATTEMPT_COLUMNS: &str =
-    "attempt_number, started_at, duration_ms, response_status, response_body, error";
+pub(crate) const ATTEMPT_COLUMNS: &str = "attempt_number, started_at, duration_ms, \
+     response_status, response_body, error, throttled, retry_after";
 
 /// An attempt log row as both backends read it.
 #[derive(sqlx::FromRow)]
@@ -113,6 +117,8 @@ pub(crate) struct AttemptRow {
     response_status: Option<Int>,
     response_body: Option<String>,
     error: Option<String>,
+    throttled: bool,
+    retry_after: Option<String>,
 }
 
 impl From<AttemptRow> for Attempt {
@@ -124,6 +130,8 @@ impl From<AttemptRow> for Attempt {
             response_status: row.response_status.map(Int::to),
             response_body: row.response_body,
             error: row.error,
+            throttled: row.throttled,
+            retry_after: row.retry_after,
         }
     }
 }

@@ -8,16 +8,21 @@ mod webhooks;
 
 pub use events::{Accepted, AcceptedEvent, Accepting, EventTarget, Lease, NewEvent};
 pub use log::{Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth};
-pub use queue::{AttemptRecord, ClaimedDelivery, Recorded, WebhookTarget};
+pub use queue::{
+    AttemptRecord, ClaimedDelivery, FlowChange, Recorded, RecordedBatch, WebhookTarget,
+};
 pub use tenants::{ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject};
 pub use webhooks::{
-    AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookStats,
+    AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookLimits,
+    WebhookStats,
 };
 
 pub(crate) use events::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
 };
 pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
-pub(crate) use queue::{ClaimRow, RunRow, recorded_outcomes, runs_before, storable};
+pub(crate) use queue::{
+    ClaimRow, RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, schedule_to_json, storable,
+};
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
 pub(crate) use webhooks::{AuditRow, WebhookRow, filters_from_json, filters_to_json};

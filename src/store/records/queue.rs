@@ -1,15 +1,17 @@
 //! The durable queue's records: claims, attempt outcomes and what recording them did.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    AttemptFacts, AttemptResult, DeliveryId, DisablePolicy, EventId, FailureRun, ProjectId,
-    WebhookId, WebhookSecret, WebhookTally,
+    AttemptFacts, AttemptResult, Before, DeliveryId, DisablePolicy, EventId, FailureRun,
+    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookSecret,
+    WebhookTally,
 };
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, Time};
 
@@ -29,6 +31,15 @@ pub struct ClaimedDelivery {
     /// The number this attempt will carry (1 for the first).
     pub attempt_number: u32,
     pub lease_token: Uuid,
+    /// Where the delivery and its webhook stand: failures so far, throttling.
+    pub before: Before,
+    /// The webhook's own retry schedule, when it has one.
+    pub retry_schedule: Option<RetrySchedule>,
+    /// The webhook's own most attempts in flight, and the limit adapted to its receiver.
+    pub max_concurrency: Option<u32>,
+    pub effective_concurrency: Option<u32>,
+    /// Not to be sent before this: the slot its webhook's rate limit gave it.
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// A claimed row as both backends read it, before its secrets are opened.
@@ -44,6 +55,46 @@ pub(crate) struct ClaimRow {
     pub secret: String,
     pub previous_secret: Option<String>,
     pub attempt_count: Int,
+    #[sqlx(flatten)]
+    pub flow: FlowColumns,
+    /// The webhook's deliveries per second, when it has a limit.
+    pub rate_limit: Option<Int>,
+}
+
+/// What a claim reads of its delivery's and webhook's flow control, as both backends read it.
+#[derive(sqlx::FromRow, Clone)]
+pub(crate) struct FlowColumns {
+    pub failures: Int,
+    pub throttled_since: Option<Time>,
+    pub throttle_backoff_ms: Option<Int>,
+    pub retry_schedule: Option<String>,
+    pub max_concurrency: Option<Int>,
+    pub effective_concurrency: Option<Int>,
+}
+
+impl FlowColumns {
+    fn before(&self) -> Before {
+        Before {
+            failures: self.failures.to(),
+            throttled_since: self.throttled_since.map(|t| t.0),
+            backoff: self
+                .throttle_backoff_ms
+                .map(|ms| Duration::from_millis(ms.to())),
+        }
+    }
+}
+
+/// A webhook's schedule as stored: a JSON array of seconds.
+pub(crate) fn schedule_from_json(stored: &str) -> StoreResult<RetrySchedule> {
+    let seconds: Vec<u64> = serde_json::from_str(stored)
+        .map_err(|e| StoreError::corrupt(format!("stored retry schedule: {e}")))?;
+    Ok(RetrySchedule::new(
+        seconds.into_iter().map(Duration::from_secs).collect(),
+    ))
+}
+
+pub(crate) fn schedule_to_json(schedule: &RetrySchedule) -> String {
+    serde_json::Value::from(schedule.to_seconds()).to_string()
 }
 
 impl ClaimRow {
@@ -64,6 +115,16 @@ impl ClaimRow {
             previous_secret: self.previous_secret.map(|p| cipher.open(&p)).transpose()?,
             attempt_number: self.attempt_count.to::<u32>() + 1,
             lease_token: token,
+            before: self.flow.before(),
+            retry_schedule: self
+                .flow
+                .retry_schedule
+                .as_deref()
+                .map(schedule_from_json)
+                .transpose()?,
+            max_concurrency: self.flow.max_concurrency.map(Int::to),
+            effective_concurrency: self.flow.effective_concurrency.map(Int::to),
+            not_before: None,
         })
     }
 }
@@ -84,6 +145,13 @@ pub struct AttemptRecord {
     pub finished_at: DateTime<Utc>,
     /// When this attempt's failure should disable the endpoint.
     pub disable_policy: DisablePolicy,
+    /// Set when the receiver throttled this attempt: the hold it put on the webhook.
+    pub hold: Option<Hold>,
+    /// The receiver's `Retry-After`, as it sent it.
+    pub retry_after: Option<String>,
+    pub pressure: Pressure,
+    /// The webhook's most attempts in flight.
+    pub max_concurrency: u32,
 }
 
 impl AttemptRecord {
@@ -94,9 +162,18 @@ impl AttemptRecord {
             webhook_id: self.webhook_id,
             result: self.result,
             gone: self.response_status == Some(410),
+            throttled: self.hold.is_some(),
+            hold: self.hold,
+            pressure: self.pressure,
+            max_concurrency: self.max_concurrency,
             finished_at: self.finished_at,
             policy: self.disable_policy,
         }
+    }
+
+    /// Whether this attempt moves the delivery along its retry schedule.
+    pub fn counts_as_failure(&self) -> bool {
+        self.hold.is_none() && self.result != AttemptResult::Succeeded
     }
 }
 
@@ -110,25 +187,63 @@ pub enum Recorded {
     Disabled(String),
 }
 
-/// A webhook's failure run as both backends read it before recording a batch.
+/// The columns `RunRow` reads from `webhooks`.
+pub(crate) const RUN_COLUMNS: &str =
+    "id, consecutive_failures, failing_since, effective_concurrency, throttle_backoff_ms";
+
+/// A webhook's health and flow as both backends read it before recording a batch.
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
     id: Uuid,
     consecutive_failures: Int,
     failing_since: Option<Time>,
+    effective_concurrency: Option<Int>,
+    throttle_backoff_ms: Option<Int>,
 }
 
-/// The failure runs by webhook, as the tally starts from them.
-pub(crate) fn runs_before(rows: Vec<RunRow>) -> HashMap<WebhookId, FailureRun> {
+/// Each webhook's health and flow, as the tally starts from them.
+pub(crate) fn runs_before(rows: Vec<RunRow>) -> HashMap<WebhookId, HealthBefore> {
     rows.into_iter()
         .map(|row| {
-            let run = FailureRun {
-                consecutive: row.consecutive_failures.0,
-                since: row.failing_since.map(|t| t.0),
+            let before = HealthBefore {
+                run: FailureRun {
+                    consecutive: row.consecutive_failures.0,
+                    since: row.failing_since.map(|t| t.0),
+                },
+                concurrency: row.effective_concurrency.map(Int::to),
+                backoff: row
+                    .throttle_backoff_ms
+                    .map(|ms| Duration::from_millis(ms.to())),
             };
-            (WebhookId::from(row.id), run)
+            (WebhookId::from(row.id), before)
         })
         .collect()
+}
+
+/// What recording a batch did: one outcome per attempt, in order, and each webhook's flow
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordedBatch {
+    pub outcomes: Vec<Recorded>,
+    pub flows: Vec<FlowChange>,
+}
+
+/// What a recorded batch changed in each webhook's flow, for the worker's admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowChange {
+    pub webhook_id: WebhookId,
+    pub concurrency: u32,
+    pub throttled_until: Option<DateTime<Utc>>,
+}
+
+impl From<&WebhookTally> for FlowChange {
+    fn from(tally: &WebhookTally) -> Self {
+        Self {
+            webhook_id: tally.webhook_id,
+            concurrency: tally.concurrency,
+            throttled_until: tally.throttled_until,
+        }
+    }
 }
 
 /// What recording each of `records` did, given which of them still held their lease.

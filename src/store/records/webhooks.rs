@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::queue::schedule_from_json;
 use crate::domain::{
-    EndpointUrl, EventType, EventTypes, Filters, ProjectId, WebhookId, WebhookSecret,
+    EndpointUrl, EventType, EventTypes, Filters, ProjectId, RetrySchedule, WebhookId,
+    WebhookSecret,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, TextList, Time};
@@ -18,13 +20,27 @@ pub struct NewWebhook {
     pub filters: Filters,
     pub secret: WebhookSecret,
     pub created_at: DateTime<Utc>,
+    pub limits: WebhookLimits,
 }
 
-/// A partial update; `None` leaves the field as it is.
+/// What a tenant sets about how a webhook is delivered to; `None` is the service's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookLimits {
+    pub retry_schedule: Option<RetrySchedule>,
+    /// Deliveries per second, across every instance.
+    pub rate_limit: Option<u32>,
+    /// Attempts in flight.
+    pub max_concurrency: Option<u32>,
+}
+
+/// A partial update; `None` leaves the field as it is, `Some(None)` resets it to the default.
 pub struct WebhookChanges {
     pub url: Option<EndpointUrl>,
     pub events: Option<EventTypes>,
     pub filters: Option<Filters>,
+    pub retry_schedule: Option<Option<RetrySchedule>>,
+    pub rate_limit: Option<Option<u32>>,
+    pub max_concurrency: Option<Option<u32>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -64,6 +80,11 @@ pub struct Webhook {
     pub disabled: Option<Disabled>,
     pub last_modified_by: Option<String>,
     pub last_modified_via: Option<String>,
+    pub limits: WebhookLimits,
+    /// No attempt starts before this while the receiver throttles.
+    pub throttled_until: Option<DateTime<Utc>>,
+    /// The in-flight limit as adapted to the receiver; `None` is the maximum.
+    pub effective_concurrency: Option<u32>,
 }
 
 /// When and why endpoint health disabled a webhook.
@@ -96,6 +117,11 @@ pub(crate) struct WebhookRow {
     disabled_reason: Option<String>,
     last_modified_by: Option<String>,
     last_modified_via: Option<String>,
+    retry_schedule: Option<String>,
+    rate_limit: Option<Int>,
+    max_concurrency: Option<Int>,
+    throttled_until: Option<Time>,
+    effective_concurrency: Option<Int>,
 }
 
 impl WebhookRow {
@@ -135,6 +161,17 @@ impl WebhookRow {
             }),
             last_modified_by: row.last_modified_by,
             last_modified_via: row.last_modified_via,
+            limits: WebhookLimits {
+                retry_schedule: row
+                    .retry_schedule
+                    .as_deref()
+                    .map(schedule_from_json)
+                    .transpose()?,
+                rate_limit: row.rate_limit.map(Int::to),
+                max_concurrency: row.max_concurrency.map(Int::to),
+            },
+            throttled_until: row.throttled_until.map(|t| t.0),
+            effective_concurrency: row.effective_concurrency.map(Int::to),
         })
     }
 }

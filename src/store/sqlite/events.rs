@@ -17,10 +17,18 @@ use crate::store::{Accepted, Accepting, Entity, EventStore, EventTarget, StoreEr
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
-/// The columns `TargetCandidate` reads; the rotated-out secret still signs while its grace
-/// period lasts (`$3` is the event's time).
-const TARGET_COLUMNS: &str = "id, url, secret, case when previous_secret_until > $3 \
-     then previous_secret end as previous_secret, filters";
+/// The columns `TargetCandidate` reads from `webhooks` as `w`, with `at` the placeholder of the
+/// event's time: the rotated-out secret still signs while its grace period lasts, and a
+/// throttled or rate-limited webhook's deliveries wait in the queue.
+fn target_columns(at: &str) -> String {
+    format!(
+        "w.id, w.url, w.secret, case when w.previous_secret_until > {at} \
+         then w.previous_secret end as previous_secret, w.filters, \
+         w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= {at}) \
+         as direct, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
+         w.effective_concurrency"
+    )
+}
 
 impl SqliteStore {
     /// The earlier event for this key if it is recent; an expired key is freed for reuse.
@@ -65,8 +73,9 @@ impl SqliteStore {
         let candidates: Vec<TargetCandidate> = match event.target {
             EventTarget::Webhook(webhook) => {
                 let found: Option<TargetCandidate> = sqlx::query_as(&format!(
-                    "select {TARGET_COLUMNS} from webhooks \
-                     where id = $1 and project_id = $2 and is_active"
+                    "select {} from webhooks w \
+                     where id = $1 and project_id = $2 and is_active",
+                    target_columns("$3")
                 ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
@@ -79,10 +88,11 @@ impl SqliteStore {
             }
             EventTarget::Subscribers => {
                 sqlx::query_as(&format!(
-                    "select {TARGET_COLUMNS} from webhooks where project_id = $1 and is_active \
+                    "select {} from webhooks w where project_id = $1 and is_active \
                      and disabled_at is null \
-                     and exists (select 1 from json_each(webhooks.events) where value = $2) \
-                     order by id"
+                     and exists (select 1 from json_each(w.events) where value = $2) \
+                     order by id",
+                    target_columns("$3")
                 ))
                 .bind(event.project_id.as_uuid())
                 .bind(&event.event_type)
@@ -203,15 +213,14 @@ impl AcceptWays for SqliteStore {
         .bind(json_rows(&rows))
         .execute(&mut *tx)
         .await?;
-        let candidates: Vec<BatchCandidate> = sqlx::query_as(
-            "select w.id, w.url, w.secret, case when w.previous_secret_until > $2 \
-             then w.previous_secret end as previous_secret, w.filters, \
-             w.project_id, p.value ->> 1 as event_type \
+        let candidates: Vec<BatchCandidate> = sqlx::query_as(&format!(
+            "select {}, w.project_id, p.value ->> 1 as event_type \
              from json_each($1) as p join webhooks w on w.project_id = unhex(p.value ->> 0) \
              where w.is_active and w.disabled_at is null \
              and exists (select 1 from json_each(w.events) where value = p.value ->> 1) \
              order by w.id",
-        )
+            target_columns("$2")
+        ))
         .bind(json_rows(&pairs))
         .bind(millis(first.event.created_at))
         .fetch_all(&mut *tx)

@@ -9,16 +9,16 @@ use uuid::Uuid;
 
 use super::{SqliteStore, hex_uuid, json_rows, millis};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
-use crate::store::records::{RunRow, recorded_outcomes, runs_before, storable};
-use crate::store::{AttemptRecord, Recorded, StoreResult};
+use crate::store::records::{RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, storable};
+use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
 impl SqliteStore {
     pub(super) async fn record_outcomes(
         &self,
         records: &[AttemptRecord],
-    ) -> StoreResult<Vec<Recorded>> {
+    ) -> StoreResult<RecordedBatch> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(RecordedBatch::default());
         }
         let mut tx = self.write_tx().await?;
         let held = Self::update_deliveries(&mut tx, records).await?;
@@ -28,17 +28,19 @@ impl SqliteStore {
             .collect();
         if kept.is_empty() {
             tx.rollback().await?;
-            return Ok(recorded_outcomes(records, &held, &[]));
+            return Ok(RecordedBatch {
+                outcomes: recorded_outcomes(records, &held, &[]),
+                flows: Vec::new(),
+            });
         }
         Self::insert_attempts(&mut tx, &kept).await?;
         let webhook_ids: Vec<String> = kept
             .iter()
             .map(|r| hex_uuid(r.webhook_id.as_uuid()))
             .collect();
-        let runs: Vec<RunRow> = sqlx::query_as(
-            "select id, consecutive_failures, failing_since from webhooks \
-             where id in (select unhex(value) from json_each($1))",
-        )
+        let runs: Vec<RunRow> = sqlx::query_as(&format!(
+            "select {RUN_COLUMNS} from webhooks where id in (select unhex(value) from json_each($1))"
+        ))
         .bind(json_rows(&webhook_ids))
         .fetch_all(&mut *tx)
         .await?;
@@ -51,7 +53,10 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(recorded_outcomes(records, &held, &tallies))
+        Ok(RecordedBatch {
+            outcomes: recorded_outcomes(records, &held, &tallies),
+            flows: tallies.iter().map(FlowChange::from).collect(),
+        })
     }
 
     /// Writes each delivery's new state where its lease still holds; returns those deliveries.
@@ -71,6 +76,8 @@ impl SqliteStore {
                     "code": record.response_status,
                     "error": storable(&record.error),
                     "at": millis(record.finished_at),
+                    "failed": i32::from(record.counts_as_failure()),
+                    "throttled": record.hold.is_some(),
                 })
             })
             .collect();
@@ -79,7 +86,9 @@ impl SqliteStore {
              attempt_count = attempt_count + 1, next_attempt_at = t.value ->> 'next', \
              lease_until = null, lease_token = null, \
              last_response_status = t.value ->> 'code', last_error = t.value ->> 'error', \
-             updated_at = t.value ->> 'at' \
+             updated_at = t.value ->> 'at', failures = failures + (t.value ->> 'failed'), \
+             throttled_since = case when t.value ->> 'throttled' \
+                 then coalesce(throttled_since, t.value ->> 'at') end \
              from json_each($1) as t \
              where deliveries.id = unhex(t.value ->> 'id') \
              and deliveries.lease_token = unhex(t.value ->> 'token') \
@@ -106,14 +115,16 @@ impl SqliteStore {
                     record.response_status,
                     storable(&record.response_body),
                     storable(&record.error),
+                    record.hold.is_some(),
+                    storable(&record.retry_after),
                 ])
             })
             .collect();
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error) \
+             response_status, response_body, error, throttled, retry_after) \
              select unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                    value ->> 5, value ->> 6 from json_each($1)",
+                    value ->> 5, value ->> 6, value ->> 7, value ->> 8 from json_each($1)",
         )
         .bind(json_rows(&attempts))
         .execute(&mut **tx)
@@ -136,6 +147,9 @@ impl SqliteStore {
                     "failure_at": tally.last_failure_at.map(millis),
                     "consecutive": tally.run.consecutive,
                     "since": tally.run.since.map(millis),
+                    "concurrency": tally.concurrency,
+                    "throttled_until": tally.throttled_until.map(millis),
+                    "backoff_ms": tally.backoff.map(|b| b.as_millis() as u64),
                 })
             })
             .collect();
@@ -148,7 +162,11 @@ impl SqliteStore {
              last_success_at = coalesce(t.value ->> 'success_at', last_success_at), \
              last_failure_at = coalesce(t.value ->> 'failure_at', last_failure_at), \
              consecutive_failures = t.value ->> 'consecutive', \
-             failing_since = t.value ->> 'since' \
+             failing_since = t.value ->> 'since', \
+             effective_concurrency = t.value ->> 'concurrency', \
+             throttle_backoff_ms = t.value ->> 'backoff_ms', \
+             throttled_until = max(coalesce(t.value ->> 'throttled_until', throttled_until), \
+                                   coalesce(throttled_until, t.value ->> 'throttled_until')) \
              from json_each($1) as t where webhooks.id = unhex(t.value ->> 'id')",
         )
         .bind(json_rows(&changes))

@@ -1,20 +1,57 @@
 //! The delivery queue on SQLite: one instance, one writer, so a claim is an `update …` inside
 //! an immediate transaction, and the worker is woken in-process by whoever queued the work.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, hex_uuid, millis};
-use crate::domain::{DeliveryId, WebhookId};
+use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
 use crate::store::records::ClaimRow;
 use crate::store::{
-    AttemptRecord, ClaimedDelivery, QueueStore, Recorded, StoreResult, WebhookTarget,
+    AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
 };
+
+impl SqliteStore {
+    /// Gives each claimed delivery of a rate-limited webhook its send slot, taking the slots
+    /// from the webhook's row within the claim's transaction.
+    async fn take_rate_slots(
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &[ClaimRow],
+        now: DateTime<Utc>,
+    ) -> StoreResult<HashMap<Uuid, DateTime<Utc>>> {
+        let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
+        for row in rows {
+            if let Some(rate) = row.rate_limit {
+                let entry = by_webhook.entry(row.webhook_id).or_insert((rate.to(), Vec::new()));
+                entry.1.push(row.id);
+            }
+        }
+        let mut slots = HashMap::new();
+        for (webhook, (rate, deliveries)) in by_webhook {
+            let (next,): (Option<i64>,) =
+                sqlx::query_as("select rate_next_at from webhooks where id = $1")
+                    .bind(webhook)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            let next = next.map(from_millis).transpose()?;
+            let (given, next) = rate_slots(next, now, rate, deliveries.len());
+            slots.extend(deliveries.into_iter().zip(given));
+            sqlx::query("update webhooks set rate_next_at = $2 where id = $1")
+                .bind(webhook)
+                .bind(millis(next))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(slots)
+    }
+}
 
 #[async_trait]
 impl QueueStore for SqliteStore {
@@ -25,38 +62,46 @@ impl QueueStore for SqliteStore {
         limit: u32,
         per_webhook: u32,
         exclude: &[WebhookId],
+        exclude_projects: &[ProjectId],
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let token = Uuid::new_v4();
-        let excluded = serde_json::Value::from(
-            exclude
-                .iter()
-                .map(|id| hex_uuid(id.as_uuid()))
-                .collect::<Vec<_>>(),
-        );
+        let hex_list = |ids: Vec<Uuid>| {
+            serde_json::Value::from(ids.into_iter().map(hex_uuid).collect::<Vec<_>>()).to_string()
+        };
+        let excluded = hex_list(exclude.iter().map(|id| id.as_uuid()).collect());
+        let excluded_projects = hex_list(exclude_projects.iter().map(|id| id.as_uuid()).collect());
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "update deliveries set lease_until = $2, next_attempt_at = $2, lease_token = $3 \
              where id in (select id from \
-                            (select id, row_number() over (partition by webhook_id \
+                            (select id, rate_limit, row_number() over (partition by webhook_id \
                                                            order by next_attempt_at) as nth \
-                             from (select id, webhook_id, next_attempt_at from deliveries \
-                                   where status = 'pending' and next_attempt_at <= $1 \
-                                   and hex(webhook_id) not in (select value from json_each($5)) \
-                                   order by next_attempt_at limit $4)) \
-                          where nth <= $6)",
+                             from (select q.id, q.webhook_id, q.next_attempt_at, h.rate_limit \
+                                   from deliveries q join webhooks h on h.id = q.webhook_id \
+                                   where q.status = 'pending' and q.next_attempt_at <= $1 \
+                                   and hex(q.webhook_id) not in (select value from json_each($5)) \
+                                   and hex(q.project_id) not in (select value from json_each($7)) \
+                                   and (h.throttled_until is null or h.throttled_until <= $1) \
+                                   and (h.rate_next_at is null or h.rate_next_at <= $8) \
+                                   order by q.next_attempt_at limit $4)) \
+                          where nth <= min($6, coalesce(rate_limit, $6)))",
         )
         .bind(millis(now))
         .bind(millis(lease_until))
         .bind(token)
         .bind(i64::from(limit))
-        .bind(excluded.to_string())
+        .bind(excluded)
         .bind(i64::from(per_webhook))
+        .bind(excluded_projects)
+        .bind(millis(now + RATE_LOOKAHEAD))
         .execute(&mut *tx)
         .await?;
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "select d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
              w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $2 \
-             then w.previous_secret end as previous_secret from deliveries d \
+             then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
+             w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
+             w.effective_concurrency, w.rate_limit from deliveries d \
              join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
              where d.lease_token = $1 order by d.next_attempt_at, d.id",
         )
@@ -64,9 +109,15 @@ impl QueueStore for SqliteStore {
         .bind(millis(now))
         .fetch_all(&mut *tx)
         .await?;
+        let slots = Self::take_rate_slots(&mut tx, &rows, now).await?;
         tx.commit().await?;
         rows.into_iter()
-            .map(|row| row.into_claim(&self.cipher, token))
+            .map(|row| {
+                let id = row.id;
+                let mut claim = row.into_claim(&self.cipher, token)?;
+                claim.not_before = slots.get(&id).copied();
+                Ok(claim)
+            })
             .collect()
     }
 
@@ -112,7 +163,7 @@ impl QueueStore for SqliteStore {
         Ok(target)
     }
 
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<RecordedBatch> {
         self.record_outcomes(records).await
     }
 

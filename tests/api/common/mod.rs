@@ -277,8 +277,10 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         delivery: DeliveryConfig {
             worker: true,
             timeout_ms: 2_000,
-            retry_max: 3,
-            retry_base_ms: 50,
+            retry_schedule: None,
+            retry_max: Some(3),
+            retry_base_ms: Some(50),
+            throttle_give_up: Duration::from_secs(86_400),
             concurrency: 64,
             endpoint_concurrency: 8,
             lease_ms: 5_000,

@@ -126,7 +126,7 @@ backend_tests! {
     }
 
     async fn deleting_a_webhook_cancels_its_pending_deliveries(backend) {
-        let app = spawn(backend, |c| c.delivery.retry_base_ms = 60_000).await;
+        let app = spawn(backend, |c| c.delivery.retry_base_ms = Some(60_000)).await;
         let mut receiver = Receiver::start().await;
         receiver.reply_by_default(Reply::Status(500));
         let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created"]).await;

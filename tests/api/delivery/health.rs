@@ -37,8 +37,8 @@ backend_tests! {
         let app = spawn(backend, |c| {
             c.delivery.disable_after_hours = 0;
             c.delivery.disable_min_failures = 3;
-            c.delivery.retry_max = 10;
-            c.delivery.retry_base_ms = 10;
+            c.delivery.retry_max = Some(10);
+            c.delivery.retry_base_ms = Some(10);
         })
         .await;
         let mut receiver = Receiver::start().await;
@@ -63,7 +63,7 @@ backend_tests! {
     async fn private_addresses_are_refused_at_send_time(backend) {
         let app = spawn(backend, |c| {
             c.allow_private_targets = false;
-            c.delivery.retry_max = 0;
+            c.delivery.retry_max = Some(0);
         })
         .await;
         let mut receiver = Receiver::start().await;
@@ -83,6 +83,7 @@ backend_tests! {
                     filters: hookrelay::domain::Filters::default(),
                     secret: hookrelay::domain::WebhookSecret::generate(),
                     created_at: chrono::Utc::now(),
+                    limits: Default::default(),
                 },
                 25,
                 crate::common::cli_audit("webhook.created"),

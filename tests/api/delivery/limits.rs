@@ -61,7 +61,7 @@ backend_tests! {
         let app = spawn(backend, |c| {
             c.delivery.timeout_ms = 3_000;
             c.delivery.lease_ms = 8_000;
-            c.delivery.retry_max = 0;
+            c.delivery.retry_max = Some(0);
         })
         .await;
         let mut healthy = Receiver::start().await;

@@ -56,7 +56,7 @@ backend_tests! {
     }
 
     async fn a_failed_delivery_can_be_retried_by_hand(backend) {
-        let app = spawn(backend, |c| c.delivery.retry_max = 0).await;
+        let app = spawn(backend, |c| c.delivery.retry_max = Some(0)).await;
         let receiver = Receiver::start().await;
         receiver.reply_by_default(Reply::Status(500));
         let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created"]).await;

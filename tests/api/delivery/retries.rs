@@ -4,7 +4,7 @@ use super::*;
 
 backend_tests! {
     async fn fails_twice_then_succeeds_with_growing_gaps(backend) {
-        let app = spawn(backend, |c| c.delivery.retry_base_ms = 300).await;
+        let app = spawn(backend, |c| c.delivery.retry_base_ms = Some(300)).await;
         let mut receiver = Receiver::start().await;
         receiver.script([Reply::Status(500), Reply::Status(502)]);
         let webhook = app.create_webhook(&receiver.url("/hook"), &["action.updated"]).await;
@@ -56,7 +56,7 @@ backend_tests! {
     async fn a_receiver_slower_than_the_timeout_is_a_failed_attempt(backend) {
         let app = spawn(backend, |c| {
             c.delivery.timeout_ms = 300;
-            c.delivery.retry_max = 0;
+            c.delivery.retry_max = Some(0);
         })
         .await;
         let mut receiver = Receiver::start().await;
@@ -72,7 +72,7 @@ backend_tests! {
     }
 
     async fn a_redirect_is_a_failure_and_is_not_followed(backend) {
-        let app = spawn(backend, |c| c.delivery.retry_max = 0).await;
+        let app = spawn(backend, |c| c.delivery.retry_max = Some(0)).await;
         let mut receiver = Receiver::start().await;
         receiver.reply_by_default(Reply::Redirect(receiver.url("/elsewhere")));
         app.create_webhook(&receiver.url("/moved"), &["action.created"]).await;

@@ -62,7 +62,7 @@ backend_tests! {
     }
 
     async fn an_attempt_after_a_rotation_is_signed_with_the_new_secret(backend) {
-        let app = spawn(backend, |c| c.delivery.retry_base_ms = 1_000).await;
+        let app = spawn(backend, |c| c.delivery.retry_base_ms = Some(1_000)).await;
         let mut receiver = Receiver::start().await;
         receiver.script([Reply::Status(500)]);
         let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created"]).await;
