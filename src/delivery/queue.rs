@@ -69,7 +69,14 @@ impl Queue {
         let now = self.clock.now();
         let lease_until = after(now, self.lease);
         self.store
-            .claim_due(now, lease_until, limit, per_webhook, exclude, exclude_projects)
+            .claim_due(
+                now,
+                lease_until,
+                limit,
+                per_webhook,
+                exclude,
+                exclude_projects,
+            )
             .await
     }
 

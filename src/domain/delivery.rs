@@ -428,7 +428,10 @@ mod tests {
         let given_up = decide(status(429), before, &schedule(), limit, 0.0, at(10));
         assert_eq!(given_up.result, AttemptResult::Failed);
         let reason = given_up.reason.unwrap();
-        assert!(reason.contains("throttling") && reason.contains("10s"), "{reason}");
+        assert!(
+            reason.contains("throttling") && reason.contains("10s"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -460,7 +463,11 @@ mod tests {
         assert_eq!(adapt_concurrency(8, 16, Pressure::Eased), 9);
         assert_eq!(adapt_concurrency(16, 16, Pressure::Eased), 16);
         assert_eq!(adapt_concurrency(5, 16, Pressure::Neutral), 5);
-        assert_eq!(adapt_concurrency(40, 16, Pressure::Neutral), 16, "never above the max");
+        assert_eq!(
+            adapt_concurrency(40, 16, Pressure::Neutral),
+            16,
+            "never above the max"
+        );
     }
 
     #[test]

@@ -329,8 +329,15 @@ mod tests {
         };
         let tallies = tally_attempts([throttle(1, 5, Some(2)), throttle(2, 3, None)], &before);
         let tally = &tallies[0];
-        assert_eq!((tally.total, tally.succeeded), (0, 0), "throttled attempts are not counted");
-        assert_eq!(tally.run, before[&webhook].run, "the failure run is untouched");
+        assert_eq!(
+            (tally.total, tally.succeeded),
+            (0, 0),
+            "throttled attempts are not counted"
+        );
+        assert_eq!(
+            tally.run, before[&webhook].run,
+            "the failure run is untouched"
+        );
         assert_eq!(tally.last_failure_at, None);
         assert_eq!(tally.disable, None);
         assert_eq!(tally.throttled_until, Some(at(5)), "the latest hold wins");

@@ -95,7 +95,9 @@ impl RetrySchedule {
 /// A duration with a unit: `ms`, `s`, `m`, `h` or `d`, e.g. `500ms` or `24h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let number: u64 = number
         .parse()
@@ -127,7 +129,10 @@ mod tests {
         let schedule = RetrySchedule::default();
         assert_eq!(schedule.delay_after(1, 0.0), Some(Duration::from_secs(60)));
         assert_eq!(schedule.delay_after(2, 0.0), Some(Duration::from_secs(600)));
-        assert_eq!(schedule.delay_after(3, 0.0), Some(Duration::from_secs(6_000)));
+        assert_eq!(
+            schedule.delay_after(3, 0.0),
+            Some(Duration::from_secs(6_000))
+        );
         assert_eq!(schedule.delay_after(4, 0.0), None);
         assert_eq!(schedule.delay_after(0, 0.5), None);
     }
@@ -144,14 +149,23 @@ mod tests {
     fn doubling_from_a_base_keeps_the_old_settings_working() {
         let schedule = RetrySchedule::doubling(Duration::from_secs(30), 3);
         assert_eq!(schedule.to_seconds(), [30, 60, 120]);
-        assert_eq!(RetrySchedule::doubling(Duration::from_secs(1), 0).retries(), 0);
+        assert_eq!(
+            RetrySchedule::doubling(Duration::from_secs(1), 0).retries(),
+            0
+        );
     }
 
     #[test]
     fn schedules_parse_with_units() {
         let schedule = RetrySchedule::parse("500ms, 2s,1m,10m,2h").unwrap();
-        assert_eq!(schedule.delay_after(1, 0.0), Some(Duration::from_millis(500)));
-        assert_eq!(schedule.delay_after(5, 0.0), Some(Duration::from_secs(7_200)));
+        assert_eq!(
+            schedule.delay_after(1, 0.0),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            schedule.delay_after(5, 0.0),
+            Some(Duration::from_secs(7_200))
+        );
         assert_eq!(schedule.retries(), 5);
         assert_eq!(RetrySchedule::parse("").unwrap().retries(), 0);
         assert!(RetrySchedule::parse("10").unwrap_err().contains("unit"));
@@ -162,13 +176,28 @@ mod tests {
 
     #[test]
     fn a_webhooks_schedule_is_bounded() {
-        assert_eq!(RetrySchedule::from_seconds(&[1, 2]).unwrap().to_seconds(), [1, 2]);
+        assert_eq!(
+            RetrySchedule::from_seconds(&[1, 2]).unwrap().to_seconds(),
+            [1, 2]
+        );
         assert_eq!(RetrySchedule::from_seconds(&[]).unwrap().retries(), 0);
-        assert!(RetrySchedule::from_seconds(&[0]).unwrap_err().contains("1 to 86400"));
+        assert!(
+            RetrySchedule::from_seconds(&[0])
+                .unwrap_err()
+                .contains("1 to 86400")
+        );
         assert!(RetrySchedule::from_seconds(&[86_401]).is_err());
-        assert!(RetrySchedule::from_seconds(&[1; 13]).unwrap_err().contains("at most 12"));
+        assert!(
+            RetrySchedule::from_seconds(&[1; 13])
+                .unwrap_err()
+                .contains("at most 12")
+        );
         let eight_days = [86_400; 8];
-        assert!(RetrySchedule::from_seconds(&eight_days).unwrap_err().contains("7 days"));
+        assert!(
+            RetrySchedule::from_seconds(&eight_days)
+                .unwrap_err()
+                .contains("7 days")
+        );
         assert!(RetrySchedule::from_seconds(&[86_400; 7]).is_ok());
     }
 }

@@ -70,7 +70,9 @@ struct Project {
 impl Project {
     /// Whether the project counts for the fair shares now.
     fn active(&self, now: Instant) -> bool {
-        self.load > 0 || self.sending > 0 || self.last_active.is_some_and(|t| now - t < ACTIVE_WINDOW)
+        self.load > 0
+            || self.sending > 0
+            || self.last_active.is_some_and(|t| now - t < ACTIVE_WINDOW)
     }
 }
 
@@ -159,7 +161,12 @@ impl Admission {
 
     /// A ticket for a claim on `webhook` of `project`, whose webhook allows `limit` attempts in
     /// flight now; `None` when that endpoint already holds as many claims as it may.
-    pub fn admit(self: &Arc<Self>, webhook: WebhookId, project: ProjectId, limit: usize) -> Option<Ticket> {
+    pub fn admit(
+        self: &Arc<Self>,
+        webhook: WebhookId,
+        project: ProjectId,
+        limit: usize,
+    ) -> Option<Ticket> {
         let mut state = self.lock();
         let endpoint = state.endpoints.entry(webhook).or_insert(Endpoint {
             project,
@@ -187,7 +194,12 @@ impl Admission {
 
     /// A webhook's flow as its latest recorded attempts left it: the adapted concurrency, and
     /// a hold until `held_for` from now when its receiver throttles.
-    pub fn update_flow(self: &Arc<Self>, webhook: WebhookId, limit: usize, held_for: Option<Duration>) {
+    pub fn update_flow(
+        self: &Arc<Self>,
+        webhook: WebhookId,
+        limit: usize,
+        held_for: Option<Duration>,
+    ) {
         let mut state = self.lock();
         let Some(endpoint) = state.endpoints.get_mut(&webhook) else {
             return;
@@ -224,7 +236,10 @@ impl Admission {
         let Some(endpoint) = state.endpoints.get(&webhook) else {
             return false;
         };
-        let project_sending = state.projects.get(&endpoint.project).map_or(0, |p| p.sending);
+        let project_sending = state
+            .projects
+            .get(&endpoint.project)
+            .map_or(0, |p| p.sending);
         state.sending < self.max_in_flight
             && endpoint.sending < endpoint.limit
             && endpoint.held_until.is_none_or(|t| t <= now)
@@ -313,7 +328,11 @@ impl Ticket {
     /// waiting ahead.
     pub fn try_turn(&self) -> Option<Turn> {
         let mut state = self.admission.lock();
-        if !state.waiting.is_empty() || !self.admission.can_send(&state, self.webhook, Instant::now()) {
+        if !state.waiting.is_empty()
+            || !self
+                .admission
+                .can_send(&state, self.webhook, Instant::now())
+        {
             return None;
         }
         Admission::start_sending(&mut state, self.webhook);
@@ -326,7 +345,9 @@ impl Ticket {
             let granted = {
                 let mut state = self.admission.lock();
                 if state.waiting.is_empty()
-                    && self.admission.can_send(&state, self.webhook, Instant::now())
+                    && self
+                        .admission
+                        .can_send(&state, self.webhook, Instant::now())
                 {
                     Admission::start_sending(&mut state, self.webhook);
                     return self.turn_taken();
@@ -380,10 +401,19 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    fn admitted(admission: &Arc<Admission>, project: ProjectId, limit: usize, n: usize) -> Vec<Ticket> {
+    fn admitted(
+        admission: &Arc<Admission>,
+        project: ProjectId,
+        limit: usize,
+        n: usize,
+    ) -> Vec<Ticket> {
         let webhook = WebhookId::generate();
         (0..n)
-            .map(|_| admission.admit(webhook, project, limit).expect("room for the claim"))
+            .map(|_| {
+                admission
+                    .admit(webhook, project, limit)
+                    .expect("room for the claim")
+            })
             .collect()
     }
 
@@ -395,7 +425,11 @@ mod tests {
             .flat_map(|_| admitted(&admission, project, 2, 2))
             .collect();
         let turns: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
-        assert_eq!(turns.len(), 3, "eight claims on four endpoints, three sending slots");
+        assert_eq!(
+            turns.len(),
+            3,
+            "eight claims on four endpoints, three sending slots"
+        );
         drop(turns);
         let again: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
         assert_eq!(again.len(), 3, "ended turns give their slots back");
@@ -409,14 +443,25 @@ mod tests {
         let held: Vec<Ticket> = (0..8)
             .map(|_| admission.admit(webhook, project, 2).unwrap())
             .collect();
-        assert!(admission.admit(webhook, project, 2).is_none(), "four times its limit at most");
+        assert!(
+            admission.admit(webhook, project, 2).is_none(),
+            "four times its limit at most"
+        );
         assert_eq!(admission.busy_endpoints(), [webhook]);
         let turns: Vec<Turn> = held.iter().filter_map(Ticket::try_turn).collect();
         assert_eq!(turns.len(), 2);
-        assert_eq!(admission.room(), 98, "claims beyond its concurrency take no room");
+        assert_eq!(
+            admission.room(),
+            98,
+            "claims beyond its concurrency take no room"
+        );
         drop(turns);
         drop(held);
-        assert_eq!(admission.room(), 100, "dropped tickets give their places back");
+        assert_eq!(
+            admission.room(),
+            100,
+            "dropped tickets give their places back"
+        );
         assert!(admission.busy_endpoints().is_empty());
     }
 

@@ -51,7 +51,10 @@ impl Attempts {
     /// receiver.
     pub(super) fn concurrency_of(&self, claim: &ClaimedDelivery) -> usize {
         let max = self.max_concurrency_of(claim);
-        let now = claim.effective_concurrency.unwrap_or(max).clamp(1, max.max(1));
+        let now = claim
+            .effective_concurrency
+            .unwrap_or(max)
+            .clamp(1, max.max(1));
         usize::try_from(now).unwrap_or(usize::MAX)
     }
 
@@ -74,7 +77,9 @@ impl Attempts {
         let record = self.send(&claim).await;
         if let Some(hold) = record.hold {
             // Hold back the webhook's other attempts now, not only once this is recorded.
-            let wait = (hold.until - record.finished_at).to_std().unwrap_or_default();
+            let wait = (hold.until - record.finished_at)
+                .to_std()
+                .unwrap_or_default();
             ticket.hold(wait);
         }
         drop(turn);

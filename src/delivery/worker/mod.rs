@@ -70,7 +70,11 @@ impl From<WorkerOptions> for WorkerSettings {
             max_in_flight: options.concurrency,
             per_endpoint: options.endpoint_concurrency,
             lease: Duration::from_millis(options.lease_ms),
-            retry: match (options.retry_schedule, options.retry_base_ms, options.retry_max) {
+            retry: match (
+                options.retry_schedule,
+                options.retry_base_ms,
+                options.retry_max,
+            ) {
                 (Some(schedule), _, _) => schedule,
                 (None, None, None) => RetrySchedule::default(),
                 (None, base, retries) => RetrySchedule::doubling(
@@ -299,7 +303,10 @@ impl Worker {
         outcomes: &UnboundedSender<AttemptRecord>,
     ) -> Option<(DeliveryId, Uuid)> {
         let limit = self.attempts.concurrency_of(&claim);
-        let Some(ticket) = self.admission.admit(claim.webhook_id, claim.project_id, limit) else {
+        let Some(ticket) = self
+            .admission
+            .admit(claim.webhook_id, claim.project_id, limit)
+        else {
             return Some((claim.id, claim.lease_token));
         };
         self.holdings.hold(&claim);

@@ -85,7 +85,11 @@ pub(super) fn check_limits(
     max_concurrency: Option<&Value>,
     errors: &mut Vec<FieldError>,
 ) -> LimitsInput {
-    fn keep<T>(field: &str, checked: Option<Result<T, String>>, errors: &mut Vec<FieldError>) -> Option<T> {
+    fn keep<T>(
+        field: &str,
+        checked: Option<Result<T, String>>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<T> {
         match checked? {
             Ok(value) => Some(value),
             Err(message) => {
@@ -96,7 +100,11 @@ pub(super) fn check_limits(
     }
     LimitsInput {
         retry_schedule: keep("retrySchedule", retry_schedule.map(schedule), errors),
-        rate_limit: keep("rateLimit", rate_limit.map(|v| bounded(v, RATE_LIMIT)), errors),
+        rate_limit: keep(
+            "rateLimit",
+            rate_limit.map(|v| bounded(v, RATE_LIMIT)),
+            errors,
+        ),
         max_concurrency: keep(
             "maxConcurrency",
             max_concurrency.map(|v| bounded(v, MAX_CONCURRENCY)),
@@ -132,7 +140,14 @@ mod tests {
         let (limits, errors) =
             check(json!({ "retrySchedule": [1, 2.0], "rateLimit": 20, "maxConcurrency": 256 }));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(limits.for_new_webhook().retry_schedule.unwrap().to_seconds(), [1, 2]);
+        assert_eq!(
+            limits
+                .for_new_webhook()
+                .retry_schedule
+                .unwrap()
+                .to_seconds(),
+            [1, 2]
+        );
         assert_eq!(limits.rate_limit, Some(Some(20)));
         assert_eq!(limits.max_concurrency, Some(Some(256)));
     }
@@ -145,7 +160,8 @@ mod tests {
             "maxConcurrency": "2"
         }));
         assert_eq!(errors, ["retrySchedule", "rateLimit", "maxConcurrency"]);
-        let (_, errors) = check(json!({ "retrySchedule": "1m", "rateLimit": 0.5, "maxConcurrency": 0 }));
+        let (_, errors) =
+            check(json!({ "retrySchedule": "1m", "rateLimit": 0.5, "maxConcurrency": 0 }));
         assert_eq!(errors, ["retrySchedule", "rateLimit", "maxConcurrency"]);
         let (_, errors) = check(json!({ "retrySchedule": [1, "2"] }));
         assert_eq!(errors, ["retrySchedule"]);

@@ -28,7 +28,8 @@ pub use views::{CreatedWebhook, Deleted, RotatedSecret, WebhookDetails, WebhookL
 
 /// A webhook as GET and PATCH answer with it.
 fn details(state: &AppState, webhook: &crate::store::Webhook) -> WebhookDetails {
-    let default_concurrency = u32::try_from(state.settings.endpoint_concurrency).unwrap_or(u32::MAX);
+    let default_concurrency =
+        u32::try_from(state.settings.endpoint_concurrency).unwrap_or(u32::MAX);
     WebhookDetails::new(webhook, default_concurrency, state.clock.now())
 }
 

@@ -126,7 +126,12 @@ impl WebhookStore for PostgresStore {
         .bind(audit.actor.id())
         .bind(audit.actor.channel.as_str())
         .bind(changes.retry_schedule.is_some())
-        .bind(changes.retry_schedule.as_ref().and_then(|s| s.as_ref().map(schedule_to_json)))
+        .bind(
+            changes
+                .retry_schedule
+                .as_ref()
+                .and_then(|s| s.as_ref().map(schedule_to_json)),
+        )
         .bind(changes.rate_limit.is_some())
         .bind(changes.rate_limit.flatten().map(i64::from))
         .bind(changes.max_concurrency.is_some())

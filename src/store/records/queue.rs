@@ -8,12 +8,11 @@ use uuid::Uuid;
 
 use crate::domain::{
     AttemptFacts, AttemptResult, Before, DeliveryId, DisablePolicy, EventId, FailureRun,
-    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookSecret,
-    WebhookTally,
+    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookSecret, WebhookTally,
 };
-use crate::store::{StoreError, StoreResult};
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, Time};
+use crate::store::{StoreError, StoreResult};
 
 /// A due delivery taken by one worker until `lease_token` is superseded or released.
 #[derive(Debug, Clone)]

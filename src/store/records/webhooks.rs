@@ -6,8 +6,7 @@ use uuid::Uuid;
 
 use super::queue::schedule_from_json;
 use crate::domain::{
-    EndpointUrl, EventType, EventTypes, Filters, ProjectId, RetrySchedule, WebhookId,
-    WebhookSecret,
+    EndpointUrl, EventType, EventTypes, Filters, ProjectId, RetrySchedule, WebhookId, WebhookSecret,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, TextList, Time};

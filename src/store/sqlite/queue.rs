@@ -29,7 +29,9 @@ impl SqliteStore {
         let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
         for row in rows {
             if let Some(rate) = row.rate_limit {
-                let entry = by_webhook.entry(row.webhook_id).or_insert((rate.to(), Vec::new()));
+                let entry = by_webhook
+                    .entry(row.webhook_id)
+                    .or_insert((rate.to(), Vec::new()));
                 entry.1.push(row.id);
             }
         }

@@ -42,6 +42,11 @@ pub enum Reply {
     Redirect(String),
     /// Answers the status with this body.
     Body(u16, Vec<u8>),
+    /// Answers the status (429 or 503) with this `Retry-After`, or none.
+    Throttle(u16, Option<&'static str>),
+    /// Answers 200 to at most this many requests in any second, 429 (no `Retry-After`) to
+    /// the rest.
+    PerSecond(usize),
 }
 
 struct Shared {
@@ -51,6 +56,8 @@ struct Shared {
     /// Requests being answered now, and the most there ever were at once.
     open: AtomicUsize,
     most_open: AtomicUsize,
+    /// When each request answered 200 by `Reply::PerSecond` arrived, the last second's.
+    accepted: Mutex<VecDeque<Instant>>,
 }
 
 /// Counts one request as open until it is answered.
@@ -104,6 +111,31 @@ async fn receive(
             (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
         }
         Reply::Body(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
+        Reply::Throttle(code, retry_after) => {
+            let mut response = StatusCode::from_u16(code).unwrap().into_response();
+            if let Some(value) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, value.parse().unwrap());
+            }
+            response
+        }
+        Reply::PerSecond(limit) => {
+            let now = Instant::now();
+            let mut accepted = shared.accepted.lock().unwrap();
+            while accepted
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(1))
+            {
+                accepted.pop_front();
+            }
+            if accepted.len() < limit {
+                accepted.push_back(now);
+                StatusCode::OK.into_response()
+            } else {
+                StatusCode::TOO_MANY_REQUESTS.into_response()
+            }
+        }
     }
 }
 
@@ -117,6 +149,7 @@ impl Receiver {
             requests: sender,
             open: AtomicUsize::new(0),
             most_open: AtomicUsize::new(0),
+            accepted: Mutex::new(VecDeque::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
