@@ -15,6 +15,7 @@ const IN_FLIGHT: &str = "hookrelay_delivery_attempts_in_flight";
 const QUEUE_DUE: &str = "hookrelay_deliveries_due";
 const QUEUE_SCHEDULED: &str = "hookrelay_deliveries_scheduled";
 const OLDEST_DUE: &str = "hookrelay_oldest_due_delivery_age_seconds";
+const THROTTLED: &str = "hookrelay_webhooks_throttled";
 const EVENTS: &str = "hookrelay_events_accepted_total";
 const HTTP_REQUESTS: &str = "hookrelay_http_requests_total";
 const HTTP_SECONDS: &str = "hookrelay_http_request_duration_seconds";
@@ -49,7 +50,11 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     describe_counter!(
         ATTEMPTS,
-        "Delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled) or failed (no attempt left)"
+        "Delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled), throttled (the receiver asked us to slow down; no retry used) or failed (no attempt left)"
+    );
+    describe_gauge!(
+        THROTTLED,
+        "Webhooks whose receivers are holding back every attempt now (429, or 503 with Retry-After)"
     );
     describe_histogram!(
         ATTEMPT_SECONDS,
@@ -107,6 +112,7 @@ pub fn scraped(queue: Option<QueueDepth>, pool: PoolUsage, now: chrono::DateTime
             (now - at).to_std().unwrap_or_default().as_secs_f64()
         });
         gauge!(OLDEST_DUE).set(age);
+        gauge!(THROTTLED).set(queue.throttled_webhooks as f64);
     }
     gauge!(POOL_OPEN).set(f64::from(pool.open));
     gauge!(POOL_IDLE).set(f64::from(pool.idle));

@@ -315,14 +315,29 @@ function openWebhookForm(webhook) {
   $('webhook-dialog-title').textContent = webhook ? 'Edit webhook' : 'Create Webhook';
   $('webhook-submit').textContent = webhook ? 'Save changes' : 'Create Webhook';
   $('webhook-url').value = webhook ? webhook.url : '';
+  $('webhook-rate-limit').value = webhook && webhook.rateLimit != null ? String(webhook.rateLimit) : '';
+  $('webhook-max-concurrency').value =
+    webhook && webhook.maxConcurrency != null ? String(webhook.maxConcurrency) : '';
   renderEventChoices(webhook ? webhook.events : []);
-  for (const id of ['url-error', 'events-error', 'form-error']) $(id).textContent = '';
+  for (const id of FORM_ERRORS) $(id).textContent = '';
   openDialog($('webhook-dialog'));
   $('webhook-url').focus();
 }
 
+const FORM_ERRORS = ['url-error', 'events-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
+const FIELD_ERRORS = {
+  url: 'url-error', events: 'events-error', rateLimit: 'rate-limit-error', maxConcurrency: 'max-concurrency-error',
+};
+
+/** An optional whole number within bounds: null when empty, NaN when not acceptable. */
+function optionalWhole(text, low, high) {
+  if (text.trim() === '') return null;
+  const number = Number(text);
+  return Number.isInteger(number) && number >= low && number <= high ? number : NaN;
+}
+
 /** Mirrors the API's rules, so most mistakes are caught before a round trip. */
-function checkWebhookForm(url, events) {
+function checkWebhookForm(url, events, limits) {
   const errors = {};
   if (!url) errors.url = 'Enter the endpoint URL.';
   else if (url.length > 2048) errors.url = 'The URL must be at most 2048 characters.';
@@ -333,6 +348,8 @@ function checkWebhookForm(url, events) {
     else if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') errors.url = 'The URL must use https.';
   }
   if (events.length === 0) errors.events = 'Choose at least one event.';
+  if (Number.isNaN(limits.rateLimit)) errors.rateLimit = 'Enter a whole number from 1 to 10000, or leave it empty.';
+  if (Number.isNaN(limits.maxConcurrency)) errors.maxConcurrency = 'Enter a whole number from 1 to 256, or leave it empty.';
   return errors;
 }
 
@@ -340,17 +357,23 @@ $('webhook-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const url = $('webhook-url').value.trim();
   const events = [...document.querySelectorAll('#event-choices input:checked')].map((input) => input.value);
-  const errors = checkWebhookForm(url, events);
-  $('url-error').textContent = errors.url || '';
-  $('events-error').textContent = errors.events || '';
+  const limits = {
+    rateLimit: optionalWhole($('webhook-rate-limit').value, 1, 10000),
+    maxConcurrency: optionalWhole($('webhook-max-concurrency').value, 1, 256),
+  };
+  const errors = checkWebhookForm(url, events, limits);
+  for (const [field, id] of Object.entries(FIELD_ERRORS)) $(id).textContent = errors[field] || '';
   $('form-error').textContent = '';
   if (errors.url) { $('webhook-url').focus(); return; }
   if (errors.events) { document.querySelector('#event-choices input').focus(); return; }
+  if (errors.rateLimit) { $('webhook-rate-limit').focus(); return; }
+  if (errors.maxConcurrency) { $('webhook-max-concurrency').focus(); return; }
   const editing = state.editing;
+  const body = { url, events, ...limits };
   try {
     const answer = editing
-      ? await api(projectPath(`/webhooks/${editing.id}`), { method: 'PATCH', body: { url, events } })
-      : await api(projectPath('/webhooks'), { method: 'POST', body: { url, events } });
+      ? await api(projectPath(`/webhooks/${editing.id}`), { method: 'PATCH', body })
+      : await api(projectPath('/webhooks'), { method: 'POST', body });
     closeDialog($('webhook-dialog'));
     if (editing) await openWebhook(editing.id);
     else {
@@ -360,7 +383,7 @@ $('webhook-form').addEventListener('submit', async (event) => {
   } catch (failure) {
     const details = (failure.body && failure.body.details) || [];
     for (const detail of details) {
-      const target = detail.field === 'url' ? 'url-error' : detail.field === 'events' ? 'events-error' : 'form-error';
+      const target = FIELD_ERRORS[detail.field] || 'form-error';
       $(target).textContent = `${detail.message.charAt(0).toUpperCase()}${detail.message.slice(1)}.`;
     }
     if (details.length === 0) $('form-error').textContent = failure.message;

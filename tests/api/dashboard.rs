@@ -130,10 +130,26 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             .contains("at least one event")
     );
     browser.click("#event-2").await;
+    browser.type_into("#webhook-rate-limit", "0").await;
+    browser.click("#webhook-submit").await;
+    assert!(
+        browser
+            .text("#rate-limit-error")
+            .await
+            .contains("1 to 10000")
+    );
+    browser.type_into("#webhook-rate-limit", "5").await;
+    browser.type_into("#webhook-max-concurrency", "3").await;
     browser.click("#webhook-submit").await;
     browser
         .wait_until(&dialog_open("secret-dialog"), "the secret dialog")
         .await;
+    let created = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    assert_eq!(
+        (created.limits.rate_limit, created.limits.max_concurrency),
+        (Some(5), Some(3)),
+        "the form's limits reach the webhook"
+    );
     let secret = browser.value("#secret-value").await;
     assert_eq!(
         secret,

@@ -45,8 +45,14 @@ backend_tests! {
         let server = Server::start(command);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let mut receiver = Receiver::start().await;
-        // Two successes, then a failure that is retried an hour later.
-        receiver.script([Reply::Status(200), Reply::Status(200), Reply::Status(503)]);
+        // Two successes, a failure that is retried an hour later, and a receiver asking us to
+        // hold off for an hour.
+        receiver.script([
+            Reply::Status(200),
+            Reply::Status(200),
+            Reply::Status(503),
+            Reply::Throttle(429, Some("3600")),
+        ]);
         let webhooks = format!("{}/api/v2/projects/{project}/webhooks", server.address);
         let created = client
             .post(&webhooks)
@@ -56,7 +62,7 @@ backend_tests! {
             .await
             .unwrap();
         assert_eq!(created.status(), 201);
-        for n in 0..3 {
+        for n in 0..4 {
             let published = client
                 .post(format!("{}/api/v2/projects/{project}/events", server.address))
                 .bearer_auth(&key)
@@ -68,22 +74,24 @@ backend_tests! {
             receiver.expect(Duration::from_secs(10)).await;
         }
 
-        let text = eventually(Duration::from_secs(10), "the three outcomes are counted", || async {
+        let text = eventually(Duration::from_secs(10), "the four outcomes are counted", || async {
             let text = scrape(&client, &server).await;
-            (sample(&text, "hookrelay_deliveries_scheduled") == Some(1.0)).then_some(text)
+            (sample(&text, "hookrelay_deliveries_scheduled") == Some(2.0)).then_some(text)
         })
         .await;
         let outcome = |o: &str| sample(&text, &format!("hookrelay_delivery_attempts_total{{outcome=\"{o}\"}}"));
         assert_eq!(outcome("succeeded"), Some(2.0), "{text}");
         assert_eq!(outcome("retrying"), Some(1.0), "{text}");
-        assert_eq!(sample(&text, "hookrelay_delivery_attempt_duration_seconds_count"), Some(3.0), "{text}");
+        assert_eq!(outcome("throttled"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_webhooks_throttled"), Some(1.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_delivery_attempt_duration_seconds_count"), Some(4.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_delivery_attempts_in_flight"), Some(0.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_deliveries_due"), Some(0.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_oldest_due_delivery_age_seconds"), Some(0.0), "{text}");
-        assert_eq!(sample(&text, "hookrelay_events_accepted_total"), Some(3.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_events_accepted_total"), Some(4.0), "{text}");
         let events_route = "route=\"/api/v2/projects/{projectId}/events\"";
         let published = format!("hookrelay_http_requests_total{{method=\"POST\",{events_route},status=\"202\"}}");
-        assert_eq!(sample(&text, &published), Some(3.0), "{text}");
+        assert_eq!(sample(&text, &published), Some(4.0), "{text}");
         assert!(sample(&text, "hookrelay_db_pool_connections_max").is_some_and(|max| max >= 1.0), "{text}");
         assert!(text.contains("# HELP hookrelay_delivery_attempts_total"), "{text}");
 

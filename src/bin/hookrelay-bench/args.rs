@@ -111,6 +111,8 @@ pub enum Scenario {
     Backlog,
     Management,
     Ceilings,
+    Throttle,
+    Fairness,
 }
 
 impl Scenario {
@@ -123,6 +125,8 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Management => "management",
             Scenario::Ceilings => "ceilings",
+            Scenario::Throttle => "throttle",
+            Scenario::Fairness => "fairness",
         }
     }
 }

@@ -139,9 +139,15 @@ impl DeliveryLogStore for PostgresStore {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
+        let (throttled,): (i64,) =
+            sqlx::query_as("select count(*) from webhooks where throttled_until > $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(QueueDepth {
             due: u64::try_from(due).unwrap_or_default(),
             scheduled: u64::try_from(scheduled).unwrap_or_default(),
+            throttled_webhooks: u64::try_from(throttled).unwrap_or_default(),
             oldest_due_at: oldest,
         })
     }

@@ -56,6 +56,8 @@ pub struct QueueDepth {
     pub due: u64,
     pub scheduled: u64,
     pub oldest_due_at: Option<DateTime<Utc>>,
+    /// Webhooks a throttling receiver holds back now.
+    pub throttled_webhooks: u64,
 }
 
 /// The columns `SummaryRow` reads, from `deliveries d join events e`. A leased delivery is

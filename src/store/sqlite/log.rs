@@ -126,9 +126,15 @@ impl DeliveryLogStore for SqliteStore {
         .bind(millis(now))
         .fetch_one(&self.reader)
         .await?;
+        let (throttled,): (i64,) =
+            sqlx::query_as("select count(*) from webhooks where throttled_until > $1")
+                .bind(millis(now))
+                .fetch_one(&self.reader)
+                .await?;
         Ok(QueueDepth {
             due: u64::try_from(due).unwrap_or_default(),
             scheduled: u64::try_from(scheduled).unwrap_or_default(),
+            throttled_webhooks: u64::try_from(throttled).unwrap_or_default(),
             oldest_due_at: oldest.map(from_millis).transpose()?,
         })
     }

@@ -3,12 +3,14 @@
 
 mod backlog;
 mod ceilings;
+mod fairness;
 mod fanout;
 mod isolation;
 mod latency;
 mod management;
 mod phase;
 mod saturation;
+mod throttle;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -97,6 +99,8 @@ pub async fn run(bench: &Bench, backend: Backend, scenario: Scenario) -> BenchRe
         Scenario::Backlog => backlog::run(bench, &db).await,
         Scenario::Management => management::run(bench, &db).await,
         Scenario::Ceilings => ceilings::run(bench, &db).await,
+        Scenario::Throttle => throttle::run(bench, &db).await,
+        Scenario::Fairness => fairness::run(bench, &db).await,
     };
     let removed = bench.databases.remove(db).await;
     let section = section?;
