@@ -28,3 +28,6 @@ alter table delivery_attempts
     add column throttled boolean not null default false,
     -- The receiver's Retry-After, as it sent it.
     add column retry_after text;
+
+-- Deliveries already on their way keep their place in the schedule.
+update deliveries set failures = attempt_count where status = 'pending';

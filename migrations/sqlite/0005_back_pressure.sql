@@ -27,3 +27,6 @@ alter table deliveries add column throttled_since integer;
 alter table delivery_attempts add column throttled integer not null default 0;
 -- The receiver's Retry-After, as it sent it.
 alter table delivery_attempts add column retry_after text;
+
+-- Deliveries already on their way keep their place in the schedule.
+update deliveries set failures = attempt_count where status = 'pending';

@@ -48,16 +48,15 @@ impl Publisher {
             .filter(|w| w.handover.is_open() && w.admission.has_room_for(event.project_id));
         let lease = local.map(|_| self.queue.mint_lease(event.created_at));
         let accepted = self.events.accept(Accepting { event, lease }).await?;
-        match local {
-            Some(worker) if !accepted.claims.is_empty() => {
-                let refused = worker.handover.give(accepted.claims);
-                // The worker is stopping: put the deliveries back in the queue for the next one.
-                self.queue.release(&refused).await?;
-            }
-            _ if !accepted.event.replayed && !accepted.event.delivery_ids.is_empty() => {
-                self.queue.wake();
-            }
-            _ => {}
+        let queued = accepted.event.delivery_ids.len() - accepted.claims.len();
+        if let Some(worker) = local.filter(|_| !accepted.claims.is_empty()) {
+            let refused = worker.handover.give(accepted.claims);
+            // The worker is stopping: put the deliveries back in the queue for the next one.
+            self.queue.release(&refused).await?;
+        }
+        // Some deliveries wait in the queue (no lease, or a rate-limited or throttled webhook).
+        if !accepted.event.replayed && queued > 0 {
+            self.queue.wake();
         }
         Ok(accepted.event)
     }

@@ -120,6 +120,11 @@ impl WebhookTally {
                 self.throttled_until = self.throttled_until.max(Some(hold.until));
                 self.backoff = hold.backoff.or(self.backoff);
             }
+            // A delivery given up on after throttling failed, though the endpoint did not.
+            if attempt.result == AttemptResult::Failed {
+                self.total += 1;
+                self.last_failure_at = Some(attempt.finished_at);
+            }
             return;
         }
         self.total += 1;

@@ -175,17 +175,21 @@ impl Admission {
             limit: limit.max(1),
             held_until: None,
         });
+        // The claim carries the webhook's limit as it was read: the project's load follows
+        // the change, so that it always sums its endpoints' loads.
+        let before = endpoint.load();
         endpoint.limit = limit.max(1);
-        if endpoint.claimed >= HELD_PER_SLOT * endpoint.limit {
+        let admitted = endpoint.claimed < HELD_PER_SLOT * endpoint.limit;
+        if admitted {
+            endpoint.claimed += 1;
+        }
+        let after = endpoint.load();
+        let entry = state.projects.entry(project).or_default();
+        entry.load = (entry.load + after).saturating_sub(before);
+        if !admitted {
             return None;
         }
-        let counts_as_load = endpoint.claimed < endpoint.limit;
-        endpoint.claimed += 1;
-        let entry = state.projects.entry(project).or_default();
         entry.last_active = Some(Instant::now());
-        if counts_as_load {
-            entry.load += 1;
-        }
         Some(Ticket {
             admission: self.clone(),
             webhook,
@@ -233,17 +237,22 @@ impl Admission {
     }
 
     fn can_send(&self, state: &State, webhook: WebhookId, now: Instant) -> bool {
-        let Some(endpoint) = state.endpoints.get(&webhook) else {
-            return false;
-        };
-        let project_sending = state
-            .projects
-            .get(&endpoint.project)
-            .map_or(0, |p| p.sending);
         state.sending < self.max_in_flight
-            && endpoint.sending < endpoint.limit
-            && endpoint.held_until.is_none_or(|t| t <= now)
-            && project_sending < self.share(state, None)
+            && Self::sending_of(state, webhook, now).is_some_and(|p| p < self.share(state, None))
+    }
+
+    /// How many attempts the webhook's project is sending, when the webhook itself may send
+    /// (its endpoint has a free slot and is not held); `None` otherwise.
+    fn sending_of(state: &State, webhook: WebhookId, now: Instant) -> Option<usize> {
+        let endpoint = state.endpoints.get(&webhook)?;
+        let free =
+            endpoint.sending < endpoint.limit && endpoint.held_until.is_none_or(|t| t <= now);
+        free.then(|| {
+            state
+                .projects
+                .get(&endpoint.project)
+                .map_or(0, |p| p.sending)
+        })
     }
 
     fn start_sending(state: &mut State, webhook: WebhookId) {
@@ -270,21 +279,26 @@ impl Admission {
     /// within a project the longest waiting.
     fn grant(&self, state: &mut State) {
         let now = Instant::now();
-        loop {
-            let chosen = state
-                .waiting
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| !w.granted.is_closed() && self.can_send(state, w.webhook, now))
-                .min_by_key(|(position, w)| {
-                    let project = state.endpoints.get(&w.webhook).map(|e| e.project);
-                    let sending = project
-                        .and_then(|p| state.projects.get(&p))
-                        .map_or(0, |p| p.sending);
-                    (sending, *position)
-                })
-                .map(|(position, _)| position);
-            let Some(position) = chosen else {
+        while state.sending < self.max_in_flight && !state.waiting.is_empty() {
+            let share = self.share(state, None);
+            // With one project every eligible waiter ranks alike: the oldest wins at once.
+            let alone = state.projects.len() <= 1;
+            let mut chosen: Option<(usize, usize)> = None;
+            for (position, waiter) in state.waiting.iter().enumerate() {
+                if waiter.granted.is_closed() {
+                    continue;
+                }
+                let Some(sending) = Self::sending_of(state, waiter.webhook, now) else {
+                    continue;
+                };
+                if sending < share && chosen.is_none_or(|(least, _)| sending < least) {
+                    chosen = Some((sending, position));
+                    if alone || sending == 0 {
+                        break;
+                    }
+                }
+            }
+            let Some((_, position)) = chosen else {
                 state.waiting.retain(|w| !w.granted.is_closed());
                 return;
             };
@@ -319,7 +333,12 @@ impl Admission {
             }
         }
         let now = Instant::now();
+        let projects = state.projects.len();
         state.projects.retain(|_, p| p.active(now));
+        if state.projects.len() < projects {
+            // Fewer active projects: larger shares, which a waiter may now fit in.
+            self.grant(&mut state);
+        }
     }
 }
 
@@ -518,5 +537,28 @@ mod tests {
         admission.update_flow(webhook, 3, None);
         let more: Vec<Turn> = tickets.iter().filter_map(Ticket::try_turn).collect();
         assert_eq!(more.len(), 2, "climbing back");
+    }
+
+    #[tokio::test]
+    async fn a_claim_with_a_narrower_limit_leaves_no_phantom_load() {
+        let admission = Admission::new(16, 16);
+        let project = ProjectId::generate();
+        let webhook = WebhookId::generate();
+        let mut tickets: Vec<Ticket> = (0..10)
+            .map(|_| admission.admit(webhook, project, 16).unwrap())
+            .collect();
+        tickets.push(admission.admit(webhook, project, 4).unwrap());
+        assert_eq!(
+            admission.room(),
+            12,
+            "the endpoint counts up to its new limit of 4"
+        );
+        drop(tickets);
+        assert_eq!(admission.room(), 16);
+        assert!(
+            admission.has_room_for(ProjectId::generate()),
+            "an idle project left nothing behind"
+        );
+        assert!(admission.lock().projects.values().all(|p| p.load == 0));
     }
 }

@@ -67,7 +67,6 @@ impl Attempts {
         ticket: Ticket,
         outcomes: UnboundedSender<AttemptRecord>,
     ) {
-        self.wait_for_slot(&claim).await;
         let Some(turn) = self.take_turn(&mut claim, &ticket).await else {
             self.holdings.let_go(claim.id, claim.lease_token);
             return;
@@ -108,11 +107,12 @@ impl Attempts {
     /// Waits for a turn. A long wait may outlast a rotation, a deletion or the lease itself,
     /// so after one the claim is renewed; `None` when the delivery is no longer ours to send.
     async fn take_turn(&self, claim: &mut ClaimedDelivery, ticket: &Ticket) -> Option<Turn> {
-        if let Some(turn) = ticket.try_turn() {
-            return Some(turn);
-        }
         let waiting_since = Instant::now();
-        let turn = ticket.turn().await;
+        self.wait_for_slot(claim).await;
+        let turn = match ticket.try_turn() {
+            Some(turn) => turn,
+            None => ticket.turn().await,
+        };
         if waiting_since.elapsed() < RENEW_AFTER_WAIT.min(self.lease / 4) {
             return Some(turn);
         }

@@ -104,7 +104,7 @@ impl DeliveryLogStore for SqliteStore {
         }
         sqlx::query(
             "update deliveries set status = 'pending', next_attempt_at = $2, lease_until = null, \
-             lease_token = null, updated_at = $2 where id = $1",
+             lease_token = null, throttled_since = null, updated_at = $2 where id = $1",
         )
         .bind(id.as_uuid())
         .bind(millis(now))

@@ -47,7 +47,10 @@ pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
     let backlog = closed_loop(stage.api.clone(), a, 1, 16, Stop::After(A_EVENTS), None).await;
     let beside = b_phase(bench, &stage, &b, 2, "B next to A's backlog").await?;
     let a_during = stage.receiver.ledger().unique(1, &a_hooks);
-    let rows = [(&alone, "B alone", 0), (&beside, "B next to A's backlog", a_during)];
+    let rows = [
+        (&alone, "B alone", 0),
+        (&beside, "B next to A's backlog", a_during),
+    ];
     for (measured, phase, a_delivered) in rows {
         let latency = measured.delivery_latency(&[B_HOOK]);
         section.rows.push(vec![
@@ -59,7 +62,9 @@ pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
         ]);
     }
     let p99 = |m: &Measured| m.delivery_latency(&[B_HOOK]).map(|l| l.p99_ms);
-    let ratio = p99(&beside).zip(p99(&alone).filter(|p| *p > 0.0)).map(|(w, a)| w / a);
+    let ratio = p99(&beside)
+        .zip(p99(&alone).filter(|p| *p > 0.0))
+        .map(|(w, a)| w / a);
     section.rows.push(vec![
         "ratio (next to A / alone)".to_owned(),
         num(beside.deliveries_per_sec(&[B_HOOK]) / alone.deliveries_per_sec(&[B_HOOK]).max(1e-9)),
@@ -95,6 +100,13 @@ async fn b_phase(
     phase: &str,
 ) -> BenchResult<Measured> {
     let times = bench.phase_times();
-    let load = open_loop(stage.api.clone(), b.clone(), run, B_RATE, times.start, times.end);
+    let load = open_loop(
+        stage.api.clone(),
+        b.clone(),
+        run,
+        B_RATE,
+        times.start,
+        times.end,
+    );
     measure(stage, times, b, phase, load).await
 }
