@@ -13,6 +13,8 @@ COPY --from=build /src/target/release/hookrelay /usr/local/bin/hookrelay
 # Without DATABASE_URL the SQLite file lands in /data, the one directory `nobody` may write.
 WORKDIR /data
 ENV HOOKRELAY_LISTEN=0.0.0.0:8080
+# A container's log stream is no place for a key: create one with `hookrelay admin key create`.
+ENV HOOKRELAY_BOOTSTRAP=false
 EXPOSE 8080
 USER nobody
 ENTRYPOINT ["hookrelay"]

@@ -240,6 +240,25 @@ pub struct DeliveryConfig {
     pub retention_days: u32,
 }
 
+/// An admin token shorter than this is refused at start: it guards every tenant.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+impl ServeConfig {
+    /// The admin token, when one is set: an empty one counts as unset, a short one is an
+    /// error that says how long it must be.
+    pub fn admin_token(&self) -> Result<Option<&str>, String> {
+        match self.admin_token.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(token) if token.chars().count() < MIN_ADMIN_TOKEN_CHARS => Err(format!(
+                "HOOKRELAY_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters \
+                 (it has {}); generate one with `openssl rand -hex 32`",
+                token.chars().count()
+            )),
+            Some(token) => Ok(Some(token)),
+        }
+    }
+}
+
 impl DeliveryConfig {
     /// Checks the settings that only make sense together.
     pub fn validate(&self) -> Result<(), String> {

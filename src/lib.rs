@@ -160,7 +160,10 @@ impl App {
             metrics: instruments::handle(),
             key_usage: key_usage.clone(),
         };
-        let admin_token = config.admin_token.as_deref().map(AdminToken::new);
+        let admin_token = config
+            .admin_token()
+            .map_err(StartupError::Settings)?
+            .map(AdminToken::new);
         let router = http::router(state, admin_token);
         let listener =
             TcpListener::bind(config.listen)

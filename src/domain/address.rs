@@ -25,6 +25,7 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (100, 64..=127, _) => "carrier-grade NAT",
         (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "reserved",
         (198, 18..=19, _) => "benchmarking",
+        (192, 88, 99) => "6to4 relay anycast",
         (224..=239, _, _) => "multicast",
         (240..=255, _, _) => "reserved",
         _ => return None,
@@ -40,12 +41,20 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("loopback");
     }
+    let [_, _, _, _, _, _, hi, lo] = segments;
+    let embedded = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     let reason = match segments[0] {
+        // SIIT's IPv4-translated form ::ffff:0:a.b.c.d: refused whatever it carries, and named
+        // after the IPv4 address when that is refused too.
+        0 if segments[1..4].iter().all(|s| *s == 0)
+            && segments[4] == 0xffff
+            && segments[5] == 0 =>
+        {
+            return forbidden_v4(embedded).or(Some("IPv4-translated (SIIT)"));
+        }
         0 if segments[1..6].iter().all(|s| *s == 0) => {
             // The deprecated IPv4-compatible form ::a.b.c.d.
-            let [_, _, _, _, _, _, hi, lo] = segments;
-            return forbidden_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
-                .or(Some("IPv4-compatible"));
+            return forbidden_v4(embedded).or(Some("IPv4-compatible"));
         }
         0x0064 if segments[1] == 0xff9b => "NAT64",
         0x0100 if segments[1..4].iter().all(|s| *s == 0) => "discard-only",
@@ -139,5 +148,24 @@ mod tests {
         ] {
             assert!(!refused(ip), "{ip} should be allowed");
         }
+    }
+
+    #[test]
+    fn refuses_siit_translated_addresses_and_the_6to4_relay_anycast() {
+        assert_eq!(
+            forbidden_reason("::ffff:0:127.0.0.1".parse().unwrap()),
+            Some("loopback"),
+            "the IPv4 address inside is judged"
+        );
+        assert_eq!(
+            forbidden_reason("::ffff:0:93.184.215.14".parse().unwrap()),
+            Some("IPv4-translated (SIIT)"),
+            "the whole range is refused"
+        );
+        assert_eq!(
+            forbidden_reason("192.88.99.1".parse().unwrap()),
+            Some("6to4 relay anycast")
+        );
+        assert!(!refused("192.88.98.1") && !refused("192.88.100.1"));
     }
 }

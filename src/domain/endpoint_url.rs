@@ -42,6 +42,14 @@ impl EndpointUrl {
             other => return Err(format!("must use https, not {other}")),
         }
         let host = url.host().ok_or_else(|| "must include a host".to_owned())?;
+        // Credentials in a URL end up in logs, lists and the dashboard.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "must not carry credentials (user:password@); send them as a header the \
+                 receiver checks instead"
+                    .into(),
+            );
+        }
         if !policy.allow_private {
             if let Some(reason) = host_reason(&host) {
                 return Err(format!(
@@ -177,5 +185,18 @@ mod tests {
             allow_private: true,
         };
         assert!(EndpointUrl::parse("http://127.0.0.1:9000/hook", lenient).is_ok());
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused() {
+        for raw in [
+            "https://user:pass@93.184.215.14/",
+            "https://user@93.184.215.14/",
+            "https://:pw@93.184.215.14/",
+        ] {
+            let error = EndpointUrl::parse(raw, STRICT).unwrap_err();
+            assert!(error.contains("credentials"), "{raw}: {error}");
+        }
+        assert!(EndpointUrl::parse("https://93.184.215.14/hook?token=abc", STRICT).is_ok());
     }
 }

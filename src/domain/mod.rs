@@ -30,7 +30,9 @@ pub use endpoint_health::{
 };
 pub use endpoint_url::{EndpointUrl, UrlPolicy};
 pub use event_type::{EventType, EventTypes};
-pub use fanout::{Published, Subscriber, filters_accept, plan_fanout, subscription_pairs};
+pub use fanout::{
+    Published, Subscriber, event_fingerprint, filters_accept, plan_fanout, subscription_pairs,
+};
 pub use filters::Filters;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
 pub use name::Name;

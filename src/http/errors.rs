@@ -31,6 +31,8 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("the service cannot reach its database; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -67,6 +69,7 @@ impl ApiError {
             }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -158,6 +161,10 @@ fn conflict(reason: Reason) -> &'static str {
         Reason::IdempotencyKeyInUse => {
             "another request with this Idempotency-Key is being accepted; retry it shortly"
         }
+        Reason::IdempotencyKeyReused => {
+            "this Idempotency-Key was used in the last 24 hours for a different event (another \
+             type or data); use a new key for a new event"
+        }
         Reason::AlreadyExists => "a record with the same unique value exists",
     }
 }
@@ -166,6 +173,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(entity) => ApiError::NotFound(not_found(entity).into()),
+            StoreError::Conflict(Reason::IdempotencyKeyReused) => {
+                ApiError::IdempotencyKeyReused(conflict(Reason::IdempotencyKeyReused).into())
+            }
             StoreError::Conflict(reason) => ApiError::Conflict(conflict(reason).into()),
             StoreError::WebhookLimitReached { limit } => ApiError::WebhookLimitReached(format!(
                 "this project already has {limit} active webhooks, the most allowed; delete one before creating another"

@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod errors;
 pub mod events;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod key_usage;
 pub mod keys;
@@ -205,9 +206,11 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
     app.fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(from_fn(request_metrics::track))
+        .layer(from_fn(headers::protect_api_answers))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(trace)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(from_fn(headers::keep_usable_request_id))
         .with_state(state)
 }

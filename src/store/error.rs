@@ -39,6 +39,8 @@ pub enum Reason {
     WebhookDeleted,
     /// Another request with the same idempotency key is being accepted.
     IdempotencyKeyInUse,
+    /// The idempotency key was used, in the last 24 hours, for another event.
+    IdempotencyKeyReused,
     /// A row with the same unique value exists.
     AlreadyExists,
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::common::{TestApp, assert_error, status_and_json};
 
-const TOKEN: &str = "test-admin-token-0123456789";
+const TOKEN: &str = "test-admin-token-0123456789abcdefghij";
 
 async fn admin(
     app: &TestApp,
@@ -25,6 +25,9 @@ backend_tests! {
     async fn admin_routes_do_not_exist_without_a_token(backend) {
         let app = TestApp::spawn(backend).await;
         let response = admin(&app, Method::POST, "/admin/v1/accounts", Some(json!({"name": "a"}))).await;
+        assert_error(response, 404, "not_found").await;
+        let blank = TestApp::spawn_with(backend, |c| c.admin_token = Some("  ".into())).await;
+        let response = blank.call(Method::POST, "/admin/v1/accounts", Some("  "), Some(json!({"name": "a"}))).await;
         assert_error(response, 404, "not_found").await;
     }
 
@@ -132,4 +135,21 @@ backend_tests! {
         assert_error(admin(&app, Method::DELETE, &unknown_key, None).await, 404, "not_found").await;
         assert_error(admin(&app, Method::DELETE, "/admin/v1/keys/xyz", None).await, 400, "bad_request").await;
     }
+}
+
+#[tokio::test]
+async fn a_short_admin_token_is_refused_at_start() {
+    let db = crate::common::TestDb::create(crate::common::Backend::Sqlite).await;
+    let mut config = crate::common::test_config(&db.url);
+    config.admin_token = Some("x".repeat(31));
+    let refused = hookrelay::App::build(&config)
+        .await
+        .err()
+        .expect("a short token is refused");
+    assert!(
+        refused.to_string().contains("at least 32 characters"),
+        "{refused}"
+    );
+    config.admin_token = Some("x".repeat(32));
+    assert!(hookrelay::App::build(&config).await.is_ok());
 }

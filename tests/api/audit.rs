@@ -93,7 +93,7 @@ backend_tests! {
     }
 
     async fn admin_key_changes_are_recorded_in_the_keys_project(backend) {
-        let token = "audit-admin-token-0123456789";
+        let token = "audit-admin-token-0123456789abcdef";
         let app = TestApp::spawn_with(backend, |c| {
             c.admin_token = Some(token.into());
             c.delivery.worker = false;

@@ -338,3 +338,22 @@ async fn a_sqlite_write_lock_held_elsewhere_is_a_503_and_loses_nothing() {
         "the refused event left no trace"
     );
 }
+
+#[tokio::test]
+async fn a_new_sqlite_database_and_its_wal_are_readable_by_their_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(crate::common::Backend::Sqlite).await;
+    app.create_webhook("https://93.184.215.14/hook", &["action.created"])
+        .await;
+    let path = app
+        .config
+        .database
+        .url
+        .strip_prefix("sqlite://")
+        .unwrap()
+        .to_owned();
+    for file in [path.clone(), format!("{path}-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}

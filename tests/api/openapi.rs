@@ -80,7 +80,7 @@ fn the_devtune_operations_keep_their_operation_ids() {
 
 backend_tests! {
     async fn every_documented_route_is_served(backend) {
-        let app = TestApp::spawn_with(backend, |c| c.admin_token = Some("t".repeat(20))).await;
+        let app = TestApp::spawn_with(backend, |c| c.admin_token = Some("t".repeat(32))).await;
         for (method, path) in spec_routes() {
             let concrete = path
                 .replace("{projectId}", &app.project_id.to_string())

@@ -52,6 +52,18 @@ backend_tests! {
         }
     }
 
+    async fn create_webhook_refuses_credentials_in_the_url(backend) {
+        let app = TestApp::spawn(backend).await;
+        for url in ["https://user:pass@93.184.215.14/hook", "https://token@93.184.215.14/hook"] {
+            let response = app.post(&app.project_path("/webhooks"), json!({ "url": url, "events": EVENTS })).await;
+            let error = assert_error(response, 400, "validation_error").await;
+            assert_eq!(error["details"][0]["field"], "url");
+            assert!(error["details"][0]["message"].as_str().unwrap().contains("credentials"), "{error}");
+        }
+        assert!(app.store.list_webhooks(app.project_id, true).await.unwrap().is_empty(), "nothing was created");
+        app.create_webhook("https://93.184.215.14/hook?token=kept", &EVENTS).await;
+    }
+
     async fn create_webhook_rejects_urls_over_2048_characters(backend) {
         let app = TestApp::spawn(backend).await;
         let base = "https://93.184.215.14/";
@@ -231,6 +243,37 @@ backend_tests! {
             .await
             .unwrap();
         assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
+        for unusable in ["x".repeat(129), "two words".to_owned(), "x".repeat(300_000)] {
+            let replaced = app
+                .client
+                .get(app.url("/healthz"))
+                .header("x-request-id", &unusable)
+                .send()
+                .await
+                .unwrap();
+            let id = replaced.headers()["x-request-id"].to_str().unwrap();
+            assert!(id.parse::<uuid::Uuid>().is_ok(), "a generated id replaces {:.20}…", unusable);
+        }
+    }
+
+    async fn api_answers_are_never_cached_or_sniffed(backend) {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.admin_token = Some("an-admin-token-of-at-least-32-characters".into());
+        })
+        .await;
+        let answers = [
+            app.get(&app.project_path("/webhooks")).await,
+            app.call(Method::GET, &app.project_path("/webhooks"), None, None).await,
+            app.get("/api/v2/no/such/route").await,
+            app.call(Method::POST, "/admin/v1/accounts", None, None).await,
+        ];
+        for answer in answers {
+            let status = answer.status();
+            assert_eq!(answer.headers()["cache-control"], "no-store", "{status}");
+            assert_eq!(answer.headers()["x-content-type-options"], "nosniff", "{status}");
+        }
+        let probe = app.get("/healthz").await;
+        assert!(!probe.headers().contains_key("cache-control"), "probes are not API answers");
     }
 }
 

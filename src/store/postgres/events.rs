@@ -12,7 +12,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{PostgresStore, WORK_CHANNEL, insert_audit};
-use crate::domain::{DeliveryId, ProjectId, subscription_pairs};
+use crate::domain::{DeliveryId, subscription_pairs};
 use crate::store::accept::{AcceptWays, accept_events};
 use crate::store::records::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
@@ -77,22 +77,23 @@ impl EventColumns {
 }
 
 impl PostgresStore {
-    /// The earlier event for this key if it is recent; an expired key is freed for reuse.
+    /// The earlier event for this event's key if it is recent; an expired key is freed for
+    /// reuse. A recent key used for another event is a conflict.
     async fn replay(
         tx: &mut Transaction<'_, Postgres>,
-        project: ProjectId,
+        event: &NewEvent,
         key: &str,
         cutoff: DateTime<Utc>,
     ) -> StoreResult<Option<Accepted>> {
-        let earlier: Option<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-            "select id, event_type, created_at from events \
+        let earlier: Option<(Uuid, String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
+            "select id, event_type, created_at, request_hash from events \
              where project_id = $1 and idempotency_key = $2",
         )
-        .bind(project.as_uuid())
+        .bind(event.project_id.as_uuid())
         .bind(key)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some((id, event_type, created_at)) = earlier else {
+        let Some((id, event_type, created_at, fingerprint)) = earlier else {
             return Ok(None);
         };
         if created_at <= cutoff {
@@ -101,6 +102,9 @@ impl PostgresStore {
                 .execute(&mut **tx)
                 .await?;
             return Ok(None);
+        }
+        if fingerprint.is_some_and(|f| f != event.fingerprint()) {
+            return Err(StoreError::Conflict(Reason::IdempotencyKeyReused));
         }
         let delivery_ids: Vec<(Uuid,)> =
             sqlx::query_as("select id from deliveries where event_id = $1 order by id")
@@ -187,14 +191,14 @@ impl AcceptWays for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
         if let Some(key) = &event.idempotency_key {
-            if let Some(earlier) = Self::replay(&mut tx, event.project_id, key, cutoff).await? {
+            if let Some(earlier) = Self::replay(&mut tx, event, key, cutoff).await? {
                 tx.commit().await?;
                 return Ok(earlier);
             }
         }
         let inserted = sqlx::query(
-            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at) \
-             values ($1, $2, $3, $4, $5, $6) on conflict (project_id, idempotency_key) do nothing",
+            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at, \
+             request_hash) values ($1, $2, $3, $4, $5, $6, $7) on conflict (project_id, idempotency_key) do nothing",
         )
         .bind(event.id.as_uuid())
         .bind(event.project_id.as_uuid())
@@ -202,12 +206,13 @@ impl AcceptWays for PostgresStore {
         .bind(&event.payload)
         .bind(&event.idempotency_key)
         .bind(event.created_at)
+        .bind(event.idempotency_key.as_ref().map(|_| event.fingerprint()))
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             // A concurrent request with the same key committed first: answer with its event.
             let key = event.idempotency_key.as_deref().unwrap_or_default();
-            let earlier = Self::replay(&mut tx, event.project_id, key, cutoff).await?;
+            let earlier = Self::replay(&mut tx, event, key, cutoff).await?;
             tx.commit().await?;
             return earlier.ok_or(StoreError::Conflict(Reason::IdempotencyKeyInUse));
         }

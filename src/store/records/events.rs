@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::queue::{ClaimRow, ClaimedDelivery, FlowColumns};
 use crate::domain::{
-    AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId, plan_fanout,
+    AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId,
+    event_fingerprint, plan_fanout,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::Int;
@@ -45,6 +46,11 @@ impl NewEvent {
         self.idempotency_key.is_none()
             && self.audit.is_none()
             && matches!(self.target, EventTarget::Subscribers)
+    }
+
+    /// What the event's idempotency key stands for.
+    pub(crate) fn fingerprint(&self) -> String {
+        event_fingerprint(&self.event_type, &self.data)
     }
 
     pub(crate) fn published(&self) -> Published<'_> {

@@ -7,12 +7,14 @@ use sqlx::{Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{SqliteStore, hex_uuid, insert_audit, json_rows, millis};
-use crate::domain::{ProjectId, subscription_pairs};
+use crate::domain::subscription_pairs;
 use crate::store::accept::{AcceptWays, accept_events};
 use crate::store::records::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
 };
-use crate::store::{Accepted, Accepting, Entity, EventStore, EventTarget, StoreError, StoreResult};
+use crate::store::{
+    Accepted, Accepting, Entity, EventStore, EventTarget, NewEvent, Reason, StoreError, StoreResult,
+};
 
 /// An idempotency key answers with its first event for this long.
 const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
@@ -31,22 +33,23 @@ fn target_columns(at: &str) -> String {
 }
 
 impl SqliteStore {
-    /// The earlier event for this key if it is recent; an expired key is freed for reuse.
+    /// The earlier event for this event's key if it is recent; an expired key is freed for
+    /// reuse. A recent key used for another event is a conflict.
     async fn replay(
         tx: &mut Transaction<'_, Sqlite>,
-        project: ProjectId,
+        event: &NewEvent,
         key: &str,
         cutoff: DateTime<Utc>,
     ) -> StoreResult<Option<Accepted>> {
-        let earlier: Option<(Uuid, String, i64)> = sqlx::query_as(
-            "select id, event_type, created_at from events \
+        let earlier: Option<(Uuid, String, i64, Option<String>)> = sqlx::query_as(
+            "select id, event_type, created_at, request_hash from events \
              where project_id = $1 and idempotency_key = $2",
         )
-        .bind(project.as_uuid())
+        .bind(event.project_id.as_uuid())
         .bind(key)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some((id, event_type, created_at)) = earlier else {
+        let Some((id, event_type, created_at, fingerprint)) = earlier else {
             return Ok(None);
         };
         if created_at <= millis(cutoff) {
@@ -55,6 +58,9 @@ impl SqliteStore {
                 .execute(&mut **tx)
                 .await?;
             return Ok(None);
+        }
+        if fingerprint.is_some_and(|f| f != event.fingerprint()) {
+            return Err(StoreError::Conflict(Reason::IdempotencyKeyReused));
         }
         let delivery_ids: Vec<(Uuid,)> =
             sqlx::query_as("select id from deliveries where event_id = $1 order by id")
@@ -155,14 +161,14 @@ impl AcceptWays for SqliteStore {
         let mut tx = self.write_tx().await?;
         if let Some(key) = &event.idempotency_key {
             let cutoff = event.created_at - IDEMPOTENCY_WINDOW;
-            if let Some(earlier) = Self::replay(&mut tx, event.project_id, key, cutoff).await? {
+            if let Some(earlier) = Self::replay(&mut tx, event, key, cutoff).await? {
                 tx.commit().await?;
                 return Ok(earlier);
             }
         }
         sqlx::query(
-            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at) \
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into events (id, project_id, event_type, payload, idempotency_key, created_at, \
+             request_hash) values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(event.id.as_uuid())
         .bind(event.project_id.as_uuid())
@@ -170,6 +176,7 @@ impl AcceptWays for SqliteStore {
         .bind(&event.payload)
         .bind(&event.idempotency_key)
         .bind(millis(event.created_at))
+        .bind(event.idempotency_key.as_ref().map(|_| event.fingerprint()))
         .execute(&mut *tx)
         .await?;
         let targets = Self::targets(&mut tx, accepting).await?;

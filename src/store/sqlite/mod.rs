@@ -46,6 +46,25 @@ pub(super) fn is_transient(error: &(dyn DatabaseError + 'static)) -> bool {
         .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
+/// Creates a missing database file readable by its owner alone; SQLite gives its WAL and
+/// shared-memory files the same mode. An existing file keeps the mode it has.
+fn create_private(path: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Internal(Box::new(error))),
+    }
+}
+
 /// How `hex()` spells a stored id, and what `unhex()` reads back, for passing ids in JSON.
 pub(super) fn hex_uuid(id: Uuid) -> String {
     id.simple().to_string().to_uppercase()
@@ -107,6 +126,7 @@ impl SqliteStore {
             // A lock held elsewhere is waited for as long as a connection would be.
             .busy_timeout(settings.acquire_timeout)
             .foreign_keys(true);
+        create_private(options.get_filename())?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(settings.acquire_timeout)

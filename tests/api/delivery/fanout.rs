@@ -68,6 +68,33 @@ backend_tests! {
         assert!(receiver.drain().is_empty());
     }
 
+    async fn an_idempotency_key_reused_for_another_event_is_a_409(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut receiver = Receiver::start().await;
+        let webhook = app.create_webhook(&receiver.url("/hook"), &["action.created", "action.updated"]).await;
+        let url = app.url(&app.project_path("/events"));
+        let send = |body: Value| {
+            app.client.post(&url).bearer_auth(&app.key).header("idempotency-key", "order-7").json(&body).send()
+        };
+        let first = send(json!({ "event": "action.created", "data": { "n": 1, "m": 2 } })).await.unwrap();
+        assert_eq!(first.status(), 202);
+        let same_in_another_order: Value = serde_json::from_str(r#"{ "event": "action.created", "data": { "m": 2, "n": 1 } }"#).unwrap();
+        let replayed = send(same_in_another_order).await.unwrap();
+        assert_eq!(replayed.status(), 202);
+        assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+        for other in [
+            json!({ "event": "action.created", "data": { "n": 2, "m": 2 } }),
+            json!({ "event": "action.updated", "data": { "n": 1, "m": 2 } }),
+        ] {
+            let error = assert_error(send(other).await.unwrap(), 409, "idempotency_key_reused").await;
+            assert!(error["message"].as_str().unwrap().contains("different event"), "{error}");
+        }
+        receiver.expect(WAIT).await;
+        let first: Value = first.json().await.unwrap();
+        app.delivery_when(&first["data"]["deliveryIds"][0], "succeeded").await;
+        assert_eq!(delivery_log(&app, &webhook).await.len(), 1, "the refused events queued nothing");
+    }
+
     async fn bad_events_are_rejected_and_queue_nothing(backend) {
         let app = spawn(backend, |c| c.max_event_bytes = 1024).await;
         let mut receiver = Receiver::start().await;

@@ -179,98 +179,115 @@ backend_tests! {
     }
 
     async fn one_tenants_slow_backlog_leaves_another_its_share(backend) {
-        let app = spawn(backend, |c| {
-            c.delivery.concurrency = 16;
-            c.delivery.endpoint_concurrency = 8;
-            c.delivery.timeout_ms = 5_000;
-            c.delivery.lease_ms = 20_000;
-            c.delivery.shutdown_grace_ms = 100;
-        })
-        .await;
-        let fast = Receiver::start().await;
-        let slow = Receiver::start().await;
-        slow.reply_by_default(Reply::Slow(Duration::from_secs(3), 200));
-        app.create_webhook(&fast.url("/b"), &["visibility.changed"]).await;
-        let mut fast = fast;
-        // B is publishing already when A's backlog arrives.
-        let b_first = app.publish("visibility.changed", json!({})).await;
-        fast.expect(WAIT).await;
-        app.delivery_when(&b_first["deliveryIds"][0], "succeeded").await;
-        let other = other_project(&app).await;
-        for n in 0..10 {
-            other.create_webhook(&slow.url(&format!("/a{n}")), &["action.created"]).await;
-        }
-        for n in 0..10 {
-            other.publish("action.created", json!({ "n": n })).await;
-        }
-        eventually(WAIT, "A's backlog to fill its slots", || async {
-            (slow.most_open() >= 8).then_some(())
-        })
-        .await;
-        let mut slowest = Duration::ZERO;
-        for _ in 0..10 {
-            let sent = Instant::now();
-            app.publish("visibility.changed", json!({})).await;
-            let arrived = fast.expect(WAIT).await.at;
-            slowest = slowest.max(arrived - sent);
-        }
-        assert!(slowest < Duration::from_secs(1), "B waited {slowest:?} behind A's 3-second attempts");
+        let app = fairness_app(backend).await;
+        slow_backlog_beside_a_fast_tenant(&app, None).await;
     }
 }
 
-/// Another project of the same server, with its own all-scope key, as a `TestApp` view.
-async fn other_project(app: &TestApp) -> OtherProject<'_> {
-    let now = chrono::Utc::now();
-    let project = hookrelay::tenancy::create_project(
-        app.store.as_ref(),
-        app.account_id,
-        hookrelay::domain::Name::parse("other").unwrap(),
-        now,
-    )
-    .await
-    .unwrap();
-    let key = hookrelay::tenancy::create_key(
-        app.store.as_ref(),
-        project,
-        hookrelay::domain::Scopes::all(),
-        crate::common::cli_actor(),
-        now,
-    )
-    .await
-    .unwrap();
-    OtherProject {
-        app,
-        project,
-        key: key.key.expose().to_owned(),
-    }
-}
-
+/// Another project of the same server, calling the instance at `base`.
 struct OtherProject<'a> {
     app: &'a TestApp,
+    base: String,
     project: hookrelay::domain::ProjectId,
     key: String,
 }
 
-impl OtherProject<'_> {
+impl<'a> OtherProject<'a> {
+    async fn new(app: &'a TestApp, base: &str) -> Self {
+        let (project, key) = app.other_project().await;
+        Self {
+            app,
+            base: base.to_owned(),
+            project,
+            key,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> u16 {
+        let url = format!("{}/api/v2/projects/{}{path}", self.base, self.project);
+        let request = self.app.client.post(url).bearer_auth(&self.key).json(&body);
+        request
+            .send()
+            .await
+            .expect("the server answers")
+            .status()
+            .as_u16()
+    }
+
     async fn create_webhook(&self, url: &str, events: &[&str]) {
-        let path = format!("/api/v2/projects/{}/webhooks", self.project);
-        let body = json!({ "url": url, "events": events });
-        let response = self
-            .app
-            .call(Method::POST, &path, Some(&self.key), Some(body))
+        let status = self
+            .post("/webhooks", json!({ "url": url, "events": events }))
             .await;
-        assert_eq!(response.status(), 201);
+        assert_eq!(status, 201);
     }
 
     async fn publish(&self, event: &str, data: Value) {
-        let path = format!("/api/v2/projects/{}/events", self.project);
-        let body = json!({ "event": event, "data": data });
-        let response = self
-            .app
-            .call(Method::POST, &path, Some(&self.key), Some(body))
+        let status = self
+            .post("/events", json!({ "event": event, "data": data }))
             .await;
-        assert_eq!(response.status(), 202);
+        assert_eq!(status, 202);
     }
+}
+
+/// A server whose worker has 16 slots and 8 per endpoint, for the fairness tests.
+async fn fairness_app(backend: Backend) -> TestApp {
+    spawn(backend, |c| {
+        c.delivery.concurrency = 16;
+        c.delivery.endpoint_concurrency = 8;
+        c.delivery.timeout_ms = 5_000;
+        c.delivery.lease_ms = 20_000;
+        c.delivery.shutdown_grace_ms = 100;
+    })
+    .await
+}
+
+/// Project B publishes to a fast endpoint while project A's events (through `a_via`, another
+/// instance, when given) queue 100 deliveries to endpoints answering after 3 s: B's events
+/// must not wait behind A's attempts.
+async fn slow_backlog_beside_a_fast_tenant(app: &TestApp, a_via: Option<&str>) {
+    let mut fast = Receiver::start().await;
+    let slow = Receiver::start().await;
+    slow.reply_by_default(Reply::Slow(Duration::from_secs(3), 200));
+    app.create_webhook(&fast.url("/b"), &["visibility.changed"])
+        .await;
+    // B is publishing already when A's backlog arrives.
+    let b_first = app.publish("visibility.changed", json!({})).await;
+    fast.expect(WAIT).await;
+    app.delivery_when(&b_first["deliveryIds"][0], "succeeded")
+        .await;
+    let a = OtherProject::new(app, a_via.unwrap_or(&app.address)).await;
+    for n in 0..10 {
+        a.create_webhook(&slow.url(&format!("/a{n}")), &["action.created"])
+            .await;
+    }
+    for n in 0..10 {
+        a.publish("action.created", json!({ "n": n })).await;
+    }
+    eventually(WAIT, "A's backlog to fill its slots", || async {
+        (slow.most_open() >= 8).then_some(())
+    })
+    .await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let sent = Instant::now();
+        app.publish("visibility.changed", json!({})).await;
+        let arrived = fast.expect(WAIT).await.at;
+        slowest = slowest.max(arrived - sent);
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "B waited {slowest:?} behind A's 3-second attempts"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_backlog_in_another_instance_leaves_a_fast_tenant_its_share() {
+    if crate::common::skip_postgres() {
+        return;
+    }
+    let app = fairness_app(Backend::Postgres).await;
+    let peer = app.spawn_peer().await;
+    slow_backlog_beside_a_fast_tenant(&app, Some(&peer)).await;
 }
 
 /// Runs the futures concurrently and returns their outputs in order.
