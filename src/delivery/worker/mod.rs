@@ -110,13 +110,27 @@ pub struct Worker {
 struct Reading {
     now: bool,
     left_behind: bool,
+    /// The last read found nothing it could take: what is due belongs to full endpoints or
+    /// projects at their share.
+    came_back_empty: bool,
     next: tokio::time::Instant,
     failures: u32,
 }
 
+/// After a read that found nothing it could take, the next one waits at least this long
+/// rather than following every attempt that ends: each read scans the due rows it skips.
+const REREAD_PAUSE: Duration = Duration::from_millis(100);
+
 impl Reading {
     fn attempt_ended(&mut self) {
-        self.now |= self.left_behind;
+        if !self.left_behind {
+            return;
+        }
+        if self.came_back_empty {
+            self.next = self.next.min(tokio::time::Instant::now() + REREAD_PAUSE);
+        } else {
+            self.now = true;
+        }
     }
 
     /// Reads again after `wait`, or as soon as an attempt ends when due work was left behind.
@@ -140,6 +154,7 @@ enum Claimed {
     /// As many as asked for: more may be due.
     Full,
     Partial,
+    Nothing,
 }
 
 impl Worker {
@@ -191,6 +206,7 @@ impl Worker {
         let mut reading = Reading {
             now: true,
             left_behind: false,
+            came_back_empty: false,
             next: tokio::time::Instant::now(),
             failures: 0,
         };
@@ -201,9 +217,13 @@ impl Worker {
                 match self.read_queue(&mut attempts, &outcomes).await {
                     Ok(Claimed::Full) => {
                         reading.failures = 0;
+                        reading.came_back_empty = false;
                         continue;
                     }
-                    Ok(Claimed::Partial) => reading.failures = 0,
+                    Ok(found) => {
+                        reading.failures = 0;
+                        reading.came_back_empty = matches!(found, Claimed::Nothing);
+                    }
                     Err(error) => {
                         tokio::select! {
                             () = shutdown.cancelled() => break,
@@ -281,17 +301,17 @@ impl Worker {
                 &self.admission.busy_projects(),
             )
             .await?;
-        let full = claims.len() == wanted as usize;
+        let found = match claims.len() {
+            0 => Claimed::Nothing,
+            n if n == wanted as usize => Claimed::Full,
+            _ => Claimed::Partial,
+        };
         let mut refused = Vec::new();
         for claim in claims {
             refused.extend(self.start(claim, attempts, outcomes));
         }
         self.give_back(&mut refused).await;
-        Ok(if full {
-            Claimed::Full
-        } else {
-            Claimed::Partial
-        })
+        Ok(found)
     }
 
     /// Starts the attempt of a claim, or refuses it (to go back to the queue) when admission
