@@ -149,6 +149,11 @@ pub struct ServeConfig {
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_private_targets: bool,
 
+    /// Accept webhook URLs on any port (otherwise 80, 443, 8443 and 1024 and above).
+    #[arg(long, env = "HOOKRELAY_ALLOW_ANY_PORT", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub allow_any_port: bool,
+
     /// Requests per minute allowed per API key; 0 turns rate limiting off.
     #[arg(long, env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,

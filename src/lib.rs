@@ -87,6 +87,7 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
         url_policy: UrlPolicy {
             allow_http: config.allow_http,
             allow_private: config.allow_private_targets,
+            allow_any_port: config.allow_any_port,
         },
         max_webhooks_per_project: config.max_webhooks_per_project,
         max_event_bytes: config.max_event_bytes,

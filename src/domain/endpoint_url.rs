@@ -15,6 +15,9 @@ pub struct UrlPolicy {
     pub allow_http: bool,
     /// Loopback, private and link-local targets, for local development and tests.
     pub allow_private: bool,
+    /// Any port; otherwise 80, 443, 8443 and 1024 and above, so webhooks cannot probe the
+    /// well-known services of a host.
+    pub allow_any_port: bool,
 }
 
 /// A validated endpoint URL. Names are checked again at resolution time by the caller.
@@ -49,6 +52,13 @@ impl EndpointUrl {
                  receiver checks instead"
                     .into(),
             );
+        }
+        let port = url.port_or_known_default().unwrap_or(443);
+        if !(policy.allow_any_port || matches!(port, 80 | 443 | 8443) || port >= 1024) {
+            return Err(format!(
+                "must use port 80, 443, 8443 or 1024 and above, not {port} \
+                 (HOOKRELAY_ALLOW_ANY_PORT=true lifts this on a private installation)"
+            ));
         }
         if !policy.allow_private {
             if let Some(reason) = host_reason(&host) {
@@ -98,6 +108,7 @@ mod tests {
     const STRICT: UrlPolicy = UrlPolicy {
         allow_http: false,
         allow_private: false,
+        allow_any_port: false,
     };
 
     #[test]
@@ -183,6 +194,7 @@ mod tests {
         let lenient = UrlPolicy {
             allow_http: true,
             allow_private: true,
+            allow_any_port: false,
         };
         assert!(EndpointUrl::parse("http://127.0.0.1:9000/hook", lenient).is_ok());
     }
@@ -198,5 +210,29 @@ mod tests {
             assert!(error.contains("credentials"), "{raw}: {error}");
         }
         assert!(EndpointUrl::parse("https://93.184.215.14/hook?token=abc", STRICT).is_ok());
+    }
+
+    #[test]
+    fn only_web_ports_and_unprivileged_ones_unless_any_port_is_allowed() {
+        for ok in [
+            "https://93.184.215.14/",
+            "https://93.184.215.14:8443/",
+            "https://93.184.215.14:1024/",
+        ] {
+            assert!(EndpointUrl::parse(ok, STRICT).is_ok(), "{ok}");
+        }
+        for refused in [
+            "https://93.184.215.14:22/",
+            "https://93.184.215.14:25/",
+            "https://93.184.215.14:1023/",
+        ] {
+            let error = EndpointUrl::parse(refused, STRICT).unwrap_err();
+            assert!(error.contains("port"), "{refused}: {error}");
+        }
+        let any = UrlPolicy {
+            allow_any_port: true,
+            ..STRICT
+        };
+        assert!(EndpointUrl::parse("https://93.184.215.14:22/", any).is_ok());
     }
 }

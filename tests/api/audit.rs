@@ -26,7 +26,7 @@ backend_tests! {
         .await;
         let (_, me) = status_and_json(app.get("/api/v2/me").await).await;
         let key_id = me["data"]["keyId"].clone();
-        let created = app.create_webhook("http://127.0.0.1:9/hook", &["action.created"]).await;
+        let created = app.create_webhook("http://127.0.0.1:9009/hook", &["action.created"]).await;
         let id = created["id"].as_str().unwrap();
         let path = app.project_path(&format!("/webhooks/{id}"));
         let patched = app
@@ -63,7 +63,7 @@ backend_tests! {
         assert_eq!(entries[3]["channel"], "dashboard");
         assert_eq!(entries[3]["changes"], json!({ "events": ["action.updated"] }));
         assert_eq!(entries[4]["channel"], "api");
-        assert_eq!(entries[4]["changes"]["url"], "http://127.0.0.1:9/hook");
+        assert_eq!(entries[4]["changes"]["url"], "http://127.0.0.1:9009/hook");
         assert_eq!(entries[5]["actor"], json!({ "type": "admin", "id": null }));
         assert_eq!(entries[5]["channel"], "cli");
         let text = log.to_string();

@@ -12,6 +12,7 @@ use sha2::Sha256;
 const STRICT: UrlPolicy = UrlPolicy {
     allow_http: false,
     allow_private: false,
+    allow_any_port: false,
 };
 
 /// IPv4 addresses inside the refused ranges, and ones from the public space around them.
@@ -179,7 +180,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
             "action.created",
             "visibility.changed",
             "webhook.test",
-            "http://127.0.0.1:9/hook",
+            "http://127.0.0.1:9009/hook",
             "https://example.com/hook",
             "https://10.0.0.1/",
             "",

@@ -64,6 +64,18 @@ backend_tests! {
         app.create_webhook("https://93.184.215.14/hook?token=kept", &EVENTS).await;
     }
 
+    async fn create_webhook_allows_web_ports_and_unprivileged_ones_only(backend) {
+        let app = TestApp::spawn(backend).await;
+        for url in ["https://93.184.215.14:22/hook", "https://93.184.215.14:6379/hook".replace("6379", "1023").as_str()] {
+            let fields = rejected_fields(&app, json!({ "url": url, "events": EVENTS })).await;
+            assert_eq!(fields, ["url"], "{url}");
+        }
+        app.create_webhook("https://93.184.215.14:8443/hook", &EVENTS).await;
+        app.create_webhook("https://93.184.215.14:9000/hook", &EVENTS).await;
+        let open = TestApp::spawn_with(backend, |c| c.allow_any_port = true).await;
+        open.create_webhook("https://93.184.215.14:22/hook", &EVENTS).await;
+    }
+
     async fn create_webhook_rejects_urls_over_2048_characters(backend) {
         let app = TestApp::spawn(backend).await;
         let base = "https://93.184.215.14/";
@@ -102,7 +114,7 @@ backend_tests! {
             c.allow_private_targets = true;
         })
         .await;
-        app.create_webhook("http://127.0.0.1:9/hook", &EVENTS).await;
+        app.create_webhook("http://127.0.0.1:9009/hook", &EVENTS).await;
         app.create_webhook("https://localhost/hook", &EVENTS).await;
     }
 

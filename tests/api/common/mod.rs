@@ -271,6 +271,7 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         admin_token: None,
         allow_http: false,
         allow_private_targets: false,
+        allow_any_port: false,
         rate_limit_per_minute: 0,
         max_webhooks_per_project: 25,
         max_event_bytes: 256 * 1024,

@@ -76,7 +76,7 @@ backend_tests! {
                     id: hookrelay::domain::WebhookId::generate(),
                     url: hookrelay::domain::EndpointUrl::parse(
                         &receiver.url("/internal"),
-                        hookrelay::domain::UrlPolicy { allow_http: true, allow_private: true },
+                        hookrelay::domain::UrlPolicy { allow_http: true, allow_private: true, allow_any_port: false },
                     )
                     .unwrap(),
                     events: hookrelay::domain::EventTypes::parse(&["action.created"]).unwrap(),

@@ -18,7 +18,7 @@ const CLIENTS: usize = 64;
 const PROJECTS: usize = 8;
 const OPERATIONS: [&str; 4] = ["create", "list", "rotate-secret", "delete"];
 /// Never called: no event is published here, so the URL only has to be accepted.
-const WEBHOOK_URL: &str = "http://127.0.0.1:9/management";
+const WEBHOOK_URL: &str = "http://127.0.0.1:9009/management";
 
 /// One call: which operation, when it started, how long it took, whether it succeeded.
 struct Call {
