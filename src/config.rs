@@ -154,6 +154,15 @@ pub struct ServeConfig {
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_any_port: bool,
 
+    /// Failed authentications (API keys and the admin token) allowed per client address and
+    /// minute; beyond them the client gets 429 without a database lookup. 0 turns this off.
+    #[arg(
+        long,
+        env = "HOOKRELAY_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = 120
+    )]
+    pub auth_failures_per_minute: u32,
+
     /// Requests per minute allowed per API key; 0 turns rate limiting off.
     #[arg(long, env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,

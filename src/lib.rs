@@ -156,6 +156,8 @@ impl App {
             settings: Arc::new(api_settings(config)),
             rate_limiter: (config.rate_limit_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.rate_limit_per_minute))),
+            auth_failures: (config.auth_failures_per_minute > 0)
+                .then(|| Arc::new(RateLimiter::new(config.auth_failures_per_minute))),
             clock: clock.clone(),
             publisher: Publisher::new(queue, worker.as_ref().map(Worker::handover)),
             metrics: instruments::handle(),
@@ -217,7 +219,10 @@ impl App {
                 ));
             }
         }
-        let served = axum::serve(self.listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         // The server can also stop on its own (an accept error): stop the worker with it.

@@ -1,9 +1,10 @@
 //! Who is calling: API keys for /api/v2 (with scopes and rate limits), the admin token for /admin.
 
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::errors::ApiError;
 use super::extract::ApiPath;
-use super::rate_limit::RateLimitStatus;
+use super::rate_limit::{RateLimitStatus, RateLimiter};
 use crate::domain::{AccountId, ApiKey, ApiKeyId, ProjectId, Scope, Scopes};
 use crate::domain::{Actor, AuditEntry, Channel};
 
@@ -70,11 +71,52 @@ async fn resolve_principal(state: &AppState, headers: &HeaderMap) -> Result<Prin
     })
 }
 
+/// Failed authentication attempts per client address and minute, beyond which a client gets
+/// 429 without a database lookup: guessing keys or tokens costs the guesser, not the service.
+pub type FailureLimiter = RateLimiter<IpAddr>;
+
+fn client_address(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_canonical())
+}
+
+/// The 429 for a client that failed authentication too often this minute, if it has.
+fn refused_for_failures(
+    limiter: Option<&FailureLimiter>,
+    client: Option<IpAddr>,
+    now: u64,
+) -> Option<Response> {
+    let status = limiter?.exhausted(&client?, now)?;
+    Some(
+        ApiError::RateLimited {
+            retry_after_secs: status.retry_after_secs(now),
+        }
+        .into_response(),
+    )
+}
+
+fn count_failure(limiter: Option<&FailureLimiter>, client: Option<IpAddr>, now: u64) {
+    if let (Some(limiter), Some(client)) = (limiter, client) {
+        limiter.check(client, now);
+    }
+}
+
 /// Authenticates every /api/v2 request, applies the per-key rate limit and sets its headers.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let client = client_address(&req);
+    let failures = state.auth_failures.as_deref();
+    if let Some(refused) = refused_for_failures(failures, client, state.clock.unix_secs()) {
+        return refused;
+    }
     let principal = match resolve_principal(&state, req.headers()).await {
         Ok(principal) => principal,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            if matches!(error, ApiError::Unauthorized(_)) {
+                count_failure(failures, client, state.clock.unix_secs());
+            }
+            return error.into_response();
+        }
     };
     state.key_usage.record(principal.key_id, state.clock.now());
     let now = state.clock.unix_secs();
@@ -222,10 +264,26 @@ impl std::fmt::Debug for AdminToken {
 }
 
 /// Guards /admin/v1 with the admin token as a bearer token.
-pub async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
-    match bearer_token(req.headers()) {
-        Ok(presented) if token.matches(presented) => next.run(req).await,
-        Ok(_) => ApiError::Unauthorized("the admin token is not valid".into()).into_response(),
-        Err(error) => error.into_response(),
+/// What guards the admin API: its token, and the limit on failed attempts.
+#[derive(Clone)]
+pub struct AdminGuard {
+    pub token: AdminToken,
+    pub failures: Option<Arc<FailureLimiter>>,
+    pub clock: crate::clock::Clock,
+}
+
+pub async fn require_admin(State(guard): State<AdminGuard>, req: Request, next: Next) -> Response {
+    let client = client_address(&req);
+    let failures = guard.failures.as_deref();
+    let now = guard.clock.unix_secs();
+    if let Some(refused) = refused_for_failures(failures, client, now) {
+        return refused;
     }
+    let refusal = match bearer_token(req.headers()) {
+        Ok(presented) if guard.token.matches(presented) => return next.run(req).await,
+        Ok(_) => ApiError::Unauthorized("the admin token is not valid".into()),
+        Err(error) => error,
+    };
+    count_failure(failures, client, now);
+    refusal.into_response()
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// `None` when rate limiting is turned off.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Failed authentications per client address; `None` when that limit is turned off.
+    pub auth_failures: Option<Arc<auth::FailureLimiter>>,
     pub clock: Clock,
     /// Where accepted events and manual retries go into the delivery queue.
     pub publisher: Publisher,
@@ -180,12 +182,17 @@ fn build(routes: Vec<Route>) -> Router<AppState> {
 
 /// The whole service; the admin API exists only when an admin token is configured.
 pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
+    let admin_guard = admin_token.map(|token| auth::AdminGuard {
+        token,
+        failures: state.auth_failures.clone(),
+        clock: state.clock.clone(),
+    });
     let api =
         build(api_routes()).route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let mut app = build(operational_routes()).merge(api);
-    if let Some(token) = admin_token {
+    if let Some(guard) = admin_guard {
         let admin =
-            build(admin_routes()).route_layer(from_fn_with_state(token, auth::require_admin));
+            build(admin_routes()).route_layer(from_fn_with_state(guard, auth::require_admin));
         app = app.merge(admin);
     }
     let trace = TraceLayer::new_for_http()

@@ -1,6 +1,8 @@
-//! A fixed one-minute window of requests per API key, kept in this process's memory.
+//! A fixed one-minute window of requests per key (an API key, or a client address for failed
+//! authentication), kept in this process's memory.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use crate::domain::ApiKeyId;
@@ -21,9 +23,9 @@ impl RateLimitStatus {
     }
 }
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = ApiKeyId> {
     limit: u32,
-    windows: Mutex<HashMap<ApiKeyId, Window>>,
+    windows: Mutex<HashMap<K, Window>>,
 }
 
 struct Window {
@@ -34,7 +36,7 @@ struct Window {
 /// Keys idle for a whole window are forgotten once the map grows past this.
 const PRUNE_ABOVE: usize = 10_000;
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(limit_per_minute: u32) -> Self {
         Self {
             limit: limit_per_minute,
@@ -42,8 +44,21 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key` has used up this minute's budget, without counting anything.
+    pub fn exhausted(&self, key: &K, now_unix_secs: u64) -> Option<RateLimitStatus> {
+        let minute = now_unix_secs / 60;
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let window = windows.get(key).filter(|w| w.minute == minute)?;
+        (window.count >= self.limit).then_some(RateLimitStatus {
+            limit: self.limit,
+            remaining: 0,
+            reset: (minute + 1) * 60,
+            allowed: false,
+        })
+    }
+
     /// Counts one request and says whether it is within the limit.
-    pub fn check(&self, key: ApiKeyId, now_unix_secs: u64) -> RateLimitStatus {
+    pub fn check(&self, key: K, now_unix_secs: u64) -> RateLimitStatus {
         let minute = now_unix_secs / 60;
         let reset = (minute + 1) * 60;
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -94,5 +109,27 @@ mod tests {
         let now = 60;
         assert!(limiter.check(ApiKeyId::generate(), now).allowed);
         assert!(limiter.check(ApiKeyId::generate(), now).allowed);
+    }
+
+    #[test]
+    fn exhausted_looks_without_counting() {
+        let limiter: RateLimiter<&str> = RateLimiter::new(2);
+        let now = 120;
+        assert_eq!(limiter.exhausted(&"10.0.0.1", now), None);
+        limiter.check("10.0.0.1", now);
+        assert_eq!(
+            limiter.exhausted(&"10.0.0.1", now),
+            None,
+            "looking counts nothing"
+        );
+        limiter.check("10.0.0.1", now);
+        let status = limiter.exhausted(&"10.0.0.1", now + 10).unwrap();
+        assert_eq!(status.retry_after_secs(now + 10), 50);
+        assert_eq!(
+            limiter.exhausted(&"10.0.0.1", now + 60),
+            None,
+            "a new minute"
+        );
+        assert_eq!(limiter.exhausted(&"10.0.0.2", now), None);
     }
 }

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::backend_tests;
-use crate::common::{TestApp, assert_error};
+use crate::common::{TestApp, assert_error, status_and_json};
 
 /// A fixed time 10 s after a minute starts: rate-limit windows are calendar minutes.
 fn ten_seconds_into_a_minute() -> DateTime<Utc> {
@@ -157,6 +157,31 @@ backend_tests! {
         assert_eq!(separate.status(), 200, "each key has its own budget");
         clock.set(ten_seconds_into_a_minute() + chrono::TimeDelta::seconds(50));
         assert_eq!(app.get(&path).await.status(), 200, "a new minute, a new budget");
+    }
+
+    async fn repeated_failed_authentication_from_one_address_is_a_429(backend) {
+        let clock = Clock::manual(ten_seconds_into_a_minute());
+        let admin_token = "a".repeat(32);
+        let app = TestApp::spawn_with_clock(backend, clock.clone(), |c| {
+            c.auth_failures_per_minute = 3;
+            c.admin_token = Some(admin_token.clone());
+        })
+        .await;
+        let path = app.project_path("/webhooks");
+        let guess = format!("dtk_live_{}", "A".repeat(40));
+        for _ in 0..2 {
+            assert_error(app.call(Method::GET, &path, Some(&guess), None).await, 401, "unauthorized").await;
+        }
+        let wrong_admin = app.call(Method::POST, "/admin/v1/accounts", Some("not-the-token"), Some(json!({ "name": "x" }))).await;
+        assert_error(wrong_admin, 401, "unauthorized").await;
+        let refused = app.call(Method::GET, &path, Some(&app.key), None).await;
+        assert_eq!(refused.headers()["retry-after"], "50", "until the minute ends");
+        assert_error(refused, 429, "rate_limited").await;
+        let admin = app.call(Method::POST, "/admin/v1/accounts", Some(&admin_token), Some(json!({ "name": "x" }))).await;
+        assert_error(admin, 429, "rate_limited").await;
+        clock.set(ten_seconds_into_a_minute() + chrono::TimeDelta::seconds(50));
+        let (status, _) = status_and_json(app.call(Method::GET, &path, Some(&app.key), None).await).await;
+        assert_eq!(status, 200, "a new minute, a new budget");
     }
 
     async fn rate_limiting_off_sends_no_rate_headers(backend) {

@@ -273,6 +273,7 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         allow_private_targets: false,
         allow_any_port: false,
         rate_limit_per_minute: 0,
+        auth_failures_per_minute: 0,
         max_webhooks_per_project: 25,
         max_event_bytes: 256 * 1024,
         delivery: DeliveryConfig {
