@@ -73,6 +73,15 @@ async function api(path, { method = 'GET', body } = {}) {
 
 const projectPath = (rest = '') => `/projects/${state.projectId}${rest}`;
 
+/** A URL as the page shows it: query values may be credentials, so they read `***`. */
+function shownUrl(url) {
+  let parsed = null;
+  try { parsed = new URL(url); } catch (error) { return url; }
+  if (!parsed.search) return url;
+  for (const key of [...new Set(parsed.searchParams.keys())]) parsed.searchParams.set(key, '***');
+  return parsed.toString();
+}
+
 function formatTime(value) {
   if (!value) return '—';
   return new Date(value).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
@@ -227,7 +236,7 @@ function renderWebhooks(webhooks) {
       ]
       : [];
     rows.append(el('tr', { 'data-id': webhook.id },
-      el('td', { class: 'url' }, el('a', { href: `#/webhooks/${webhook.id}` }, webhook.url)),
+      el('td', { class: 'url' }, el('a', { href: `#/webhooks/${webhook.id}` }, shownUrl(webhook.url))),
       el('td', {}, el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, e)))),
       el('td', {}, statusBadge(webhook)),
       el('td', {}, formatTime(webhook.createdAt)),
@@ -447,7 +456,7 @@ async function openWebhook(id, { keepLog = false } = {}) {
     return;
   }
   const w = state.webhook;
-  $('detail-title').textContent = w.url;
+  $('detail-title').textContent = shownUrl(w.url);
   const facts = [
     ['Status', w.disabledAt && w.isActive
       ? [statusBadge(w), ` since ${formatTime(w.disabledAt)}: ${w.disabledReason}. Saving an edit re-enables it.`]

@@ -84,6 +84,26 @@ impl EndpointUrl {
     }
 }
 
+/// A webhook URL with every query value replaced by `***`, keys kept, for readers who may not
+/// see credentials a tenant put in a query string. A URL without a query is left as it is.
+pub fn redact_query(url: &str) -> String {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.query().is_none() {
+        return url.to_owned();
+    }
+    let keys: Vec<String> = parsed
+        .query_pairs()
+        .map(|(key, _)| key.into_owned())
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(keys.iter().map(|key| (key.as_str(), "***")));
+    parsed.into()
+}
+
 impl fmt::Display for EndpointUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.as_str().fmt(f)
@@ -234,5 +254,17 @@ mod tests {
             ..STRICT
         };
         assert!(EndpointUrl::parse("https://93.184.215.14:22/", any).is_ok());
+    }
+
+    #[test]
+    fn query_values_are_redacted_and_keys_kept() {
+        assert_eq!(
+            redact_query("https://93.184.215.14/hook?token=s3cret&env=prod"),
+            "https://93.184.215.14/hook?token=***&env=***"
+        );
+        assert_eq!(
+            redact_query("https://93.184.215.14/hook"),
+            "https://93.184.215.14/hook"
+        );
     }
 }

@@ -28,7 +28,7 @@ pub use delivery::{
 pub use endpoint_health::{
     AttemptFacts, Disable, DisablePolicy, FailureRun, HealthBefore, WebhookTally, tally_attempts,
 };
-pub use endpoint_url::{EndpointUrl, UrlPolicy};
+pub use endpoint_url::{EndpointUrl, UrlPolicy, redact_query};
 pub use event_type::{EventType, EventTypes};
 pub use fanout::{
     Published, Subscriber, event_fingerprint, filters_accept, plan_fanout, subscription_pairs,

@@ -173,6 +173,8 @@ pub struct Authorized<S> {
     pub account_id: AccountId,
     pub key_id: ApiKeyId,
     pub channel: Channel,
+    /// The key may change webhooks: it sees their URLs whole.
+    pub writes_webhooks: bool,
     _scope: PhantomData<S>,
 }
 
@@ -213,6 +215,7 @@ where
             project_id: principal.project_id,
             account_id: principal.account_id,
             key_id: principal.key_id,
+            writes_webhooks: principal.scopes.contains(Scope::WebhooksWrite),
             channel: principal.channel,
             _scope: PhantomData,
         })

@@ -415,3 +415,24 @@ backend_tests! {
         assert_eq!(body["data"]["webhooks"], json!([]));
     }
 }
+
+backend_tests! {
+    async fn query_values_are_hidden_from_read_only_keys_and_the_audit_log(backend) {
+        let app = TestApp::spawn(backend).await;
+        let url = "https://93.184.215.14/hook?token=s3cret&env=prod";
+        let created = app.create_webhook(url, &DOC_EVENTS).await;
+        assert_eq!(created["url"], url, "the creator sees what it sent");
+        let path = app.project_path(&format!("/webhooks/{}", created["id"].as_str().unwrap()));
+        let reader = app.key_with_scopes(&["webhooks.read"]).await;
+        let hidden = "https://93.184.215.14/hook?token=***&env=***";
+        let (_, listed) = status_and_json(app.call(Method::GET, &app.project_path("/webhooks"), Some(&reader), None).await).await;
+        assert_eq!(listed["data"]["webhooks"][0]["url"], hidden);
+        let (_, one) = status_and_json(app.call(Method::GET, &path, Some(&reader), None).await).await;
+        assert_eq!(one["data"]["url"], hidden);
+        let (_, full) = status_and_json(app.get(&path).await).await;
+        assert_eq!(full["data"]["url"], url, "a key that may change webhooks sees them whole");
+        let (_, audit) = status_and_json(app.get(&app.project_path("/audit-log")).await).await;
+        let logged = audit.to_string();
+        assert!(!logged.contains("s3cret") && logged.contains("token=***"), "{logged}");
+    }
+}

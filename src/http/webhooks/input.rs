@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limits::{LimitsInput, check_limits};
-use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, forbidden_reason};
+use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, forbidden_reason, redact_query};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
 use crate::http::extract::present;
@@ -37,7 +37,7 @@ pub struct WebhookInput {
 pub(super) fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
     let mut requested = serde_json::Map::new();
     if let Some(url) = &checked.url {
-        requested.insert("url".into(), json!(url.as_str()));
+        requested.insert("url".into(), json!(redact_query(url.as_str())));
     }
     if let Some(events) = &checked.events {
         requested.insert("events".into(), json!(events.to_strings()));

@@ -20,7 +20,7 @@ use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
 use super::wire::Envelope;
-use crate::domain::{FieldError, WebhookId, WebhookSecret};
+use crate::domain::{FieldError, WebhookId, WebhookSecret, redact_query};
 use crate::store::{NewWebhook, SecretRotation, WebhookChanges};
 pub use input::WebhookInput;
 use input::{check_input, requested};
@@ -70,7 +70,7 @@ pub async fn create_webhook(
     };
     let limit = state.settings.max_webhooks_per_project;
     let mut changes = json!({
-        "url": new.url.as_str(),
+        "url": redact_query(new.url.as_str()),
         "events": new.events.to_strings(),
         "filters": new.filters.to_pairs().into_iter().collect::<BTreeMap<_, _>>(),
     });
@@ -103,8 +103,16 @@ pub async fn list_webhooks(
         .store
         .list_webhooks(auth.project_id, query.include_inactive)
         .await?;
+    // Query strings may carry credentials: a key that may only read sees them hidden.
+    let shown = |view: WebhookView| {
+        if auth.writes_webhooks {
+            view
+        } else {
+            view.redacted()
+        }
+    };
     let list = WebhookList {
-        webhooks: webhooks.iter().map(WebhookView::from).collect(),
+        webhooks: webhooks.iter().map(WebhookView::from).map(shown).collect(),
     };
     Ok(Json(Envelope::new(
         list,
@@ -123,8 +131,14 @@ pub async fn get_webhook(
         .store
         .get_webhook(auth.project_id, path.webhook_id.into())
         .await?;
+    let details = details(&state, &webhook);
+    let details = if auth.writes_webhooks {
+        details
+    } else {
+        details.redacted()
+    };
     Ok(Json(Envelope::new(
-        details(&state, &webhook),
+        details,
         auth.project_id,
         state.clock.now(),
     )))

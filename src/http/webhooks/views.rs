@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::redact_query;
 use crate::http::wire::ApiTime;
 use crate::store::{Webhook, WebhookStats};
 
@@ -17,6 +18,14 @@ pub struct WebhookView {
     is_active: bool,
     created_at: ApiTime,
     updated_at: ApiTime,
+}
+
+impl WebhookView {
+    /// The view with its URL's query values hidden, for a key that may only read.
+    pub fn redacted(mut self) -> Self {
+        self.url = redact_query(&self.url);
+        self
+    }
 }
 
 impl From<&Webhook> for WebhookView {
@@ -88,6 +97,12 @@ impl From<&WebhookStats> for StatsView {
 }
 
 impl WebhookDetails {
+    /// The details with the URL's query values hidden, for a key that may only read.
+    pub fn redacted(mut self) -> Self {
+        self.webhook = self.webhook.redacted();
+        self
+    }
+
     /// The webhook as read at `now`, with `default_concurrency` where it sets none.
     pub fn new(webhook: &Webhook, default_concurrency: u32, now: DateTime<Utc>) -> Self {
         let limits = &webhook.limits;
