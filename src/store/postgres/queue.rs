@@ -1,7 +1,7 @@
 //! The delivery queue on Postgres: `for update skip locked` leases let several instances share
 //! it, and LISTEN wakes a worker when another instance queues work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{PostgresStore, WORK_CHANNEL};
 use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
-use crate::store::records::ClaimRow;
+use crate::store::records::{ClaimRow, into_claims, rate_limited};
 use crate::store::{
     AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
 };
@@ -34,15 +34,7 @@ impl PostgresStore {
         rows: &[ClaimRow],
         now: DateTime<Utc>,
     ) -> StoreResult<HashMap<Uuid, DateTime<Utc>>> {
-        let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
-        for row in rows {
-            if let Some(rate) = row.rate_limit {
-                let entry = by_webhook
-                    .entry(row.webhook_id)
-                    .or_insert((rate.to(), Vec::new()));
-                entry.1.push(row.id);
-            }
-        }
+        let by_webhook = rate_limited(rows);
         let mut slots = HashMap::new();
         if by_webhook.is_empty() {
             return Ok(slots);
@@ -120,14 +112,7 @@ impl QueueStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         let slots = self.take_rate_slots(&rows, now).await?;
-        rows.into_iter()
-            .map(|row| {
-                let id = row.id;
-                let mut claim = row.into_claim(&self.cipher, token)?;
-                claim.not_before = slots.get(&id).copied();
-                Ok(claim)
-            })
-            .collect()
+        into_claims(rows, &self.cipher, token, &slots)
     }
 
     async fn renew_claim(

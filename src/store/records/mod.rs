@@ -22,7 +22,8 @@ pub(crate) use events::{
 };
 pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
 pub(crate) use queue::{
-    ClaimRow, RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, schedule_to_json, storable,
+    ClaimRow, RUN_COLUMNS, RunRow, into_claims, rate_limited, recorded_outcomes, runs_before,
+    schedule_to_json, storable,
 };
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
 pub(crate) use webhooks::{AuditRow, WebhookRow, filters_from_json, filters_to_json};

@@ -1,6 +1,6 @@
 //! The durable queue's records: claims, attempt outcomes and what recording them did.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -126,6 +126,38 @@ impl ClaimRow {
             not_before: None,
         })
     }
+}
+
+/// The claimed rows of rate-limited webhooks, by webhook: its rate and its deliveries, in the
+/// order they were claimed.
+pub(crate) fn rate_limited(rows: &[ClaimRow]) -> BTreeMap<Uuid, (u32, Vec<Uuid>)> {
+    let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
+    for row in rows {
+        if let Some(rate) = row.rate_limit {
+            let entry = by_webhook
+                .entry(row.webhook_id)
+                .or_insert((rate.to(), Vec::new()));
+            entry.1.push(row.id);
+        }
+    }
+    by_webhook
+}
+
+/// The claims of `rows` under `token`, each with the send slot its rate limit gave it.
+pub(crate) fn into_claims(
+    rows: Vec<ClaimRow>,
+    cipher: &SecretCipher,
+    token: Uuid,
+    slots: &HashMap<Uuid, DateTime<Utc>>,
+) -> StoreResult<Vec<ClaimedDelivery>> {
+    rows.into_iter()
+        .map(|row| {
+            let id = row.id;
+            let mut claim = row.into_claim(cipher, token)?;
+            claim.not_before = slots.get(&id).copied();
+            Ok(claim)
+        })
+        .collect()
 }
 
 /// One attempt's outcome, to be written with the delivery's new state and the webhook's stats.

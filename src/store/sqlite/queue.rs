@@ -1,7 +1,7 @@
 //! The delivery queue on SQLite: one instance, one writer, so a claim is an `update …` inside
 //! an immediate transaction, and the worker is woken in-process by whoever queued the work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, hex_uuid, millis};
 use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
-use crate::store::records::ClaimRow;
+use crate::store::records::{ClaimRow, into_claims, rate_limited};
 use crate::store::{
     AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
 };
@@ -26,15 +26,7 @@ impl SqliteStore {
         rows: &[ClaimRow],
         now: DateTime<Utc>,
     ) -> StoreResult<HashMap<Uuid, DateTime<Utc>>> {
-        let mut by_webhook: BTreeMap<Uuid, (u32, Vec<Uuid>)> = BTreeMap::new();
-        for row in rows {
-            if let Some(rate) = row.rate_limit {
-                let entry = by_webhook
-                    .entry(row.webhook_id)
-                    .or_insert((rate.to(), Vec::new()));
-                entry.1.push(row.id);
-            }
-        }
+        let by_webhook = rate_limited(rows);
         let mut slots = HashMap::new();
         for (webhook, (rate, deliveries)) in by_webhook {
             let (next,): (Option<i64>,) =
@@ -113,14 +105,7 @@ impl QueueStore for SqliteStore {
         .await?;
         let slots = Self::take_rate_slots(&mut tx, &rows, now).await?;
         tx.commit().await?;
-        rows.into_iter()
-            .map(|row| {
-                let id = row.id;
-                let mut claim = row.into_claim(&self.cipher, token)?;
-                claim.not_before = slots.get(&id).copied();
-                Ok(claim)
-            })
-            .collect()
+        into_claims(rows, &self.cipher, token, &slots)
     }
 
     async fn renew_claim(
