@@ -11,6 +11,7 @@ mod endpoint_url;
 mod event_type;
 mod fanout;
 mod filters;
+mod idempotency;
 mod ids;
 mod name;
 mod rate;
@@ -30,10 +31,9 @@ pub use endpoint_health::{
 };
 pub use endpoint_url::{EndpointUrl, UrlPolicy, redact_query};
 pub use event_type::{EventType, EventTypes};
-pub use fanout::{
-    Published, Subscriber, event_fingerprint, filters_accept, plan_fanout, subscription_pairs,
-};
+pub use fanout::{Published, Subscriber, filters_accept, plan_fanout, subscription_pairs};
 pub use filters::Filters;
+pub use idempotency::event_fingerprint;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
 pub use name::Name;
 pub use rate::{RATE_LOOKAHEAD, rate_slots};

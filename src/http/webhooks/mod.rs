@@ -103,16 +103,11 @@ pub async fn list_webhooks(
         .store
         .list_webhooks(auth.project_id, query.include_inactive)
         .await?;
-    // Query strings may carry credentials: a key that may only read sees them hidden.
-    let shown = |view: WebhookView| {
-        if auth.writes_webhooks {
-            view
-        } else {
-            view.redacted()
-        }
-    };
     let list = WebhookList {
-        webhooks: webhooks.iter().map(WebhookView::from).map(shown).collect(),
+        webhooks: webhooks
+            .iter()
+            .map(|webhook| WebhookView::from(webhook).for_reader(auth.writes_webhooks))
+            .collect(),
     };
     Ok(Json(Envelope::new(
         list,
@@ -131,12 +126,7 @@ pub async fn get_webhook(
         .store
         .get_webhook(auth.project_id, path.webhook_id.into())
         .await?;
-    let details = details(&state, &webhook);
-    let details = if auth.writes_webhooks {
-        details
-    } else {
-        details.redacted()
-    };
+    let details = details(&state, &webhook).for_reader(auth.writes_webhooks);
     Ok(Json(Envelope::new(
         details,
         auth.project_id,

@@ -21,9 +21,12 @@ pub struct WebhookView {
 }
 
 impl WebhookView {
-    /// The view with its URL's query values hidden, for a key that may only read.
-    pub fn redacted(mut self) -> Self {
-        self.url = redact_query(&self.url);
+    /// The view as a key sees it: one that may only read gets the URL's query values hidden,
+    /// since query strings may carry credentials.
+    pub fn for_reader(mut self, writes_webhooks: bool) -> Self {
+        if !writes_webhooks {
+            self.url = redact_query(&self.url);
+        }
         self
     }
 }
@@ -97,9 +100,9 @@ impl From<&WebhookStats> for StatsView {
 }
 
 impl WebhookDetails {
-    /// The details with the URL's query values hidden, for a key that may only read.
-    pub fn redacted(mut self) -> Self {
-        self.webhook = self.webhook.redacted();
+    /// The details as a key sees them (see `WebhookView::for_reader`).
+    pub fn for_reader(mut self, writes_webhooks: bool) -> Self {
+        self.webhook = self.webhook.for_reader(writes_webhooks);
         self
     }
 
