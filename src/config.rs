@@ -176,7 +176,34 @@ pub struct ServeConfig {
     pub max_event_bytes: usize,
 
     #[command(flatten)]
+    pub connections: ConnectionConfig,
+
+    #[command(flatten)]
     pub delivery: DeliveryConfig,
+}
+
+/// What a client connection may take: time for its headers and body, and a share of the
+/// process's file descriptors.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionConfig {
+    /// How long a client has to send a request's headers, from connecting or from the previous
+    /// response; an idle keep-alive connection is closed after it too.
+    #[arg(long = "header-timeout-ms", env = "HOOKRELAY_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+
+    /// How long a client has to send a request's body once its headers arrived; a slower body
+    /// is answered 408.
+    #[arg(long = "body-timeout-ms", env = "HOOKRELAY_BODY_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+
+    /// Most client connections open at once; beyond it a new connection is closed at once.
+    /// Default: what the open-file limit leaves after the database pool and deliveries, at
+    /// most 10000.
+    #[arg(long = "max-connections", env = "HOOKRELAY_MAX_CONNECTIONS", value_name = "COUNT",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_open: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -19,6 +19,8 @@ const THROTTLED: &str = "hookrelay_webhooks_throttled";
 const EVENTS: &str = "hookrelay_events_accepted_total";
 const HTTP_REQUESTS: &str = "hookrelay_http_requests_total";
 const HTTP_SECONDS: &str = "hookrelay_http_request_duration_seconds";
+const CONNECTIONS_OPEN: &str = "hookrelay_http_connections_open";
+const CONNECTIONS_REFUSED: &str = "hookrelay_http_connections_refused_total";
 const POOL_OPEN: &str = "hookrelay_db_pool_connections_open";
 const POOL_IDLE: &str = "hookrelay_db_pool_connections_idle";
 const POOL_MAX: &str = "hookrelay_db_pool_connections_max";
@@ -76,6 +78,11 @@ fn describe() {
     describe_counter!(EVENTS, "Events accepted (202) by this process");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     describe_histogram!(HTTP_SECONDS, "HTTP request duration by method and route");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open now");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Client connections closed at once because HOOKRELAY_MAX_CONNECTIONS were open"
+    );
     describe_gauge!(POOL_OPEN, "Open database connections");
     describe_gauge!(POOL_IDLE, "Open database connections not in use");
     describe_gauge!(POOL_MAX, "Most database connections the pool opens");
@@ -101,6 +108,18 @@ pub fn http_request(method: &str, route: &str, status: u16, took: Duration) {
     counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     histogram!(HTTP_SECONDS, "method" => method, "route" => route).record(took.as_secs_f64());
+}
+
+pub fn connection_opened() {
+    gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
 }
 
 /// Values read at scrape time, from the database and the pool.

@@ -31,6 +31,7 @@ use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
 use crate::http::key_usage::{self, KeyUsage};
 use crate::http::rate_limit::RateLimiter;
+use crate::http::serve::{ConnectionLimits, connection_cap, raise_open_file_limit, serve};
 use crate::http::{ApiSettings, AppState};
 use crate::store::{Store, StoreError, retention};
 
@@ -95,10 +96,33 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
     }
 }
 
+/// The connection limits, with the open-file limit raised and read; warns when it leaves
+/// little room for clients.
+fn connection_limits(config: &ServeConfig) -> ConnectionLimits {
+    // Outgoing attempts hold a socket each, and the client keeps about as many idle ones.
+    let reserved =
+        u64::from(config.database.max_connections) + 2 * config.delivery.concurrency as u64;
+    let cap = connection_cap(
+        config.connections.max_open,
+        raise_open_file_limit(),
+        reserved,
+    );
+    if let Some(warning) = &cap.warning {
+        tracing::warn!("{warning}");
+    }
+    ConnectionLimits {
+        header_timeout: Duration::from_millis(config.connections.header_timeout_ms),
+        body_timeout: Duration::from_millis(config.connections.body_timeout_ms),
+        max_connections: cap.max_connections,
+        drain: Duration::from_millis(config.delivery.shutdown_grace_ms),
+    }
+}
+
 /// A migrated store, a bound listener and (unless turned off) the delivery worker.
 pub struct App {
     listener: TcpListener,
     router: Router,
+    connection_limits: ConnectionLimits,
     store: Arc<dyn Store>,
     worker: Option<Worker>,
     retention_days: u32,
@@ -178,6 +202,7 @@ impl App {
         Ok(Self {
             listener,
             router,
+            connection_limits: connection_limits(config),
             store,
             worker,
             retention_days: config.delivery.retention_days,
@@ -198,7 +223,7 @@ impl App {
 
     /// Serves until `shutdown` is cancelled, lets requests and attempts in flight finish, then
     /// closes the pool.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut background = tokio::task::JoinSet::new();
         background.spawn(metrics_upkeep(shutdown.clone()));
         background.spawn(key_usage::flush_periodically(
@@ -219,16 +244,14 @@ impl App {
                 ));
             }
         }
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
-        // The server can also stop on its own (an accept error): stop the worker with it.
-        shutdown.cancel();
+        serve(
+            self.listener,
+            self.router,
+            self.connection_limits,
+            shutdown.clone(),
+        )
+        .await;
         while background.join_next().await.is_some() {}
         self.store.close().await;
-        served
     }
 }

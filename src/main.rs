@@ -53,7 +53,7 @@ async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone())?;
     tracing::info!(address = %app.local_addr(), "hookrelay listening");
-    app.run(shutdown).await?;
+    app.run(shutdown).await;
     tracing::info!("hookrelay stopped");
     Ok(())
 }

@@ -27,6 +27,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: usize },
+    #[error(
+        "the request body did not arrive within {} ms of its headers",
+        allowed.as_millis()
+    )]
+    RequestTimeout { allowed: std::time::Duration },
     #[error("too many requests; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -67,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
+use super::serve::BodyDeadline;
 
 /// Largest body the management API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -75,16 +76,24 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large);
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|error| {
-            let source = std::error::Error::source(&error);
-            if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-                too_large
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {error}"))
-            }
-        })
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let reading = axum::body::to_bytes(req.into_body(), limit);
+    let read = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.at, reading)
+            .await
+            .map_err(|_| ApiError::RequestTimeout {
+                allowed: deadline.allowed,
+            })?,
+        None => reading.await,
+    };
+    read.map_err(|error| {
+        let source = std::error::Error::source(&error);
+        if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {error}"))
+        }
+    })
 }
 
 fn has_json_content_type(req: &Request) -> bool {

@@ -14,6 +14,7 @@ pub mod key_usage;
 pub mod keys;
 pub mod rate_limit;
 pub mod request_metrics;
+pub mod serve;
 pub mod webhooks;
 pub mod wire;
 

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod auth;
 mod cli;
+mod connections;
 mod dashboard;
 mod delivery;
 mod durability;
