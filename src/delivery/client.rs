@@ -9,8 +9,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
+use super::failure::{LookupFailed, RefusedAddress, describe};
 use crate::domain::forbidden_reason;
-use crate::report::append_causes;
 
 /// At most this much of a response body is read; the rest is dropped with the connection.
 const MAX_READ_BYTES: usize = 64 * 1024;
@@ -27,6 +27,8 @@ pub struct SendOutcome {
     pub retry_after: Option<String>,
     /// No complete answer came within the timeout.
     pub timed_out: bool,
+    /// For the log: the whole chain behind a coarse `error`.
+    pub detail: Option<String>,
 }
 
 impl SendOutcome {
@@ -34,13 +36,14 @@ impl SendOutcome {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
-    fn failed(error: impl Into<String>) -> Self {
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
         Self {
             status: None,
             body_excerpt: None,
             error: Some(error.into()),
             retry_after: None,
             timed_out: false,
+            detail: None,
         }
     }
 }
@@ -51,21 +54,18 @@ struct PolicyResolver {
     allow_private: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("refused: {host} resolves to {ip}, a {reason} address")]
-struct RefusedAddress {
-    host: String,
-    ip: std::net::IpAddr,
-    reason: &'static str,
-}
-
 impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let looked_up = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map(Iterator::collect::<Vec<SocketAddr>>);
+            let addresses = match looked_up {
+                Ok(addresses) => addresses,
+                Err(source) => return Err(Box::new(LookupFailed { host, source }) as _),
+            };
             if !allow_private {
                 for address in &addresses {
                     if let Some(reason) = forbidden_reason(address.ip()) {
@@ -136,10 +136,14 @@ impl DeliveryClient {
                     self.timeout.as_millis()
                 ))
             },
-            Ok(Err(error)) => SendOutcome {
-                timed_out: error.is_timeout(),
-                ..SendOutcome::failed(describe(&error))
-            },
+            Ok(Err(error)) => {
+                let described = describe(&error);
+                SendOutcome {
+                    timed_out: error.is_timeout(),
+                    detail: Some(described.full),
+                    ..SendOutcome::failed(described.coarse)
+                }
+            }
             Ok(Ok((status, excerpt, retry_after))) => SendOutcome {
                 status: Some(status),
                 body_excerpt: Some(excerpt),
@@ -148,6 +152,7 @@ impl DeliveryClient {
                     .then(|| format!("answered {status}: redirects are not followed")),
                 retry_after,
                 timed_out: false,
+                detail: None,
             },
         }
     }
@@ -183,16 +188,6 @@ async fn read_excerpt(mut response: reqwest::Response) -> String {
         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
     String::from_utf8_lossy(&kept).into_owned()
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "connection failed".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    append_causes(&mut text, error);
-    text
 }
 
 /// Builds a header map from pairs the caller knows to be valid header text.

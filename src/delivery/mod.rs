@@ -2,6 +2,7 @@
 //! admits, sends and records, signing, and the HTTP client with its address policy.
 
 pub mod client;
+mod failure;
 mod group_commit;
 pub mod publisher;
 pub mod queue;

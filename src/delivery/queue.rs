@@ -91,8 +91,7 @@ impl Queue {
         Ok(match target {
             Some(target) => {
                 claim.url = target.url;
-                claim.secret = target.secret;
-                claim.previous_secret = target.previous_secret;
+                claim.signing = target.signing;
                 true
             }
             None => false,

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::domain::FieldError;
 use crate::report::error_chain;
+use crate::store::cipher::MissingKey;
 use crate::store::{Entity, Reason, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,11 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error(
+        "a webhook signing secret in this project is {0}; the service's operator must add \
+         that key to HOOKRELAY_ENCRYPTION_OLD_KEYS"
+    )]
+    SecretUnreadable(MissingKey),
     #[error("the service cannot reach its database; try again shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -76,7 +82,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::IdempotencyKeyReused(_) => (StatusCode::CONFLICT, "idempotency_key_reused"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            ApiError::Unavailable(_) | ApiError::SecretUnreadable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -118,6 +126,11 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&self), "database unavailable")
             }
+            ApiError::SecretUnreadable(missing) => tracing::error!(
+                key_id = %missing.key_id,
+                "cannot read a webhook's signing secret: it is {missing}; add that key to \
+                 HOOKRELAY_ENCRYPTION_OLD_KEYS (or HOOKRELAY_ENCRYPTION_KEY)"
+            ),
             _ => {}
         }
         let details = match &self {
@@ -186,6 +199,7 @@ impl From<StoreError> for ApiError {
             StoreError::WebhookLimitReached { limit } => ApiError::WebhookLimitReached(format!(
                 "this project already has {limit} active webhooks, the most allowed; delete one before creating another"
             )),
+            StoreError::MissingKey(missing) => ApiError::SecretUnreadable(missing),
             error @ StoreError::Unavailable(_) => ApiError::Unavailable(error),
             error @ StoreError::Internal(_) => ApiError::Internal(Box::new(error)),
         }

@@ -14,6 +14,22 @@ use crate::domain::WebhookSecret;
 
 const PREFIX: &str = "enc:v1:";
 
+/// A stored secret sealed with a key this process was not given: after a key was dropped
+/// before `admin reencrypt` resealed everything, or on an instance started without it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sealed with encryption key {key_id}, which this server is not configured with")]
+pub struct MissingKey {
+    pub key_id: String,
+}
+
+/// What signs a webhook's attempts: its secret and, during a rotation's grace period, the one
+/// before it.
+#[derive(Debug, Clone)]
+pub struct SigningSecrets {
+    pub current: WebhookSecret,
+    pub previous: Option<WebhookSecret>,
+}
+
 /// One 32-byte key and the id derived from it.
 #[derive(Clone)]
 struct SealingKey {
@@ -108,9 +124,9 @@ impl SecretCipher {
             .chain(&self.retired)
             .find(|k| k.id == key_id)
             .ok_or_else(|| {
-                StoreError::corrupt(format!(
-                    "a secret sealed with key {key_id}, which is not configured"
-                ))
+                StoreError::MissingKey(MissingKey {
+                    key_id: key_id.to_owned(),
+                })
             })?;
         let blob = STANDARD
             .decode(encoded)
@@ -128,6 +144,27 @@ impl SecretCipher {
         String::from_utf8(plain)
             .map(WebhookSecret::from_stored)
             .map_err(|_| StoreError::corrupt("a sealed secret that is not text"))
+    }
+
+    /// A webhook's signing secrets from their stored forms; a missing key is this webhook's
+    /// problem alone, so it comes back as a value for its deliveries to fail with.
+    pub fn open_signing(
+        &self,
+        secret: &str,
+        previous: Option<&str>,
+    ) -> StoreResult<Result<SigningSecrets, MissingKey>> {
+        let current = match self.open(secret) {
+            Ok(current) => current,
+            Err(StoreError::MissingKey(missing)) => return Ok(Err(missing)),
+            Err(other) => return Err(other),
+        };
+        // The rotated-out secret only adds a second signature; the current one signs without it.
+        let previous = match previous.map(|p| self.open(p)).transpose() {
+            Ok(previous) => previous,
+            Err(StoreError::MissingKey(_)) => None,
+            Err(other) => return Err(other),
+        };
+        Ok(Ok(SigningSecrets { current, previous }))
     }
 
     /// Whether a stored secret is already sealed with the current key (or needs no key).
@@ -188,6 +225,37 @@ mod tests {
         assert!(!rotated.is_current(&stored));
         let stranger = SecretCipher::from_base64(Some(&key(3)), &[]).unwrap();
         assert!(stranger.open(&stored).is_err());
+    }
+
+    #[test]
+    fn a_missing_key_is_named_and_spoils_only_the_secret_it_sealed() {
+        let old = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
+        let new = SecretCipher::from_base64(Some(&key(2)), &[]).unwrap();
+        let (lost, kept) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let (sealed_lost, sealed_kept) = (old.seal(&lost), new.seal(&kept));
+        let key_id = old.current.as_ref().unwrap().id.clone();
+
+        let missing = new.open_signing(&sealed_lost, None).unwrap().unwrap_err();
+        assert_eq!(
+            missing,
+            MissingKey {
+                key_id: key_id.clone()
+            }
+        );
+        assert!(matches!(
+            new.open(&sealed_lost),
+            Err(StoreError::MissingKey(MissingKey { key_id: id })) if id == key_id
+        ));
+
+        let rotated = new.open_signing(&sealed_kept, Some(&sealed_lost)).unwrap();
+        let rotated = rotated.expect("the current secret still signs");
+        assert_eq!(rotated.current, kept);
+        assert!(rotated.previous.is_none());
+
+        assert!(
+            new.open_signing("enc:v1:nokeyid", None).is_err(),
+            "corruption stays an error"
+        );
     }
 
     #[test]

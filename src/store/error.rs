@@ -54,6 +54,8 @@ pub enum StoreError {
     Conflict(Reason),
     #[error("the project already has {limit} active webhooks, the most allowed")]
     WebhookLimitReached { limit: u32 },
+    #[error("a webhook signing secret is {0}")]
+    MissingKey(#[from] super::cipher::MissingKey),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("database error")]

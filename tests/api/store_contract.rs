@@ -375,7 +375,7 @@ backend_tests! {
         let claim = &accepted.claims[0];
         assert_eq!((claim.id, claim.webhook_id, claim.lease_token), (accepted.event.delivery_ids[0], webhook.id, lease.token));
         assert_eq!((claim.payload.as_str(), claim.attempt_number), ("{\"n\":1}", 1));
-        assert_eq!(claim.secret, webhook.secret);
+        assert_eq!(claim.signing.as_ref().unwrap().current, webhook.secret);
         assert!(store.claim_due(now, lease.until, 10, 10, &[], &[]).await.unwrap().is_empty(), "a leased delivery is not due");
         let summary = store.get_delivery(project, claim.id).await.unwrap().summary;
         assert_eq!((summary.status, summary.next_attempt_at), (DeliveryStatus::Pending, None), "in flight");
@@ -481,7 +481,7 @@ backend_tests! {
         let rest = store.claim_due(now, lease, 10, 10, &[], &[]).await.unwrap();
         assert_eq!(rest.iter().map(|c| c.webhook_id).collect::<Vec<_>>(), [busy.id]);
         assert_eq!(rest[0].payload, "{}");
-        assert_eq!(rest[0].secret, busy.secret);
+        assert_eq!(rest[0].signing.as_ref().unwrap().current, busy.secret);
     }
 
     async fn key_use_is_recorded_in_batches_and_never_moves_backwards(backend) {

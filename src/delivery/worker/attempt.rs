@@ -14,6 +14,7 @@ use crate::delivery::queue::{Holdings, Queue};
 use crate::delivery::signer::{devtune_signature, standard_signature};
 use crate::domain::{Answer, DisablePolicy, RetryAfter, RetrySchedule, decide};
 use crate::instruments;
+use crate::store::cipher::{MissingKey, SigningSecrets};
 use crate::store::{AttemptRecord, ClaimedDelivery};
 
 pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
@@ -73,7 +74,7 @@ impl Attempts {
         };
         instruments::attempt_started();
         let started = Instant::now();
-        let record = self.send(&claim).await;
+        let (record, detail) = self.send(&claim).await;
         if let Some(hold) = record.hold {
             // Hold back the webhook's other attempts now, not only once this is recorded.
             let wait = (hold.until - record.finished_at)
@@ -87,6 +88,7 @@ impl Attempts {
         tracing::info!(
             status = record.response_status,
             error = record.error.as_deref(),
+            detail = detail.as_deref(),
             duration_ms = record.duration_ms,
             outcome = record.result.label(),
             "delivery attempt"
@@ -126,18 +128,23 @@ impl Attempts {
         }
     }
 
-    /// Signs and sends one attempt and decides what follows it.
-    async fn send(&self, claim: &ClaimedDelivery) -> AttemptRecord {
+    /// Signs and sends one attempt and decides what follows it; with the record, the full
+    /// error chain for the log when the record carries only its kind.
+    async fn send(&self, claim: &ClaimedDelivery) -> (AttemptRecord, Option<String>) {
         let started_at = self.clock.now();
         let started = Instant::now();
-        let outcome: SendOutcome = self
-            .client
-            .send(
-                &claim.url,
-                signed_headers(claim, started_at.timestamp()),
-                claim.payload.as_bytes().to_vec(),
-            )
-            .await;
+        let outcome: SendOutcome = match &claim.signing {
+            Ok(secrets) => {
+                self.client
+                    .send(
+                        &claim.url,
+                        signed_headers(claim, secrets, started_at.timestamp()),
+                        claim.payload.as_bytes().to_vec(),
+                    )
+                    .await
+            }
+            Err(missing) => unsigned(claim, missing),
+        };
         let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let finished_at = self.clock.now();
         let answer = Answer {
@@ -154,7 +161,7 @@ impl Attempts {
             (self.jitter)(),
             finished_at,
         );
-        AttemptRecord {
+        let record = AttemptRecord {
             delivery_id: claim.id,
             webhook_id: claim.webhook_id,
             lease_token: claim.lease_token,
@@ -171,19 +178,35 @@ impl Attempts {
             retry_after: outcome.retry_after,
             pressure: answer.pressure(),
             max_concurrency: self.max_concurrency_of(claim),
-        }
+        };
+        (record, outcome.detail)
     }
 }
 
+/// An attempt that cannot be signed fails unsent; the operator, not the tenant, can fix it.
+fn unsigned(claim: &ClaimedDelivery, missing: &MissingKey) -> SendOutcome {
+    tracing::error!(
+        webhook_id = %claim.webhook_id,
+        delivery_id = %claim.id,
+        key_id = %missing.key_id,
+        "cannot sign a delivery: the webhook's signing secret is {missing}; add that key to \
+         HOOKRELAY_ENCRYPTION_OLD_KEYS (or HOOKRELAY_ENCRYPTION_KEY)"
+    );
+    SendOutcome::failed(format!(
+        "not sent: the webhook's signing secret is {missing}; the service's operator must \
+         configure that key"
+    ))
+}
+
 /// The DevTune and Standard Webhooks headers of one attempt, signed at `timestamp`.
-fn signed_headers(claim: &ClaimedDelivery, timestamp: i64) -> HeaderMap {
+fn signed_headers(claim: &ClaimedDelivery, secrets: &SigningSecrets, timestamp: i64) -> HeaderMap {
     let body = claim.payload.as_bytes();
-    let key = claim.secret.expose().as_bytes();
+    let key = secrets.current.expose().as_bytes();
     let message_id = claim.id.to_string();
     // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
     // X-DevTune-Signature has room for one signature, so it carries the new secret's.
     let mut standard_signatures = standard_signature(key, &message_id, timestamp, body);
-    if let Some(previous) = &claim.previous_secret {
+    if let Some(previous) = &secrets.previous {
         standard_signatures.push(' ');
         standard_signatures.push_str(&standard_signature(
             previous.expose().as_bytes(),

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use crate::domain::{
     AttemptFacts, AttemptResult, Before, DeliveryId, DisablePolicy, EventId, FailureRun,
-    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookSecret, WebhookTally,
+    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookTally,
 };
-use crate::store::cipher::SecretCipher;
+use crate::store::cipher::{MissingKey, SecretCipher, SigningSecrets};
 use crate::store::decode::{Int, Time};
 use crate::store::{StoreError, StoreResult};
 
@@ -24,9 +24,8 @@ pub struct ClaimedDelivery {
     pub event_type: String,
     pub payload: String,
     pub url: String,
-    pub secret: WebhookSecret,
-    /// The rotated-out secret while its grace period lasts; it signs beside `secret`.
-    pub previous_secret: Option<WebhookSecret>,
+    /// What signs the attempt, or why nothing can: then the attempt fails without being sent.
+    pub signing: Result<SigningSecrets, MissingKey>,
     /// The number this attempt will carry (1 for the first).
     pub attempt_number: u32,
     pub lease_token: Uuid,
@@ -110,8 +109,7 @@ impl ClaimRow {
             event_type: self.event_type,
             payload: self.payload,
             url: self.url,
-            secret: cipher.open(&self.secret)?,
-            previous_secret: self.previous_secret.map(|p| cipher.open(&p)).transpose()?,
+            signing: cipher.open_signing(&self.secret, self.previous_secret.as_deref())?,
             attempt_number: self.attempt_count.to::<u32>() + 1,
             lease_token: token,
             before: self.flow.before(),
@@ -304,8 +302,7 @@ pub(crate) fn recorded_outcomes(
 #[derive(Debug, Clone)]
 pub struct WebhookTarget {
     pub url: String,
-    pub secret: WebhookSecret,
-    pub previous_secret: Option<WebhookSecret>,
+    pub signing: Result<SigningSecrets, MissingKey>,
 }
 
 impl WebhookTarget {
@@ -318,8 +315,7 @@ impl WebhookTarget {
     ) -> StoreResult<Self> {
         Ok(Self {
             url,
-            secret: cipher.open(secret)?,
-            previous_secret: previous.map(|p| cipher.open(p)).transpose()?,
+            signing: cipher.open_signing(secret, previous)?,
         })
     }
 }

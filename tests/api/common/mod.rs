@@ -375,8 +375,14 @@ impl TestApp {
     /// A second instance on the same database, as another replica would be; it stops with
     /// this one. Returns its base URL.
     pub async fn spawn_peer(&self) -> String {
+        self.spawn_peer_with(|_| {}).await
+    }
+
+    /// As `spawn_peer`, with settings of its own.
+    pub async fn spawn_peer_with(&self, configure: impl FnOnce(&mut ServeConfig)) -> String {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().expect("a literal socket address");
+        configure(&mut config);
         let peer = App::build(&config).await.expect("the peer builds");
         let address = format!("http://{}", peer.local_addr());
         tokio::spawn(peer.run(self.shutdown.child_token()));

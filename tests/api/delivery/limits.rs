@@ -68,8 +68,8 @@ backend_tests! {
         app.create_webhook(&healthy.url("/healthy"), &["action.updated"]).await;
         let cases = [
             (Misbehaviour::SlowBody, "http", "timed out"),
-            (Misbehaviour::Reset, "http", "failed"),
-            (Misbehaviour::Garbage, "https", "failed"),
+            (Misbehaviour::Reset, "http", "connection reset"),
+            (Misbehaviour::Garbage, "https", "TLS error: handshake"),
             (Misbehaviour::HugeBody, "http", ""),
         ];
         let mut servers = Vec::new();
@@ -104,8 +104,10 @@ backend_tests! {
                 }
                 _ => {
                     assert_eq!(delivery["status"], "failed", "{misbehaviour:?}: {delivery}");
+                    // The kind of failure only, without addresses or the OS's words.
                     let text = attempt["error"].as_str().unwrap();
-                    assert!(text.contains(error), "{misbehaviour:?}: {text}");
+                    assert!(text.starts_with(error), "{misbehaviour:?}: {text}");
+                    assert!(!text.contains("127.0.0.1") && !text.contains("os error"), "{text}");
                 }
             }
         }

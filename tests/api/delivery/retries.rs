@@ -71,6 +71,16 @@ backend_tests! {
         assert!(attempt["durationMs"].as_u64().unwrap() < 3000);
     }
 
+    async fn a_refused_connection_is_logged_for_the_tenant_as_its_kind_alone(backend) {
+        let app = spawn(backend, |c| c.delivery.retry_max = Some(0)).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        app.create_webhook(&format!("http://{closed}/hook"), &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        let delivery = app.delivery_when(&accepted["deliveryIds"][0], "failed").await;
+        assert_eq!(delivery["lastError"], "connection refused", "{delivery}");
+        assert_eq!(delivery["attempts"][0]["error"], "connection refused");
+    }
+
     async fn a_redirect_is_a_failure_and_is_not_followed(backend) {
         let app = spawn(backend, |c| c.delivery.retry_max = Some(0)).await;
         let mut receiver = Receiver::start().await;

@@ -134,6 +134,59 @@ backend_tests! {
         assert_eq!(details["secretPreview"], format!("\u{2026}{}", &secret[60..]));
     }
 
+    async fn a_secret_sealed_with_a_missing_key_fails_only_its_webhook_and_says_why(backend) {
+        use base64::Engine;
+        let encode = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        let app = spawn(backend, |c| c.database.encryption_key = Some(encode(2))).await;
+        // Another instance, configured with a key this one never had, seals the orphan's secret.
+        let elsewhere = app
+            .spawn_peer_with(|c| {
+                c.database.encryption_key = Some(encode(1));
+                c.delivery.worker = false;
+            })
+            .await;
+        let mut receiver = Receiver::start().await;
+        let created = app
+            .client
+            .post(format!("{elsewhere}{}", app.project_path("/webhooks")))
+            .bearer_auth(&app.key)
+            .json(&json!({ "url": receiver.url("/orphan"), "events": ["action.created"] }))
+            .send()
+            .await
+            .unwrap();
+        let (status, orphan) = status_and_json(created).await;
+        assert_eq!(status, 201);
+        let orphan = orphan["data"].clone();
+        let healthy = app.create_webhook(&receiver.url("/healthy"), &["action.created"]).await;
+
+        // One event for both, in one claim: the healthy webhook gets it.
+        let accepted = app.publish("action.created", json!({ "actionId": "a" })).await;
+        assert_eq!(accepted["deliveries"], 2);
+        let request = receiver.expect(WAIT).await;
+        assert_eq!(request.path, "/healthy");
+        let secret = healthy["secret"].as_str().unwrap();
+        assert_eq!(request.header("x-devtune-signature"), devtune_signature(secret, &request.body));
+
+        // The orphan's delivery fails unsent, naming the cause.
+        let log = eventually(WAIT, "the orphan's failed attempt", || async {
+            let log = delivery_log(&app, &orphan).await;
+            log.first().filter(|d| d["attemptCount"] != 0).cloned()
+        })
+        .await;
+        let error = log["lastError"].as_str().unwrap().to_owned();
+        assert!(error.contains("encryption key") && error.contains("operator"), "{error}");
+        assert_eq!(log["lastResponseStatus"], Value::Null);
+
+        // Reads that need the secret say why they cannot answer; the healthy webhook's do not.
+        let path = app.project_path(&format!("/webhooks/{}", orphan["id"].as_str().unwrap()));
+        let error = assert_error(app.get(&path).await, 503, "service_unavailable").await;
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("HOOKRELAY_ENCRYPTION_OLD_KEYS"), "{message}");
+        let path = app.project_path(&format!("/webhooks/{}", healthy["id"].as_str().unwrap()));
+        assert_eq!(app.get(&path).await.status(), 200);
+        assert!(receiver.drain().is_empty(), "nothing reached the orphan's URL");
+    }
+
     async fn every_devtune_payload_example_arrives_unchanged(backend) {
         let app = spawn(backend, |_| {}).await;
         let mut receiver = Receiver::start().await;
