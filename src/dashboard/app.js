@@ -123,6 +123,7 @@ function statusBadge(webhook) {
     shown.title = webhook.disabledReason || '';
     return shown;
   }
+  if (webhook.pausedAt) return badge('paused', 'pending');
   return badge('active', 'active');
 }
 
@@ -460,7 +461,9 @@ async function openWebhook(id, { keepLog = false } = {}) {
   const facts = [
     ['Status', w.disabledAt && w.isActive
       ? [statusBadge(w), ` since ${formatTime(w.disabledAt)}: ${w.disabledReason}. Saving an edit re-enables it.`]
-      : statusBadge(w)],
+      : w.pausedAt
+        ? [statusBadge(w), ` since ${formatTime(w.pausedAt)}: events queue up and go out, oldest first, when it resumes.`]
+        : statusBadge(w)],
     ['Events', w.events.join(', ')],
     ['Filters', Object.keys(w.filters || {}).length
       ? Object.entries(w.filters).map(([k, v]) => `${k} = ${v}`).join('; ') : 'none'],
@@ -470,7 +473,8 @@ async function openWebhook(id, { keepLog = false } = {}) {
     ['Webhook id', w.id],
   ];
   $('detail-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
-  for (const id2 of ['test-button', 'edit-button', 'detail-rotate', 'detail-delete']) $(id2).disabled = !w.isActive;
+  for (const id2 of ['pause-button', 'test-button', 'edit-button', 'detail-rotate', 'detail-delete']) $(id2).disabled = !w.isActive;
+  $('pause-button').textContent = w.pausedAt ? 'Resume' : 'Pause';
   if (!keepLog) {
     $('detail-status').textContent = '';
     await loadDeliveries(true);
@@ -572,6 +576,20 @@ async function retryDelivery(deliveryId) {
     $('detail-status').textContent = failure.message;
   }
 }
+
+$('pause-button').addEventListener('click', async () => {
+  const resume = Boolean(state.webhook.pausedAt);
+  try {
+    await api(projectPath(`/webhooks/${state.webhook.id}`), {
+      method: 'PATCH',
+      body: { enabled: resume },
+    });
+    await openWebhook(state.webhook.id, { keepLog: true });
+    $('detail-status').textContent = resume ? 'Resumed: its queued deliveries go out now.' : 'Paused: events queue up until you resume.';
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+  }
+});
 
 $('test-button').addEventListener('click', async () => {
   try {

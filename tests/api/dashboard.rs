@@ -120,7 +120,10 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser.click("#webhook-submit").await;
     assert!(browser.text("#url-error").await.contains("https"));
     browser
-        .type_into("#webhook-url", &receiver.url("/from-dashboard?token=s3cr3t"))
+        .type_into(
+            "#webhook-url",
+            &receiver.url("/from-dashboard?token=s3cr3t"),
+        )
         .await;
     browser.click("#webhook-submit").await;
     assert!(
@@ -221,6 +224,31 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         .await;
     let title = browser.text("#detail-title").await;
     assert!(title.ends_with("/from-dashboard?token=***"), "{title}");
+
+    // Pause and resume: the webhook's state follows, and the button says what it will do.
+    browser.click("#pause-button").await;
+    browser
+        .wait_until(
+            "document.getElementById('pause-button').textContent === 'Resume'",
+            "the paused state",
+        )
+        .await;
+    assert!(browser.text("#detail-facts").await.contains("paused"));
+    let paused = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    assert!(paused.paused_at.is_some(), "the pause reached the webhook");
+    browser.screenshot("04b-paused").await;
+    browser.click("#pause-button").await;
+    browser
+        .wait_until(
+            "document.getElementById('pause-button').textContent === 'Pause'",
+            "the resumed state",
+        )
+        .await;
+    let resumed = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    assert!(
+        resumed.paused_at.is_none(),
+        "the resume reached the webhook"
+    );
     browser.click("#test-button").await;
     let request = receiver.expect(WAIT).await;
     assert_eq!(request.header("x-devtune-event"), "webhook.test");

@@ -84,8 +84,9 @@ backend_tests! {
         for item in listed {
             assert_eq!(
                 keys(item),
-                ["createdAt", "events", "id", "isActive", "updatedAt", "url"]
+                ["createdAt", "enabled", "events", "id", "isActive", "pausedAt", "updatedAt", "url"]
             );
+            assert_eq!((&item["enabled"], &item["pausedAt"]), (&json!(true), &Value::Null));
             assert_eq!(item["isActive"], true);
         }
         assert_eq!(listed[0]["url"], DOC_URL);
@@ -249,9 +250,9 @@ backend_tests! {
             keys(data),
             [
                 "createdAt", "deletedAt", "disabledAt", "disabledReason", "effectiveConcurrency",
-                "events", "filters", "id", "isActive", "lastModifiedBy", "lastModifiedVia",
-                "maxConcurrency", "rateLimit", "retrySchedule", "secretPreview", "stats",
-                "throttledUntil", "updatedAt", "url"
+                "enabled", "events", "filters", "id", "isActive", "lastModifiedBy",
+                "lastModifiedVia", "maxConcurrency", "pausedAt", "rateLimit", "retrySchedule",
+                "secretPreview", "stats", "throttledUntil", "updatedAt", "url"
             ]
         );
         assert_eq!(data["filters"], json!({}));

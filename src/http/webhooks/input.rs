@@ -22,7 +22,8 @@ pub struct WebhookInput {
     events: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     filters: Option<Value>,
-    /// Only on PATCH: `true` re-enables a webhook that endpoint health disabled.
+    /// Only on PATCH: `false` pauses the webhook; `true` resumes it, or re-enables one that
+    /// endpoint health disabled.
     #[serde(default, deserialize_with = "present")]
     enabled: Option<Value>,
     #[serde(default, rename = "retrySchedule", deserialize_with = "present")]
@@ -34,7 +35,7 @@ pub struct WebhookInput {
 }
 
 /// What an update asks to change, for the audit log.
-pub(super) fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
+pub(super) fn requested(checked: &CheckedInput) -> Value {
     let mut requested = serde_json::Map::new();
     if let Some(url) = &checked.url {
         requested.insert("url".into(), json!(redact_query(url.as_str())));
@@ -46,8 +47,8 @@ pub(super) fn requested(checked: &CheckedInput, input: &WebhookInput) -> Value {
         let filters: BTreeMap<_, _> = filters.to_pairs().into_iter().collect();
         requested.insert("filters".into(), json!(filters));
     }
-    if input.enabled.is_some() {
-        requested.insert("enabled".into(), json!(true));
+    if let Some(enabled) = checked.enabled {
+        requested.insert("enabled".into(), json!(enabled));
     }
     checked.limits.describe(&mut requested);
     requested.into()
@@ -59,17 +60,19 @@ pub(super) struct CheckedInput {
     pub events: Option<EventTypes>,
     pub filters: Option<Filters>,
     pub limits: LimitsInput,
+    pub enabled: Option<bool>,
 }
 
 /// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
 type FieldCheck<T> = Result<Option<T>, String>;
 
-fn check_enabled(enabled: Option<&Value>, partial: bool) -> Result<(), String> {
+fn check_enabled(enabled: Option<&Value>, partial: bool) -> FieldCheck<bool> {
     match (enabled, partial) {
-        (None, _) | (Some(Value::Bool(true)), true) => Ok(()),
-        (Some(_), true) => Err(
-            "can only be true, to re-enable a disabled webhook; delete a webhook to stop it".into(),
-        ),
+        (None, _) => Ok(None),
+        (Some(Value::Bool(enabled)), true) => Ok(Some(*enabled)),
+        (Some(_), true) => {
+            Err("must be true (resume, or re-enable a disabled webhook) or false (pause)".into())
+        }
         (Some(_), false) => Err("is only accepted when updating a webhook".into()),
     }
 }
@@ -154,9 +157,6 @@ pub(super) async fn check_input(
             "give url, events, filters, enabled, retrySchedule, rateLimit or maxConcurrency to change",
         ));
     }
-    if let Err(message) = check_enabled(input.enabled.as_ref(), partial) {
-        errors.push(FieldError::new("enabled", message));
-    }
     let url = check_url(state, input.url.as_ref(), partial).await;
     let checked = CheckedInput {
         url: keep("url", url, &mut errors),
@@ -171,6 +171,11 @@ pub(super) async fn check_input(
             &mut errors,
         ),
         limits,
+        enabled: keep(
+            "enabled",
+            check_enabled(input.enabled.as_ref(), partial),
+            &mut errors,
+        ),
     };
     if errors.is_empty() {
         Ok(checked)

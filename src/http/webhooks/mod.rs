@@ -24,7 +24,9 @@ use crate::domain::{FieldError, WebhookId, WebhookSecret, redact_query};
 use crate::store::{NewWebhook, SecretRotation, WebhookChanges};
 pub use input::WebhookInput;
 use input::{check_input, requested};
-pub use views::{CreatedWebhook, Deleted, RotatedSecret, WebhookDetails, WebhookList, WebhookView};
+pub use views::{
+    CreatedWebhook, Deleted, ListedWebhook, RotatedSecret, WebhookDetails, WebhookList, WebhookView,
+};
 
 /// A webhook as GET and PATCH answer with it.
 fn details(state: &AppState, webhook: &crate::store::Webhook) -> WebhookDetails {
@@ -106,7 +108,7 @@ pub async fn list_webhooks(
     let list = WebhookList {
         webhooks: webhooks
             .iter()
-            .map(|webhook| WebhookView::from(webhook).for_reader(auth.writes_webhooks))
+            .map(|webhook| ListedWebhook::new(webhook).for_reader(auth.writes_webhooks))
             .collect(),
     };
     Ok(Json(Envelope::new(
@@ -143,12 +145,7 @@ pub async fn update_webhook(
 ) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
     let checked = check_input(&state, &input, true).await?;
     let now = state.clock.now();
-    let audit = auth.audit(
-        "webhook.updated",
-        path.webhook_id,
-        requested(&checked, &input),
-        now,
-    );
+    let audit = auth.audit("webhook.updated", path.webhook_id, requested(&checked), now);
     let changes = WebhookChanges {
         url: checked.url,
         events: checked.events,
@@ -156,6 +153,7 @@ pub async fn update_webhook(
         retry_schedule: checked.limits.retry_schedule,
         rate_limit: checked.limits.rate_limit,
         max_concurrency: checked.limits.max_concurrency,
+        paused: checked.enabled.map(|enabled| !enabled),
         updated_at: now,
     };
     let webhook = state

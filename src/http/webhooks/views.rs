@@ -44,6 +44,48 @@ impl From<&Webhook> for WebhookView {
     }
 }
 
+/// Whether attempts are made: not while the tenant paused the webhook or its health disabled
+/// it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Running {
+    enabled: bool,
+    paused_at: Option<ApiTime>,
+}
+
+impl From<&Webhook> for Running {
+    fn from(webhook: &Webhook) -> Self {
+        Self {
+            enabled: webhook.is_active && webhook.paused_at.is_none() && webhook.disabled.is_none(),
+            paused_at: webhook.paused_at.map(ApiTime),
+        }
+    }
+}
+
+/// One webhook of a list.
+#[derive(Serialize)]
+pub struct ListedWebhook {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    #[serde(flatten)]
+    running: Running,
+}
+
+impl ListedWebhook {
+    pub fn new(webhook: &Webhook) -> Self {
+        Self {
+            webhook: webhook.into(),
+            running: webhook.into(),
+        }
+    }
+
+    /// The entry as a key sees it (see `WebhookView::for_reader`).
+    pub fn for_reader(mut self, writes_webhooks: bool) -> Self {
+        self.webhook = self.webhook.for_reader(writes_webhooks);
+        self
+    }
+}
+
 #[derive(Serialize)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
@@ -56,6 +98,8 @@ pub struct CreatedWebhook {
 pub struct WebhookDetails {
     #[serde(flatten)]
     webhook: WebhookView,
+    #[serde(flatten)]
+    running: Running,
     filters: BTreeMap<String, String>,
     deleted_at: Option<ApiTime>,
     disabled_at: Option<ApiTime>,
@@ -112,6 +156,7 @@ impl WebhookDetails {
         let max = limits.max_concurrency.unwrap_or(default_concurrency);
         Self {
             webhook: webhook.into(),
+            running: webhook.into(),
             filters: webhook.filters.to_pairs().into_iter().collect(),
             deleted_at: webhook.deleted_at.map(ApiTime),
             disabled_at: webhook.disabled.as_ref().map(|d| ApiTime(d.at)),
@@ -134,7 +179,7 @@ impl WebhookDetails {
 
 #[derive(Serialize)]
 pub struct WebhookList {
-    pub(super) webhooks: Vec<WebhookView>,
+    pub(super) webhooks: Vec<ListedWebhook>,
 }
 
 #[derive(Serialize)]

@@ -30,7 +30,7 @@ const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 const TARGET_COLUMNS: &str = "w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
      then w.previous_secret end as previous_secret, w.filters::text as filters, \
      w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= $3) as direct, \
-     w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
+     w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
 
 /// Inserts `DeliveryRows`, bound as `$1` to `$7`; callers add a filter and `returning id`.
 const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
@@ -219,6 +219,12 @@ impl AcceptWays for PostgresStore {
         let targets = Self::targets(&mut tx, accepting).await?;
         let (rows, mut accepted) = queue_deliveries(&self.cipher, &[accepting], vec![targets])?;
         Self::insert_deliveries(&mut tx, &rows).await?;
+        if let EventTarget::Webhook(_) = event.target {
+            sqlx::query("update deliveries set ignores_pause = true where event_id = $1")
+                .bind(event.id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }

@@ -94,6 +94,7 @@ impl QueueStore for PostgresStore {
                             where q.status = 'pending' and q.next_attempt_at <= $1 \
                             and not (q.webhook_id = any($5)) and not (q.project_id = any($7)) \
                             and (h.throttled_until is null or h.throttled_until <= $1) \
+                            and (h.paused_at is null or q.ignores_pause) \
                             and (h.rate_next_at is null or h.rate_next_at <= $8) \
                             order by q.next_attempt_at \
                             limit $4 for update of q skip locked) as oldest) as ranked \

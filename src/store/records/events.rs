@@ -127,6 +127,8 @@ pub(crate) struct TargetCandidate {
     /// False when the webhook's deliveries must wait in the queue for a claim: a rate limit
     /// hands out send slots there, and a throttling receiver's hold is kept there.
     direct: bool,
+    /// The tenant paused the webhook: its deliveries wait in the queue until it resumes.
+    paused: bool,
     throttle_backoff_ms: Option<Int>,
     retry_schedule: Option<String>,
     max_concurrency: Option<Int>,
@@ -134,7 +136,8 @@ pub(crate) struct TargetCandidate {
 }
 
 impl TargetCandidate {
-    /// The webhook whatever its filters say, for events sent to it alone.
+    /// The webhook whatever its filters say, for events sent to it alone, which go out even
+    /// while it is paused.
     pub(crate) fn into_target(self) -> TargetRow {
         TargetRow {
             id: self.id,
@@ -178,7 +181,10 @@ impl BatchCandidate {
             project: self.project_id.into(),
             event_type: self.event_type,
             filters: filters_from_json(&self.candidate.filters)?,
-            target: self.candidate.into_target(),
+            target: TargetRow {
+                direct: self.candidate.direct && !self.candidate.paused,
+                ..self.candidate.into_target()
+            },
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct WebhookChanges {
     pub retry_schedule: Option<Option<RetrySchedule>>,
     pub rate_limit: Option<Option<u32>>,
     pub max_concurrency: Option<Option<u32>>,
+    /// `Some(true)` pauses the webhook, `Some(false)` resumes it.
+    pub paused: Option<bool>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -84,6 +86,8 @@ pub struct Webhook {
     pub throttled_until: Option<DateTime<Utc>>,
     /// The in-flight limit as adapted to the receiver; `None` is the maximum.
     pub effective_concurrency: Option<u32>,
+    /// Since when the tenant has paused it; no attempt starts meanwhile.
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 /// When and why endpoint health disabled a webhook.
@@ -121,6 +125,7 @@ pub(crate) struct WebhookRow {
     max_concurrency: Option<Int>,
     throttled_until: Option<Time>,
     effective_concurrency: Option<Int>,
+    paused_at: Option<Time>,
 }
 
 impl WebhookRow {
@@ -171,6 +176,7 @@ impl WebhookRow {
             },
             throttled_until: row.throttled_until.map(|t| t.0),
             effective_concurrency: row.effective_concurrency.map(Int::to),
+            paused_at: row.paused_at.map(|t| t.0),
         })
     }
 }

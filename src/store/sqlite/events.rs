@@ -27,7 +27,7 @@ fn target_columns(at: &str) -> String {
         "w.id, w.url, w.secret, case when w.previous_secret_until > {at} \
          then w.previous_secret end as previous_secret, w.filters, \
          w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= {at}) \
-         as direct, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
+         as direct, w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
          w.effective_concurrency"
     )
 }
@@ -182,6 +182,12 @@ impl AcceptWays for SqliteStore {
         let targets = Self::targets(&mut tx, accepting).await?;
         let (rows, mut accepted) = queue_deliveries(&self.cipher, &[accepting], vec![targets])?;
         Self::insert_deliveries(&mut tx, &rows).await?;
+        if let EventTarget::Webhook(_) = event.target {
+            sqlx::query("update deliveries set ignores_pause = 1 where event_id = $1")
+                .bind(event.id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(audit) = &event.audit {
             insert_audit(&mut tx, event.project_id, audit).await?;
         }

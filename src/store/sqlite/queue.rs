@@ -76,6 +76,7 @@ impl QueueStore for SqliteStore {
                                    and hex(q.webhook_id) not in (select value from json_each($5)) \
                                    and hex(q.project_id) not in (select value from json_each($7)) \
                                    and (h.throttled_until is null or h.throttled_until <= $1) \
+                                   and (h.paused_at is null or q.ignores_pause) \
                                    and (h.rate_next_at is null or h.rate_next_at <= $8) \
                                    order by q.next_attempt_at limit $4)) \
                           where nth <= min($6, coalesce(rate_limit, $6)))",

@@ -16,7 +16,7 @@ const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_
      created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
      failed_deliveries, last_success_at, last_failure_at, consecutive_failures, disabled_at, \
      disabled_reason, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
-     max_concurrency, throttled_until, effective_concurrency";
+     max_concurrency, throttled_until, effective_concurrency, paused_at";
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -103,13 +103,17 @@ impl WebhookStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let row: Option<WebhookRow> = sqlx::query_as(&format!(
             "update webhooks set url = coalesce($3, url), events = coalesce($4, events), \
-             filters = coalesce($5, filters), updated_at = $6, disabled_at = null, \
-             disabled_reason = null, failing_since = null, last_modified_by = $7, \
+             filters = coalesce($5, filters), updated_at = $6, \
+             disabled_at = case when $15 then disabled_at end, \
+             disabled_reason = case when $15 then disabled_reason end, \
+             failing_since = case when $15 then failing_since end, last_modified_by = $7, \
              last_modified_via = $8, \
              retry_schedule = case when $9 then $10 else retry_schedule end, \
              rate_limit = case when $11 then $12 else rate_limit end, \
              max_concurrency = case when $13 then $14 else max_concurrency end, \
-             effective_concurrency = case when $13 then null else effective_concurrency end \
+             effective_concurrency = case when $13 then null else effective_concurrency end, \
+             paused_at = case when $15 is null then paused_at when $15 then coalesce(paused_at, $6) \
+                         else null end \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())
@@ -136,6 +140,7 @@ impl WebhookStore for SqliteStore {
         .bind(changes.rate_limit.flatten().map(i64::from))
         .bind(changes.max_concurrency.is_some())
         .bind(changes.max_concurrency.flatten().map(i64::from))
+        .bind(changes.paused)
         .fetch_optional(&mut *tx)
         .await?;
         let webhook = row

@@ -18,7 +18,16 @@ backend_tests! {
         assert_eq!(app.publish("action.created", json!({})).await["deliveries"], 0);
 
         let path = app.project_path(&format!("/webhooks/{}", webhook["id"].as_str().unwrap()));
-        let refuse = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": false }))).await;
+        // Pausing a disabled webhook keeps it disabled; it only adds the pause.
+        let (status, paused) = status_and_json(
+            app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": false }))).await,
+        )
+        .await;
+        assert_eq!(status, 200, "{paused}");
+        assert!(crate::common::is_api_timestamp(&paused["data"]["disabledAt"]));
+        assert!(crate::common::is_api_timestamp(&paused["data"]["pausedAt"]));
+        assert_eq!(paused["data"]["enabled"], false);
+        let refuse = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": "yes" }))).await;
         assert_error(refuse, 400, "validation_error").await;
         let (status, enabled) = status_and_json(
             app.call(Method::PATCH, &path, Some(&app.key), Some(json!({ "enabled": true }))).await,
@@ -26,6 +35,8 @@ backend_tests! {
         .await;
         assert_eq!(status, 200, "{enabled}");
         assert_eq!(enabled["data"]["disabledAt"], Value::Null);
+        assert_eq!(enabled["data"]["pausedAt"], Value::Null);
+        assert_eq!(enabled["data"]["enabled"], true);
         receiver.drain();
         receiver.reply_by_default(Reply::Status(200));
         let again = app.publish("action.created", json!({})).await;

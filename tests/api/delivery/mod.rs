@@ -5,6 +5,7 @@ mod fanout;
 mod health;
 mod limits;
 mod log;
+mod pause;
 mod pressure;
 mod retries;
 mod signing;
