@@ -473,7 +473,7 @@ async function openWebhook(id, { keepLog = false } = {}) {
     ['Webhook id', w.id],
   ];
   $('detail-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]));
-  for (const id2 of ['pause-button', 'test-button', 'edit-button', 'detail-rotate', 'detail-delete']) $(id2).disabled = !w.isActive;
+  for (const id2 of ['pause-button', 'recover-button', 'test-button', 'edit-button', 'detail-rotate', 'detail-delete']) $(id2).disabled = !w.isActive;
   $('pause-button').textContent = w.pausedAt ? 'Resume' : 'Pause';
   if (!keepLog) {
     $('detail-status').textContent = '';
@@ -586,6 +586,31 @@ $('pause-button').addEventListener('click', async () => {
     });
     await openWebhook(state.webhook.id, { keepLog: true });
     $('detail-status').textContent = resume ? 'Resumed: its queued deliveries go out now.' : 'Paused: events queue up until you resume.';
+  } catch (failure) {
+    $('detail-status').textContent = failure.message;
+  }
+});
+
+/** Failed deliveries of the last day come back after a preview of how many there are. */
+$('recover-button').addEventListener('click', async () => {
+  const path = projectPath(`/webhooks/${state.webhook.id}/recover`);
+  const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+  try {
+    const preview = await api(path, { method: 'POST', body: { since, dryRun: true } });
+    const { matched } = preview.data;
+    if (matched === 0) {
+      $('detail-status').textContent = 'No failed deliveries in the last 24 hours.';
+      return;
+    }
+    const sure = await confirmAction(
+      'Recover failed deliveries?',
+      `${matched} failed deliver${matched === 1 ? 'y' : 'ies'} of the last 24 hours will be sent again, oldest first, under their original delivery ids.`,
+      'Recover',
+    );
+    if (!sure) return;
+    const done = await api(path, { method: 'POST', body: { since } });
+    $('detail-status').textContent = `Queued ${done.data.queued} deliveries again.`;
+    await loadDeliveries(true);
   } catch (failure) {
     $('detail-status').textContent = failure.message;
   }

@@ -8,7 +8,9 @@ use super::group_commit::GroupCommit;
 use super::queue::{Handover, Queue};
 use super::worker::Admission;
 use crate::domain::{AuditEntry, DeliveryId, ProjectId};
-use crate::store::{AcceptedEvent, Accepting, DeliverySummary, NewEvent, StoreResult};
+use crate::store::{
+    AcceptedEvent, Accepting, DeliverySummary, NewEvent, RecoverFilter, Recovery, StoreResult,
+};
 
 /// This instance's worker, as the publisher sees it: whether it has room, and its inbox.
 struct LocalWorker {
@@ -62,6 +64,24 @@ impl Publisher {
     }
 
     /// Makes a delivery due now and wakes a worker for it.
+    /// Queues again the finished deliveries `filter` matches, and wakes the worker for them.
+    pub async fn recover(
+        &self,
+        project: ProjectId,
+        filter: &RecoverFilter,
+        audit: AuditEntry,
+    ) -> StoreResult<Recovery> {
+        let recovery = self
+            .queue
+            .store()
+            .recover_deliveries(project, filter, audit)
+            .await?;
+        if recovery.queued > 0 {
+            self.queue.wake();
+        }
+        Ok(recovery)
+    }
+
     pub async fn retry(
         &self,
         project: ProjectId,

@@ -185,6 +185,14 @@ fn conflict(reason: Reason) -> &'static str {
              type or data); use a new key for a new event"
         }
         Reason::AlreadyExists => "a record with the same unique value exists",
+        Reason::WebhookPaused => {
+            "the webhook is paused, so nothing would be sent; resume it (PATCH with \
+             {\"enabled\": true}) first"
+        }
+        Reason::WebhookDisabled => {
+            "the webhook was disabled by its endpoint's health; fix the endpoint, then \
+             re-enable it (PATCH with {\"enabled\": true})"
+        }
     }
 }
 

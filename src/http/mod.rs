@@ -13,6 +13,7 @@ pub mod health;
 pub mod key_usage;
 pub mod keys;
 pub mod rate_limit;
+pub mod recover;
 pub mod request_metrics;
 pub mod serve;
 pub mod webhooks;
@@ -62,6 +63,8 @@ pub struct ApiSettings {
     pub max_event_bytes: usize,
     /// A webhook's most attempts in flight when it sets none.
     pub endpoint_concurrency: usize,
+    /// How long finished deliveries are kept; 0 keeps them.
+    pub retention_days: u32,
 }
 
 /// One documented operation: the route table is the single source for the router and for the
@@ -110,6 +113,16 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/webhooks/{webhookId}/test",
             deliveries::send_test_event,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/recover",
+            recover::recover_webhook_deliveries,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/deliveries/recover",
+            recover::recover_project_deliveries,
         ),
         route(
             Method::POST,

@@ -43,6 +43,10 @@ pub enum Reason {
     IdempotencyKeyReused,
     /// A row with the same unique value exists.
     AlreadyExists,
+    /// The webhook is paused; resume it first.
+    WebhookPaused,
+    /// Endpoint health disabled the webhook; re-enable it first.
+    WebhookDisabled,
 }
 
 /// What can go wrong in storage, in terms the API can answer with.

@@ -28,8 +28,8 @@ pub use records::{
     Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
     Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
-    NewWebhook, QueueDepth, Recorded, RecordedBatch, SecretRotation, Webhook, WebhookChanges,
-    WebhookLimits, WebhookStats, WebhookTarget,
+    NewWebhook, QueueDepth, Recorded, RecordedBatch, RecoverFilter, Recovery, SecretRotation,
+    Webhook, WebhookChanges, WebhookLimits, WebhookStats, WebhookTarget,
 };
 pub use sqlite::SqliteStore;
 
@@ -195,6 +195,14 @@ pub trait DeliveryLogStore: Send + Sync {
         id: DeliveryId,
         audit: AuditEntry,
     ) -> StoreResult<DeliverySummary>;
+    /// Makes the failed or cancelled deliveries `filter` matches pending again, due in the
+    /// order they were created, with a fresh retry budget (unless `filter.dry_run`).
+    async fn recover_deliveries(
+        &self,
+        project: ProjectId,
+        filter: &RecoverFilter,
+        audit: AuditEntry,
+    ) -> StoreResult<Recovery>;
     /// The pending deliveries nobody holds, due by `now` and scheduled later.
     async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth>;
     /// Deletes finished deliveries (with their attempts) and events last touched before `before`.

@@ -295,6 +295,32 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         )
         .await;
 
+    // Recover: a preview of how many failed, then they are sent again.
+    receiver.reply_by_default(Reply::Status(500));
+    browser.click("#test-button").await;
+    browser
+        .wait_until(
+            "document.querySelector('#delivery-list li[data-status=failed]')",
+            "another failed delivery",
+        )
+        .await;
+    receiver.reply_by_default(Reply::Status(200));
+    browser.click("#recover-button").await;
+    browser
+        .wait_until(&dialog_open("confirm-dialog"), "the recover preview")
+        .await;
+    let preview = browser.text("#confirm-text").await;
+    assert!(preview.starts_with("1 failed delivery"), "{preview}");
+    browser.screenshot("05b-recover-preview").await;
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#delivery-list li[data-status=succeeded]').length === 3",
+            "the recovered delivery to succeed",
+        )
+        .await;
+    assert!(browser.text("#detail-status").await.contains("Queued 1"));
+
     // Edit the events.
     browser.click("#edit-button").await;
     browser

@@ -6,10 +6,12 @@ use uuid::Uuid;
 
 use super::{PostgresStore, WORK_CHANNEL, insert_audit};
 use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId};
-use crate::store::records::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
+use crate::store::records::{
+    ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
+};
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
-    Reason, StoreError, StoreResult,
+    Reason, RecoverFilter, Recovery, StoreError, StoreResult,
 };
 
 impl PostgresStore {
@@ -126,6 +128,69 @@ impl DeliveryLogStore for PostgresStore {
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         self.summary(project, id).await
+    }
+
+    async fn recover_deliveries(
+        &self,
+        project: ProjectId,
+        filter: &RecoverFilter,
+        audit: AuditEntry,
+    ) -> StoreResult<Recovery> {
+        let now = audit.at;
+        let mut tx = self.pool.begin().await?;
+        // Webhooks are locked before their deliveries, as deletes and outcome batches do.
+        let named: Option<Vec<Uuid>> = filter
+            .webhooks
+            .as_ref()
+            .map(|ids| ids.iter().map(|id| id.as_uuid()).collect());
+        let found: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
+            "select id, is_active, paused_at is not null, disabled_at is not null from webhooks \
+             where project_id = $1 and ($2::uuid[] is null or id = any($2)) order by id for update",
+        )
+        .bind(project.as_uuid())
+        .bind(&named)
+        .fetch_all(&mut *tx)
+        .await?;
+        let running = recoverable(filter.webhooks.as_deref(), &found)?;
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        const MATCHED: &str = "from deliveries d join events e on e.id = d.event_id \
+             where d.webhook_id = any($1) and d.status = any($2) and d.created_at >= $3 \
+             and d.created_at <= $4 and ($5::text[] is null or e.event_type = any($5))";
+        let (matched,): (i64,) = sqlx::query_as(&format!("select count(*) {MATCHED}"))
+            .bind(&running)
+            .bind(&statuses)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(&filter.event_types)
+            .fetch_one(&mut *tx)
+            .await?;
+        let recovery = Recovery::of(u64::try_from(matched).unwrap_or_default(), filter);
+        if filter.dry_run {
+            tx.commit().await?;
+            return Ok(recovery);
+        }
+        // Due at their creation time, so the oldest go first among everything due.
+        sqlx::query(&format!(
+            "update deliveries set status = 'pending', next_attempt_at = created_at, failures = 0, \
+             throttled_since = null, lease_until = null, lease_token = null, updated_at = $7 \
+             where id in (select d.id {MATCHED} order by d.created_at, d.id limit $6)"
+        ))
+        .bind(&running)
+        .bind(&statuses)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(&filter.event_types)
+        .bind(i64::from(filter.limit))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("select pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, project, &recovery.audited(audit)).await?;
+        tx.commit().await?;
+        Ok(recovery)
     }
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::domain::{DeliveryId, DeliveryStatus, EventId, WebhookId};
 use crate::store::decode::{Int, Time};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Entity, Reason, StoreError, StoreResult};
 
 #[derive(Debug, Clone)]
 pub struct DeliverySummary {
@@ -49,6 +49,98 @@ pub struct DeliveryQuery {
     /// Only deliveries older than this one (the cursor).
     pub before: Option<DeliveryId>,
     pub limit: u32,
+}
+
+/// Which finished deliveries a recover call sends again, oldest first.
+#[derive(Debug, Clone)]
+pub struct RecoverFilter {
+    /// `None`: every webhook of the project that is active, not paused and not disabled.
+    pub webhooks: Option<Vec<WebhookId>>,
+    /// Failed, cancelled or both.
+    pub statuses: Vec<DeliveryStatus>,
+    /// `None`: every event type.
+    pub event_types: Option<Vec<String>>,
+    /// Created at or after `since` and at or before `until`.
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Most deliveries queued by one call.
+    pub limit: u32,
+    /// Count only; change nothing.
+    pub dry_run: bool,
+}
+
+/// What a recover call found and queued again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    pub matched: u64,
+    pub queued: u64,
+    /// More matched than one call queues: the same call again continues.
+    pub truncated: bool,
+}
+
+impl Recovery {
+    pub(crate) fn of(matched: u64, filter: &RecoverFilter) -> Self {
+        let limit = u64::from(filter.limit);
+        Self {
+            matched,
+            queued: if filter.dry_run {
+                0
+            } else {
+                matched.min(limit)
+            },
+            truncated: matched > limit,
+        }
+    }
+
+    /// The audit entry of the call, with what it found and queued.
+    pub(crate) fn audited(
+        &self,
+        mut audit: crate::domain::AuditEntry,
+    ) -> crate::domain::AuditEntry {
+        if let Some(changes) = audit.changes.as_object_mut() {
+            changes.insert("matched".into(), self.matched.into());
+            changes.insert("queued".into(), self.queued.into());
+            changes.insert("truncated".into(), self.truncated.into());
+        }
+        audit
+    }
+}
+
+/// The webhooks a recover call sends to, from the project's `(id, active, paused, disabled)`
+/// rows: the named ones, which must all be running, or every running one.
+pub(crate) fn recoverable(
+    named: Option<&[WebhookId]>,
+    found: &[(Uuid, bool, bool, bool)],
+) -> StoreResult<Vec<Uuid>> {
+    if let Some(named) = named {
+        check_recoverable(named, found)?;
+    }
+    Ok(found
+        .iter()
+        .filter(|(id, active, paused, disabled)| {
+            *active
+                && !paused
+                && !disabled
+                && named.is_none_or(|named| named.iter().any(|n| n.as_uuid() == *id))
+        })
+        .map(|(id, ..)| *id)
+        .collect())
+}
+
+/// Why named webhooks cannot be recovered to, checked before anything changes.
+fn check_recoverable(named: &[WebhookId], found: &[(Uuid, bool, bool, bool)]) -> StoreResult<()> {
+    for id in named {
+        let state = found.iter().find(|(found, ..)| *found == id.as_uuid());
+        match state {
+            None | Some((_, false, _, _)) => return Err(StoreError::NotFound(Entity::Webhook)),
+            Some((_, true, true, _)) => return Err(StoreError::Conflict(Reason::WebhookPaused)),
+            Some((_, true, false, true)) => {
+                return Err(StoreError::Conflict(Reason::WebhookDisabled));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

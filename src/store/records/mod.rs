@@ -7,7 +7,10 @@ mod tenants;
 mod webhooks;
 
 pub use events::{Accepted, AcceptedEvent, Accepting, EventTarget, Lease, NewEvent};
-pub use log::{Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth};
+pub(crate) use log::recoverable;
+pub use log::{
+    Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth, RecoverFilter, Recovery,
+};
 pub use queue::{
     AttemptRecord, ClaimedDelivery, FlowChange, Recorded, RecordedBatch, WebhookTarget,
 };

@@ -4,12 +4,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{SqliteStore, from_millis, insert_audit, millis};
+use super::{SqliteStore, from_millis, hex_uuid, insert_audit, millis};
 use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId};
-use crate::store::records::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
+use crate::store::records::{
+    ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
+};
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
-    Reason, StoreError, StoreResult,
+    Reason, RecoverFilter, Recovery, StoreError, StoreResult,
 };
 
 impl SqliteStore {
@@ -113,6 +115,70 @@ impl DeliveryLogStore for SqliteStore {
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         self.summary(project, id).await
+    }
+
+    async fn recover_deliveries(
+        &self,
+        project: ProjectId,
+        filter: &RecoverFilter,
+        audit: AuditEntry,
+    ) -> StoreResult<Recovery> {
+        let now = audit.at;
+        let mut tx = self.write_tx().await?;
+        let found: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
+            "select id, is_active, paused_at is not null, disabled_at is not null from webhooks \
+             where project_id = $1",
+        )
+        .bind(project.as_uuid())
+        .fetch_all(&mut *tx)
+        .await?;
+        let running: Vec<String> = recoverable(filter.webhooks.as_deref(), &found)?
+            .into_iter()
+            .map(hex_uuid)
+            .collect();
+        let running = serde_json::Value::from(running).to_string();
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = serde_json::Value::from(statuses).to_string();
+        let types = filter
+            .event_types
+            .as_ref()
+            .map(|types| serde_json::Value::from(types.clone()).to_string());
+        const MATCHED: &str = "from deliveries d join events e on e.id = d.event_id \
+             where hex(d.webhook_id) in (select value from json_each($1)) \
+             and d.status in (select value from json_each($2)) and d.created_at >= $3 \
+             and d.created_at <= $4 \
+             and ($5 is null or e.event_type in (select value from json_each($5)))";
+        let (matched,): (i64,) = sqlx::query_as(&format!("select count(*) {MATCHED}"))
+            .bind(&running)
+            .bind(&statuses)
+            .bind(millis(filter.since))
+            .bind(millis(filter.until))
+            .bind(&types)
+            .fetch_one(&mut *tx)
+            .await?;
+        let recovery = Recovery::of(u64::try_from(matched).unwrap_or_default(), filter);
+        if filter.dry_run {
+            tx.commit().await?;
+            return Ok(recovery);
+        }
+        // Due at their creation time, so the oldest go first among everything due.
+        sqlx::query(&format!(
+            "update deliveries set status = 'pending', next_attempt_at = created_at, failures = 0, \
+             throttled_since = null, lease_until = null, lease_token = null, updated_at = $7 \
+             where id in (select d.id {MATCHED} order by d.created_at, d.id limit $6)"
+        ))
+        .bind(&running)
+        .bind(&statuses)
+        .bind(millis(filter.since))
+        .bind(millis(filter.until))
+        .bind(&types)
+        .bind(i64::from(filter.limit))
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, project, &recovery.audited(audit)).await?;
+        tx.commit().await?;
+        Ok(recovery)
     }
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {

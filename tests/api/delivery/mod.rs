@@ -7,6 +7,7 @@ mod limits;
 mod log;
 mod pause;
 mod pressure;
+mod recover;
 mod retries;
 mod signing;
 
