@@ -94,6 +94,7 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
         max_event_bytes: config.max_event_bytes,
         endpoint_concurrency: config.delivery.endpoint_concurrency,
         retention_days: config.delivery.retention_days,
+        attempt_timeout: Duration::from_millis(config.delivery.timeout_ms),
     }
 }
 

@@ -556,15 +556,40 @@ async function loadAttempts(deliveryId, list) {
   try {
     const answer = await api(projectPath(`/deliveries/${deliveryId}`));
     const attempts = answer.data.attempts;
-    list.replaceChildren(...(attempts.length ? attempts.map((a) => el('li', { class: 'attempt' },
+    const shown = attempts.length ? attempts.map((a) => el('li', { class: 'attempt' },
       el('div', {},
         `#${a.number} · ${formatTime(a.startedAt)} · ${a.durationMs} ms · `,
         a.responseStatus ? `HTTP ${a.responseStatus}` : 'no response'),
       a.error ? el('div', { class: 'error' }, a.error) : null,
-      a.responseBody ? el('pre', {}, a.responseBody) : null)) : [el('li', { class: 'muted' }, 'No attempt yet.')]));
+      a.responseBody ? el('pre', {}, a.responseBody) : null,
+      a.requestHeaders ? el('pre', { class: 'headers' },
+        Object.entries(a.requestHeaders).map(([k, v]) => `${k}: ${v}`).join('\n')) : null))
+      : [el('li', { class: 'muted' }, 'No attempt yet.')];
+    list.replaceChildren(sentPayload(deliveryId, answer.data.payload), ...shown);
   } catch (failure) {
     list.replaceChildren(el('li', { class: 'error' }, failure.message));
   }
+}
+
+/** The delivery id and the body as sent, pretty-printed, with a button that copies it. */
+function sentPayload(deliveryId, payload) {
+  let pretty = payload;
+  try { pretty = JSON.stringify(JSON.parse(payload), null, 2); } catch (error) { pretty = payload; }
+  const status = el('span', { class: 'muted', role: 'status' });
+  const copy = el('button', {
+    type: 'button', class: 'link', 'data-action': 'copy-payload',
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(payload);
+        status.textContent = 'Copied.';
+      } catch (error) {
+        status.textContent = 'Select the text to copy it.';
+      }
+    },
+  }, 'Copy payload');
+  return el('li', { class: 'payload' },
+    el('div', {}, `Delivery ${deliveryId} · `, copy, ' ', status),
+    el('pre', {}, pretty));
 }
 
 async function retryDelivery(deliveryId) {
@@ -618,8 +643,17 @@ $('recover-button').addEventListener('click', async () => {
 
 $('test-button').addEventListener('click', async () => {
   try {
-    await api(projectPath(`/webhooks/${state.webhook.id}/test`), { method: 'POST' });
-    $('detail-status').textContent = 'Test event queued.';
+    $('detail-status').textContent = 'Sending a test event…';
+    const answer = await api(projectPath(`/webhooks/${state.webhook.id}/test?wait=true`), { method: 'POST' });
+    const result = answer.data.result;
+    if (!result) {
+      $('detail-status').textContent = 'Test event queued; it has not been attempted yet.';
+    } else if (result.outcome === 'succeeded') {
+      $('detail-status').textContent = `Test delivered: HTTP ${result.responseStatus} in ${result.durationMs} ms.`;
+    } else {
+      const why = result.error || `HTTP ${result.responseStatus}`;
+      $('detail-status').textContent = `Test failed: ${why} (after ${result.durationMs} ms).`;
+    }
     await loadDeliveries(true);
   } catch (failure) {
     $('detail-status').textContent = failure.message;

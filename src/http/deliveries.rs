@@ -4,12 +4,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::AppState;
+use super::attempt_result::first_attempt;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
 use super::events::{AcceptedView, render_event};
@@ -88,6 +90,8 @@ pub struct AttemptView {
     error: Option<String>,
     throttled: bool,
     retry_after: Option<String>,
+    /// The headers sent, signatures included; null when the attempt was not sent.
+    request_headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl From<Attempt> for AttemptView {
@@ -101,6 +105,7 @@ impl From<Attempt> for AttemptView {
             error: a.error,
             throttled: a.throttled,
             retry_after: a.retry_after,
+            request_headers: a.request_headers,
         }
     }
 }
@@ -109,6 +114,8 @@ impl From<Attempt> for AttemptView {
 pub struct DeliveryWithAttempts {
     #[serde(flatten)]
     delivery: DeliveryView,
+    /// The body exactly as sent.
+    payload: String,
     attempts: Vec<AttemptView>,
 }
 
@@ -116,6 +123,7 @@ impl From<DeliveryDetails> for DeliveryWithAttempts {
     fn from(details: DeliveryDetails) -> Self {
         Self {
             delivery: details.summary.into(),
+            payload: details.payload,
             attempts: details
                 .attempts
                 .into_iter()
@@ -220,12 +228,20 @@ pub async fn retry_delivery(
     ))
 }
 
+#[derive(Deserialize)]
+pub struct TestQuery {
+    /// Answer once the attempt has finished, with how it went.
+    #[serde(default)]
+    wait: bool,
+}
+
 #[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
 pub async fn send_test_event(
     State(state): State<AppState>,
     auth: Authorized<WebhooksWrite>,
     ApiPath(path): ApiPath<WebhookPath>,
-) -> Result<(StatusCode, Json<Envelope<AcceptedView>>), ApiError> {
+    ApiQuery(query): ApiQuery<TestQuery>,
+) -> Result<Response, ApiError> {
     let data = json!({
         "webhookId": path.webhook_id.to_string(),
         "message": "A test event sent from hookrelay to check this endpoint.",
@@ -251,10 +267,17 @@ pub async fn send_test_event(
         })
         .await?;
     tracing::info!(event_id = %accepted.id, "test event queued");
+    if let (true, Some(delivery)) = (query.wait, accepted.delivery_ids.first()) {
+        let tested = first_attempt(&state, auth.project_id, accepted.id, *delivery).await?;
+        if let Some(tested) = tested {
+            let body = Envelope::new(tested, auth.project_id, state.clock.now());
+            return Ok((StatusCode::OK, Json(body)).into_response());
+        }
+    }
     let body = Envelope::new(
         AcceptedView::from(&accepted),
         auth.project_id,
         state.clock.now(),
     );
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

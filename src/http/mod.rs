@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the route table and the router built from it.
 
 pub mod admin;
+pub mod attempt_result;
 pub mod audit;
 pub mod auth;
 pub mod dashboard;
@@ -65,6 +66,8 @@ pub struct ApiSettings {
     pub endpoint_concurrency: usize,
     /// How long finished deliveries are kept; 0 keeps them.
     pub retention_days: u32,
+    /// The deadline of one delivery attempt.
+    pub attempt_timeout: std::time::Duration,
 }
 
 /// One documented operation: the route table is the single source for the router and for the

@@ -273,11 +273,37 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             .await
             .contains("HTTP 200")
     );
+    // The test answered synchronously; the expanded row shows the payload and the headers.
+    browser
+        .wait_until(
+            "document.getElementById('detail-status').textContent.includes('Test delivered: HTTP 200')",
+            "the synchronous test result",
+        )
+        .await;
+    let payload = browser.text("#delivery-list .payload pre").await;
+    let sent: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&payload).expect("the payload, as JSON");
+    assert_eq!(shown, sent, "the payload as sent");
+    assert!(
+        browser
+            .text("#delivery-list .attempt .headers")
+            .await
+            .contains(&format!(
+                "x-devtune-delivery: {}",
+                request.header("x-devtune-delivery")
+            ))
+    );
     browser.screenshot("05-delivery-log").await;
 
     // A failed delivery, retried from its Retry button once the endpoint is healthy again.
     receiver.reply_by_default(Reply::Status(500));
     browser.click("#test-button").await;
+    browser
+        .wait_until(
+            "document.getElementById('detail-status').textContent.includes('Test failed: HTTP 500')",
+            "the failed test's result",
+        )
+        .await;
     browser
         .wait_until(
             "document.querySelector('#delivery-list li[data-status=failed]')",

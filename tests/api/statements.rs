@@ -135,6 +135,7 @@ fn outcome(claim: &ClaimedDelivery, n: usize) -> AttemptRecord {
         },
         hold: None,
         retry_after: None,
+        request_headers: None,
         pressure: hookrelay::domain::Pressure::Neutral,
         max_concurrency: 16,
     }

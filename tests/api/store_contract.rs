@@ -112,6 +112,7 @@ fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy
         disable_policy: policy,
         hold: None,
         retry_after: None,
+        request_headers: None,
         pressure: hookrelay::domain::Pressure::Neutral,
         max_concurrency: 16,
     }
@@ -309,6 +310,7 @@ backend_tests! {
                 disable_policy: NEVER_DISABLE,
                 hold: None,
                 retry_after: None,
+                request_headers: None,
                 pressure: hookrelay::domain::Pressure::Neutral,
                 max_concurrency: 16,
             }])
@@ -355,6 +357,7 @@ backend_tests! {
             disable_policy: NEVER_DISABLE,
             hold: None,
             retry_after: None,
+            request_headers: None,
             pressure: hookrelay::domain::Pressure::Neutral,
             max_concurrency: 16,
         };

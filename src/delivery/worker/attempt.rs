@@ -133,17 +133,17 @@ impl Attempts {
     async fn send(&self, claim: &ClaimedDelivery) -> (AttemptRecord, Option<String>) {
         let started_at = self.clock.now();
         let started = Instant::now();
-        let outcome: SendOutcome = match &claim.signing {
+        let (outcome, request_headers): (SendOutcome, _) = match &claim.signing {
             Ok(secrets) => {
-                self.client
-                    .send(
-                        &claim.url,
-                        signed_headers(claim, secrets, started_at.timestamp()),
-                        claim.payload.as_bytes().to_vec(),
-                    )
-                    .await
+                let headers = signed_headers(claim, secrets, started_at.timestamp());
+                let sent = headers_json(&headers);
+                let outcome = self
+                    .client
+                    .send(&claim.url, headers, claim.payload.as_bytes().to_vec())
+                    .await;
+                (outcome, Some(sent))
             }
-            Err(missing) => unsigned(claim, missing),
+            Err(missing) => (unsigned(claim, missing), None),
         };
         let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let finished_at = self.clock.now();
@@ -176,11 +176,24 @@ impl Attempts {
             disable_policy: self.disable_policy,
             hold: decision.hold,
             retry_after: outcome.retry_after,
+            request_headers,
             pressure: answer.pressure(),
             max_concurrency: self.max_concurrency_of(claim),
         };
         (record, outcome.detail)
     }
+}
+
+/// The headers of an attempt as the delivery log keeps them: a JSON object, name to value.
+fn headers_json(headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value.into())
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 /// An attempt that cannot be signed fails unsent; the operator, not the tenant, can fix it.

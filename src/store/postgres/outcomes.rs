@@ -58,6 +58,7 @@ struct AttemptColumns {
     error: Vec<Option<String>>,
     throttled: Vec<bool>,
     retry_after: Vec<Option<String>>,
+    request_headers: Vec<Option<String>>,
 }
 
 impl AttemptColumns {
@@ -72,6 +73,7 @@ impl AttemptColumns {
         self.error.push(storable(&record.error));
         self.throttled.push(record.hold.is_some());
         self.retry_after.push(storable(&record.retry_after));
+        self.request_headers.push(storable(&record.request_headers));
     }
 }
 
@@ -207,9 +209,10 @@ impl PostgresStore {
         }
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error, throttled, retry_after) \
+             response_status, response_body, error, throttled, retry_after, request_headers) \
              select * from unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
-                                  $5::int4[], $6::text[], $7::text[], $8::bool[], $9::text[])",
+                                  $5::int4[], $6::text[], $7::text[], $8::bool[], $9::text[], \
+                                  $10::text[])",
         )
         .bind(&attempts.ids)
         .bind(&attempts.numbers)
@@ -220,6 +223,7 @@ impl PostgresStore {
         .bind(&attempts.error)
         .bind(&attempts.throttled)
         .bind(&attempts.retry_after)
+        .bind(&attempts.request_headers)
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -34,11 +34,15 @@ pub struct Attempt {
     pub throttled: bool,
     /// The receiver's `Retry-After`, as it sent it.
     pub retry_after: Option<String>,
+    /// The headers sent, signatures included; `None` when nothing was sent.
+    pub request_headers: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct DeliveryDetails {
     pub summary: DeliverySummary,
+    /// The body exactly as sent.
+    pub payload: String,
     pub attempts: Vec<Attempt>,
 }
 
@@ -200,7 +204,7 @@ impl TryFrom<SummaryRow> for DeliverySummary {
 
 /// The columns `AttemptRow` reads from `delivery_attempts`.
 pub(crate) const ATTEMPT_COLUMNS: &str = "attempt_number, started_at, duration_ms, \
-     response_status, response_body, error, throttled, retry_after";
+     response_status, response_body, error, throttled, retry_after, request_headers";
 
 /// An attempt log row as both backends read it.
 #[derive(sqlx::FromRow)]
@@ -213,6 +217,7 @@ pub(crate) struct AttemptRow {
     error: Option<String>,
     throttled: bool,
     retry_after: Option<String>,
+    request_headers: Option<String>,
 }
 
 impl From<AttemptRow> for Attempt {
@@ -226,6 +231,9 @@ impl From<AttemptRow> for Attempt {
             error: row.error,
             throttled: row.throttled,
             retry_after: row.retry_after,
+            request_headers: row
+                .request_headers
+                .and_then(|text| serde_json::from_str(&text).ok()),
         }
     }
 }

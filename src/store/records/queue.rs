@@ -178,6 +178,8 @@ pub struct AttemptRecord {
     pub hold: Option<Hold>,
     /// The receiver's `Retry-After`, as it sent it.
     pub retry_after: Option<String>,
+    /// The headers sent, as a JSON object; `None` when nothing was sent.
+    pub request_headers: Option<String>,
     pub pressure: Pressure,
     /// The webhook's most attempts in flight.
     pub max_concurrency: u32,

@@ -71,8 +71,16 @@ impl DeliveryLogStore for SqliteStore {
         .bind(id.as_uuid())
         .fetch_all(&self.reader)
         .await?;
+        let (payload,): (String,) = sqlx::query_as(
+            "select e.payload from deliveries d join events e on e.id = d.event_id \
+             where d.id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_one(&self.reader)
+        .await?;
         Ok(DeliveryDetails {
             summary,
+            payload,
             attempts: attempts.into_iter().map(Attempt::from).collect(),
         })
     }

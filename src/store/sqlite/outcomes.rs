@@ -117,14 +117,16 @@ impl SqliteStore {
                     storable(&record.error),
                     record.hold.is_some(),
                     storable(&record.retry_after),
+                    storable(&record.request_headers),
                 ])
             })
             .collect();
         sqlx::query(
             "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error, throttled, retry_after) \
+             response_status, response_body, error, throttled, retry_after, request_headers) \
              select unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-                    value ->> 5, value ->> 6, value ->> 7, value ->> 8 from json_each($1)",
+                    value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
+             from json_each($1)",
         )
         .bind(json_rows(&attempts))
         .execute(&mut **tx)

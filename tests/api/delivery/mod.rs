@@ -10,6 +10,7 @@ mod pressure;
 mod recover;
 mod retries;
 mod signing;
+mod sync_test;
 
 pub(crate) use std::collections::HashSet;
 pub(crate) use std::time::Duration;
