@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{DeliveryConfig, ServeConfig};
 use crate::delivery::client::DeliveryClient;
+use crate::delivery::replay::Replayer;
 use crate::delivery::{Publisher, Queue, Worker, WorkerOptions};
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
@@ -166,11 +167,12 @@ impl App {
             Duration::from_millis(config.delivery.lease_ms),
             clock.clone(),
         );
+        let client = DeliveryClient::new(
+            Duration::from_millis(config.delivery.timeout_ms),
+            config.allow_private_targets,
+        );
+        let replayer = Replayer::new(store.clone(), client.clone(), clock.clone());
         let worker = config.delivery.worker.then(|| {
-            let client = DeliveryClient::new(
-                Duration::from_millis(config.delivery.timeout_ms),
-                config.allow_private_targets,
-            );
             Worker::new(
                 queue.clone(),
                 client,
@@ -186,6 +188,7 @@ impl App {
                 .then(|| Arc::new(RateLimiter::new(config.auth_failures_per_minute))),
             clock: clock.clone(),
             publisher: Publisher::new(queue, worker.as_ref().map(Worker::handover)),
+            replayer,
             metrics: instruments::handle(),
             key_usage: key_usage.clone(),
         };

@@ -83,6 +83,7 @@ impl Resolve for PolicyResolver {
     }
 }
 
+#[derive(Clone)]
 pub struct DeliveryClient {
     http: reqwest::Client,
     timeout: Duration,
@@ -188,6 +189,18 @@ async fn read_excerpt(mut response: reqwest::Response) -> String {
         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// The headers of an attempt as the delivery log keeps them: a JSON object, name to value.
+pub fn headers_json(headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value.into())
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
 }
 
 /// Builds a header map from pairs the caller knows to be valid header text.

@@ -6,6 +6,7 @@ mod failure;
 mod group_commit;
 pub mod publisher;
 pub mod queue;
+pub mod replay;
 pub mod signer;
 pub mod worker;
 

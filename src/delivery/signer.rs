@@ -3,7 +3,54 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
+use reqwest::header::HeaderMap;
 use sha2::Sha256;
+
+use crate::delivery::client::headers;
+use crate::domain::DeliveryId;
+use crate::store::cipher::SigningSecrets;
+
+pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
+
+/// What an attempt signs: the delivery it belongs to and the body as sent.
+pub struct Message<'a> {
+    pub id: DeliveryId,
+    pub event_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The DevTune and Standard Webhooks headers of one attempt, signed at `timestamp`.
+pub fn signed_headers(
+    message: &Message<'_>,
+    secrets: &SigningSecrets,
+    timestamp: i64,
+) -> HeaderMap {
+    let body = message.body;
+    let key = secrets.current.expose().as_bytes();
+    let message_id = message.id.to_string();
+    // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
+    // X-DevTune-Signature has room for one signature, so it carries the new secret's.
+    let mut standard_signatures = standard_signature(key, &message_id, timestamp, body);
+    if let Some(previous) = &secrets.previous {
+        standard_signatures.push(' ');
+        standard_signatures.push_str(&standard_signature(
+            previous.expose().as_bytes(),
+            &message_id,
+            timestamp,
+            body,
+        ));
+    }
+    headers(&[
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", USER_AGENT.to_owned()),
+        ("x-devtune-signature", devtune_signature(key, body)),
+        ("x-devtune-event", message.event_type.to_owned()),
+        ("x-devtune-delivery", message_id.clone()),
+        ("webhook-id", message_id),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", standard_signatures),
+    ])
+}
 
 type HmacSha256 = Hmac<Sha256>;
 

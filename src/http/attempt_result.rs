@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::errors::ApiError;
+use crate::delivery::replay::Replayed;
 use crate::domain::{DeliveryId, EventId, ProjectId};
 use crate::store::Attempt;
 
@@ -26,6 +27,29 @@ pub struct AttemptResultView {
     response_excerpt: Option<String>,
     error: Option<String>,
     request_headers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl AttemptResultView {
+    pub fn outcome(&self) -> &'static str {
+        self.outcome
+    }
+
+    /// A replay's result, as an attempt's is shown.
+    pub fn replayed(replayed: Replayed) -> Self {
+        let outcome = replayed.outcome;
+        Self {
+            outcome: if outcome.succeeded() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            response_status: outcome.status,
+            duration_ms: replayed.duration_ms,
+            response_excerpt: outcome.body_excerpt,
+            error: outcome.error,
+            request_headers: serde_json::from_str(&replayed.request_headers).ok(),
+        }
+    }
 }
 
 impl From<Attempt> for AttemptResultView {
@@ -53,6 +77,16 @@ pub struct TestedView {
     result: AttemptResultView,
 }
 
+impl TestedView {
+    pub fn new(delivery: DeliveryId, event: EventId, result: AttemptResultView) -> Self {
+        Self {
+            delivery_id: delivery.to_string(),
+            event_id: event.to_string(),
+            result,
+        }
+    }
+}
+
 /// The delivery's first attempt once it is recorded, or `None` if none was within the
 /// attempt timeout plus a second (a paused worker, a full queue).
 pub async fn first_attempt(
@@ -65,11 +99,7 @@ pub async fn first_attempt(
     loop {
         let details = state.store.get_delivery(project, delivery).await?;
         if let Some(first) = details.attempts.into_iter().next() {
-            return Ok(Some(TestedView {
-                delivery_id: delivery.to_string(),
-                event_id: event.to_string(),
-                result: first.into(),
-            }));
+            return Ok(Some(TestedView::new(delivery, event, first.into())));
         }
         if Instant::now() + POLL_EVERY > deadline {
             return Ok(None);

@@ -15,6 +15,7 @@ pub mod key_usage;
 pub mod keys;
 pub mod rate_limit;
 pub mod recover;
+pub mod replay;
 pub mod request_metrics;
 pub mod serve;
 pub mod webhooks;
@@ -34,6 +35,7 @@ use tracing::Level;
 
 use crate::clock::Clock;
 use crate::delivery::Publisher;
+use crate::delivery::replay::Replayer;
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use auth::AdminToken;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Where accepted events and manual retries go into the delivery queue.
     pub publisher: Publisher,
+    /// Sends a delivery once to another URL.
+    pub replayer: Replayer,
     pub metrics: PrometheusHandle,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
@@ -121,6 +125,11 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/webhooks/{webhookId}/recover",
             recover::recover_webhook_deliveries,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/deliveries/{deliveryId}/replay",
+            replay::replay_delivery,
         ),
         route(
             Method::POST,

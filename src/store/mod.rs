@@ -107,6 +107,8 @@ pub trait WebhookStore: Send + Sync {
         rotation: SecretRotation,
         audit: AuditEntry,
     ) -> StoreResult<()>;
+    /// Records what was done outside any other change, e.g. a replay to another URL.
+    async fn record_audit(&self, project: ProjectId, audit: AuditEntry) -> StoreResult<()>;
     /// The project's audit log, newest first, before the `before` entry when given.
     async fn list_audit(
         &self,

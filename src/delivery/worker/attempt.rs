@@ -4,20 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderMap;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::admission::{Ticket, Turn};
 use crate::clock::Clock;
-use crate::delivery::client::{DeliveryClient, SendOutcome, headers};
+use crate::delivery::client::{DeliveryClient, SendOutcome, headers_json};
 use crate::delivery::queue::{Holdings, Queue};
-use crate::delivery::signer::{devtune_signature, standard_signature};
+use crate::delivery::signer::{Message, signed_headers};
 use crate::domain::{Answer, DisablePolicy, RetryAfter, RetrySchedule, decide};
 use crate::instruments;
-use crate::store::cipher::{MissingKey, SigningSecrets};
+use crate::store::cipher::MissingKey;
 use crate::store::{AttemptRecord, ClaimedDelivery};
-
-pub const USER_AGENT: &str = "DevTune-Webhook/2.0";
 
 /// An attempt that waited longer than this for its turn renews its claim first and picks up a
 /// rotated secret or a deletion that happened meanwhile.
@@ -135,7 +132,12 @@ impl Attempts {
         let started = Instant::now();
         let (outcome, request_headers): (SendOutcome, _) = match &claim.signing {
             Ok(secrets) => {
-                let headers = signed_headers(claim, secrets, started_at.timestamp());
+                let message = Message {
+                    id: claim.id,
+                    event_type: &claim.event_type,
+                    body: claim.payload.as_bytes(),
+                };
+                let headers = signed_headers(&message, secrets, started_at.timestamp());
                 let sent = headers_json(&headers);
                 let outcome = self
                     .client
@@ -184,18 +186,6 @@ impl Attempts {
     }
 }
 
-/// The headers of an attempt as the delivery log keeps them: a JSON object, name to value.
-fn headers_json(headers: &HeaderMap) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value.into())
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
 /// An attempt that cannot be signed fails unsent; the operator, not the tenant, can fix it.
 fn unsigned(claim: &ClaimedDelivery, missing: &MissingKey) -> SendOutcome {
     tracing::error!(
@@ -209,33 +199,4 @@ fn unsigned(claim: &ClaimedDelivery, missing: &MissingKey) -> SendOutcome {
         "not sent: the webhook's signing secret is {missing}; the service's operator must \
          configure that key"
     ))
-}
-
-/// The DevTune and Standard Webhooks headers of one attempt, signed at `timestamp`.
-fn signed_headers(claim: &ClaimedDelivery, secrets: &SigningSecrets, timestamp: i64) -> HeaderMap {
-    let body = claim.payload.as_bytes();
-    let key = secrets.current.expose().as_bytes();
-    let message_id = claim.id.to_string();
-    // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
-    // X-DevTune-Signature has room for one signature, so it carries the new secret's.
-    let mut standard_signatures = standard_signature(key, &message_id, timestamp, body);
-    if let Some(previous) = &secrets.previous {
-        standard_signatures.push(' ');
-        standard_signatures.push_str(&standard_signature(
-            previous.expose().as_bytes(),
-            &message_id,
-            timestamp,
-            body,
-        ));
-    }
-    headers(&[
-        ("content-type", "application/json".to_owned()),
-        ("user-agent", USER_AGENT.to_owned()),
-        ("x-devtune-signature", devtune_signature(key, body)),
-        ("x-devtune-event", claim.event_type.clone()),
-        ("x-devtune-delivery", message_id.clone()),
-        ("webhook-id", message_id.clone()),
-        ("webhook-timestamp", timestamp.to_string()),
-        ("webhook-signature", standard_signatures),
-    ])
 }

@@ -21,7 +21,6 @@ use crate::domain::{DeliveryId, DisablePolicy, RetrySchedule};
 use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
 pub use admission::Admission;
 use attempt::Attempts;
-pub use attempt::USER_AGENT;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {

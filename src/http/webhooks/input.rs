@@ -77,7 +77,7 @@ fn check_enabled(enabled: Option<&Value>, partial: bool) -> FieldCheck<bool> {
     }
 }
 
-async fn check_url(
+pub(crate) async fn check_url(
     state: &AppState,
     url: Option<&Value>,
     partial: bool,

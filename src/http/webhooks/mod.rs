@@ -1,6 +1,6 @@
 //! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
 
-mod input;
+pub(crate) mod input;
 mod limits;
 mod views;
 

@@ -225,6 +225,13 @@ impl WebhookStore for PostgresStore {
         Ok(())
     }
 
+    async fn record_audit(&self, project: ProjectId, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut tx, project, &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_audit(
         &self,
         project: ProjectId,

@@ -219,6 +219,13 @@ impl WebhookStore for SqliteStore {
         Ok(())
     }
 
+    async fn record_audit(&self, project: ProjectId, audit: AuditEntry) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        insert_audit(&mut tx, project, &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn list_audit(
         &self,
         project: ProjectId,

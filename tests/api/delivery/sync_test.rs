@@ -61,3 +61,53 @@ backend_tests! {
         assert_error(app.call(Method::POST, &bad, Some(&app.key), None).await, 400, "bad_request").await;
     }
 }
+
+backend_tests! {
+    async fn a_replay_sends_the_same_bytes_elsewhere_and_changes_nothing_here(backend) {
+        let app = spawn(backend, |_| {}).await;
+        let mut original = Receiver::start().await;
+        let mut staging = Receiver::start().await;
+        let webhook = app.create_webhook(&original.url("/prod"), &["action.created"]).await;
+        let secret = webhook["secret"].as_str().unwrap();
+        let accepted = app.publish("action.created", json!({ "actionId": "a-1" })).await;
+        let sent = original.expect(WAIT).await;
+        let id = &accepted["deliveryIds"][0];
+        let before = app.delivery_when(id, "succeeded").await;
+        let stats = app.webhook_details(&webhook["id"]).await["stats"].clone();
+
+        let path = app.project_path(&format!("/deliveries/{}/replay", id.as_str().unwrap()));
+        let (status, answer) = status_and_json(app.post(&path, json!({ "url": staging.url("/staging") })).await).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["data"]["result"]["outcome"], "succeeded");
+        assert_eq!(answer["data"]["deliveryId"], *id);
+        let replayed = staging.expect(WAIT).await;
+        assert_eq!(replayed.body, sent.body, "byte for byte");
+        assert_eq!(replayed.header("x-devtune-delivery"), id.as_str().unwrap());
+        assert_eq!(replayed.header("x-devtune-signature"), devtune_signature(secret, &replayed.body));
+        assert!(standard_webhooks_verifies(&whsec(secret), &replayed));
+
+        assert!(original.next(Duration::from_millis(300)).await.is_none(), "the original got nothing");
+        assert_eq!(app.delivery(id).await, before, "the delivery is as it was");
+        assert_eq!(app.webhook_details(&webhook["id"]).await["stats"], stats);
+        let (_, log) = status_and_json(app.get(&app.project_path("/audit-log")).await).await;
+        assert_eq!(log["data"]["entries"][0]["action"], "delivery.replayed");
+    }
+
+    async fn a_replay_to_a_private_address_is_refused(backend) {
+        let app = spawn(backend, |c| {
+            c.allow_private_targets = false;
+            c.delivery.worker = false;
+        })
+        .await;
+        app.create_webhook("https://93.184.215.14/hook", &["action.created"]).await;
+        let accepted = app.publish("action.created", json!({})).await;
+        let path = app.project_path(&format!("/deliveries/{}/replay", accepted["deliveryIds"][0].as_str().unwrap()));
+        for url in ["http://127.0.0.1:9009/hook", "http://[::1]:9009/", "http://10.0.0.8:8080/"] {
+            let error = assert_error(app.post(&path, json!({ "url": url })).await, 400, "validation_error").await;
+            assert_eq!(error["details"][0]["field"], "url", "{url}");
+        }
+        assert_error(app.post(&path, json!({})).await, 400, "validation_error").await;
+        let unknown = app.project_path(&format!("/deliveries/{}/replay", uuid::Uuid::new_v4()));
+        assert_error(app.post(&unknown, json!({ "url": "https://93.184.215.14/x" })).await, 404, "not_found").await;
+    }
+}
