@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::{Host, Url};
 
 use super::failure::{LookupFailed, RefusedAddress, describe};
-use crate::domain::forbidden_reason;
+use crate::domain::{CustomHeaders, forbidden_reason, mask};
 
 /// At most this much of a response body is read; the rest is dropped with the connection.
 const MAX_READ_BYTES: usize = 64 * 1024;
@@ -191,13 +191,19 @@ async fn read_excerpt(mut response: reqwest::Response) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// The headers of an attempt as the delivery log keeps them: a JSON object, name to value.
-pub fn headers_json(headers: &HeaderMap) -> String {
+/// The headers of an attempt as the delivery log keeps them: a JSON object, name to value,
+/// with the tenant's own headers masked as reads show them.
+pub fn headers_json(headers: &HeaderMap, custom: &CustomHeaders) -> String {
     let map: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value.into())
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let shown = if custom.contains(name.as_str()) {
+                mask(&value)
+            } else {
+                value.into_owned()
+            };
+            (name.as_str().to_owned(), shown.into())
         })
         .collect();
     serde_json::Value::Object(map).to_string()

@@ -53,6 +53,7 @@ impl Replayer {
         let secrets = SigningSecrets {
             current: webhook.secret,
             previous: None,
+            headers: webhook.labels.headers,
         };
         let message = Message {
             id: delivery,
@@ -60,7 +61,7 @@ impl Replayer {
             body: details.payload.as_bytes(),
         };
         let headers = signed_headers(&message, &secrets, self.clock.now().timestamp());
-        let request_headers = headers_json(&headers);
+        let request_headers = headers_json(&headers, &secrets.headers);
         let started = Instant::now();
         let outcome = self
             .client

@@ -3,7 +3,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use sha2::Sha256;
 
 use crate::delivery::client::headers;
@@ -40,7 +40,7 @@ pub fn signed_headers(
             body,
         ));
     }
-    headers(&[
+    let mut signed = headers(&[
         ("content-type", "application/json".to_owned()),
         ("user-agent", USER_AGENT.to_owned()),
         ("x-devtune-signature", devtune_signature(key, body)),
@@ -49,7 +49,17 @@ pub fn signed_headers(
         ("webhook-id", message_id),
         ("webhook-timestamp", timestamp.to_string()),
         ("webhook-signature", standard_signatures),
-    ])
+    ]);
+    // Checked when they were set: valid names and values, none of the ones above.
+    for (name, value) in secrets.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            signed.insert(name, value);
+        }
+    }
+    signed
 }
 
 type HmacSha256 = Hmac<Sha256>;

@@ -5,6 +5,7 @@
 mod address;
 mod api_key;
 mod audit;
+mod custom_headers;
 mod delivery;
 mod endpoint_health;
 mod endpoint_url;
@@ -13,6 +14,7 @@ mod fanout;
 mod filters;
 mod idempotency;
 mod ids;
+mod labels;
 mod name;
 mod rate;
 mod retry;
@@ -22,6 +24,7 @@ mod secret;
 pub use address::forbidden_reason;
 pub use api_key::ApiKey;
 pub use audit::{Actor, AuditEntry, Channel};
+pub use custom_headers::{CustomHeaders, mask};
 pub use delivery::{
     Answer, AttemptResult, Before, Decision, DeliveryStatus, Hold, Pressure, RetryAfter,
     adapt_concurrency, after, decide,
@@ -35,6 +38,7 @@ pub use fanout::{Published, Subscriber, filters_accept, plan_fanout, subscriptio
 pub use filters::Filters;
 pub use idempotency::event_fingerprint;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
+pub use labels::{Metadata, check_description};
 pub use name::Name;
 pub use rate::{RATE_LOOKAHEAD, rate_slots};
 pub use retry::{

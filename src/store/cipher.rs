@@ -10,7 +10,7 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
 use super::{StoreError, StoreResult};
-use crate::domain::WebhookSecret;
+use crate::domain::{CustomHeaders, WebhookSecret};
 
 const PREFIX: &str = "enc:v1:";
 
@@ -23,11 +23,12 @@ pub struct MissingKey {
 }
 
 /// What signs a webhook's attempts: its secret and, during a rotation's grace period, the one
-/// before it.
+/// before it; and the tenant's own headers, sealed the same way.
 #[derive(Debug, Clone)]
 pub struct SigningSecrets {
     pub current: WebhookSecret,
     pub previous: Option<WebhookSecret>,
+    pub headers: CustomHeaders,
 }
 
 /// One 32-byte key and the id derived from it.
@@ -96,14 +97,19 @@ impl SecretCipher {
 
     /// The stored form of a secret.
     pub fn seal(&self, secret: &WebhookSecret) -> String {
+        self.seal_text(secret.expose())
+    }
+
+    /// The stored form of any text that may hold credentials, sealed as secrets are.
+    pub fn seal_text(&self, plain: &str) -> String {
         let Some(key) = &self.current else {
-            return secret.expose().to_owned();
+            return plain.to_owned();
         };
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
         let sealed = key
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), secret.expose().as_bytes())
+            .encrypt(Nonce::from_slice(&nonce), plain.as_bytes())
             .expect("AES-GCM encrypts any input of this size");
         let mut blob = nonce.to_vec();
         blob.extend(sealed);
@@ -112,8 +118,13 @@ impl SecretCipher {
 
     /// A secret from its stored form, sealed or (from before a key was set) plain.
     pub fn open(&self, stored: &str) -> StoreResult<WebhookSecret> {
+        self.open_text(stored).map(WebhookSecret::from_stored)
+    }
+
+    /// Text from its stored form, sealed or (from before a key was set) plain.
+    pub fn open_text(&self, stored: &str) -> StoreResult<String> {
         let Some(rest) = stored.strip_prefix(PREFIX) else {
-            return Ok(WebhookSecret::from_stored(stored.to_owned()));
+            return Ok(stored.to_owned());
         };
         let (key_id, encoded) = rest
             .split_once(':')
@@ -142,7 +153,6 @@ impl SecretCipher {
             .decrypt(Nonce::from_slice(nonce), sealed)
             .map_err(|_| StoreError::corrupt("a sealed secret that does not decrypt"))?;
         String::from_utf8(plain)
-            .map(WebhookSecret::from_stored)
             .map_err(|_| StoreError::corrupt("a sealed secret that is not text"))
     }
 
@@ -152,7 +162,13 @@ impl SecretCipher {
         &self,
         secret: &str,
         previous: Option<&str>,
+        headers: Option<&str>,
     ) -> StoreResult<Result<SigningSecrets, MissingKey>> {
+        let headers = match headers.map(|h| self.open_headers(h)).transpose() {
+            Ok(headers) => headers.unwrap_or_default(),
+            Err(StoreError::MissingKey(missing)) => return Ok(Err(missing)),
+            Err(other) => return Err(other),
+        };
         let current = match self.open(secret) {
             Ok(current) => current,
             Err(StoreError::MissingKey(missing)) => return Ok(Err(missing)),
@@ -164,7 +180,16 @@ impl SecretCipher {
             Err(StoreError::MissingKey(_)) => None,
             Err(other) => return Err(other),
         };
-        Ok(Ok(SigningSecrets { current, previous }))
+        Ok(Ok(SigningSecrets {
+            current,
+            previous,
+            headers,
+        }))
+    }
+
+    /// A webhook's custom headers from their stored form.
+    pub fn open_headers(&self, stored: &str) -> StoreResult<CustomHeaders> {
+        CustomHeaders::from_json(&self.open_text(stored)?).map_err(StoreError::corrupt)
     }
 
     /// Whether a stored secret is already sealed with the current key (or needs no key).
@@ -235,7 +260,10 @@ mod tests {
         let (sealed_lost, sealed_kept) = (old.seal(&lost), new.seal(&kept));
         let key_id = old.current.as_ref().unwrap().id.clone();
 
-        let missing = new.open_signing(&sealed_lost, None).unwrap().unwrap_err();
+        let missing = new
+            .open_signing(&sealed_lost, None, None)
+            .unwrap()
+            .unwrap_err();
         assert_eq!(
             missing,
             MissingKey {
@@ -247,13 +275,15 @@ mod tests {
             Err(StoreError::MissingKey(MissingKey { key_id: id })) if id == key_id
         ));
 
-        let rotated = new.open_signing(&sealed_kept, Some(&sealed_lost)).unwrap();
+        let rotated = new
+            .open_signing(&sealed_kept, Some(&sealed_lost), None)
+            .unwrap();
         let rotated = rotated.expect("the current secret still signs");
         assert_eq!(rotated.current, kept);
         assert!(rotated.previous.is_none());
 
         assert!(
-            new.open_signing("enc:v1:nokeyid", None).is_err(),
+            new.open_signing("enc:v1:nokeyid", None, None).is_err(),
             "corruption stays an error"
         );
     }

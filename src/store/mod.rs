@@ -29,7 +29,7 @@ pub use records::{
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
     Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
     NewWebhook, QueueDepth, Recorded, RecordedBatch, RecoverFilter, Recovery, SecretRotation,
-    Webhook, WebhookChanges, WebhookLimits, WebhookStats, WebhookTarget,
+    Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats, WebhookTarget,
 };
 pub use sqlite::SqliteStore;
 

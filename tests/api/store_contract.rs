@@ -127,6 +127,7 @@ pub(crate) fn new_webhook(events: &[&str]) -> NewWebhook {
         secret: WebhookSecret::generate(),
         created_at: Utc::now(),
         limits: Default::default(),
+        labels: Default::default(),
     }
 }
 
@@ -251,6 +252,9 @@ backend_tests! {
             rate_limit: None,
             max_concurrency: None,
             paused: None,
+            description: None,
+            metadata: None,
+            headers: None,
             updated_at: Utc::now(),
         };
         let updated = store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await.unwrap();
@@ -269,7 +273,7 @@ backend_tests! {
         let rotation = SecretRotation { secret: WebhookSecret::generate(), previous_valid_until: None, at: Utc::now() };
         let rotate = store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
-        let changes = WebhookChanges { url: None, events: None, filters: None, retry_schedule: None, rate_limit: None, max_concurrency: None, paused: None, updated_at: Utc::now() };
+        let changes = WebhookChanges { url: None, events: None, filters: None, retry_schedule: None, rate_limit: None, max_concurrency: None, paused: None, description: None, metadata: None, headers: None, updated_at: Utc::now() };
         assert!(matches!(store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await, Err(StoreError::NotFound(_))));
     }
 

@@ -29,7 +29,7 @@ backend_tests! {
         let data = &body["data"];
         assert_eq!(
             keys(data),
-            ["createdAt", "events", "id", "isActive", "secret", "updatedAt", "url"]
+            ["createdAt", "description", "events", "id", "isActive", "metadata", "secret", "updatedAt", "url"]
         );
         assert!(data["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
         assert_eq!(data["url"], DOC_URL);
@@ -84,7 +84,10 @@ backend_tests! {
         for item in listed {
             assert_eq!(
                 keys(item),
-                ["createdAt", "enabled", "events", "id", "isActive", "pausedAt", "updatedAt", "url"]
+                [
+                    "createdAt", "description", "enabled", "events", "id", "isActive", "metadata",
+                    "pausedAt", "updatedAt", "url"
+                ]
             );
             assert_eq!((&item["enabled"], &item["pausedAt"]), (&json!(true), &Value::Null));
             assert_eq!(item["isActive"], true);
@@ -249,13 +252,15 @@ backend_tests! {
         assert_eq!(
             keys(data),
             [
-                "createdAt", "deletedAt", "disabledAt", "disabledReason", "effectiveConcurrency",
-                "enabled", "events", "filters", "id", "isActive", "lastModifiedBy",
-                "lastModifiedVia", "maxConcurrency", "pausedAt", "rateLimit", "retrySchedule",
-                "secretPreview", "stats", "throttledUntil", "updatedAt", "url"
+                "createdAt", "deletedAt", "description", "disabledAt", "disabledReason",
+                "effectiveConcurrency", "enabled", "events", "filters", "headers", "id", "isActive",
+                "lastModifiedBy", "lastModifiedVia", "maxConcurrency", "metadata", "pausedAt",
+                "rateLimit", "retrySchedule", "secretPreview", "stats", "throttledUntil",
+                "updatedAt", "url"
             ]
         );
         assert_eq!(data["filters"], json!({}));
+        assert_eq!((&data["description"], &data["metadata"], &data["headers"]), (&Value::Null, &json!({}), &json!({})));
         let defaults = [&data["retrySchedule"], &data["rateLimit"], &data["maxConcurrency"], &data["throttledUntil"]];
         assert!(defaults.iter().all(|v| v.is_null()), "{data}");
         assert_eq!(data["effectiveConcurrency"], app.config.delivery.endpoint_concurrency);
@@ -296,6 +301,7 @@ backend_tests! {
                 secret: hookrelay::domain::WebhookSecret::generate(),
                 created_at: a_second_ago,
                 limits: Default::default(),
+                labels: Default::default(),
             },
             25,
             crate::common::cli_audit("webhook.created"),

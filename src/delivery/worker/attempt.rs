@@ -138,7 +138,7 @@ impl Attempts {
                     body: claim.payload.as_bytes(),
                 };
                 let headers = signed_headers(&message, secrets, started_at.timestamp());
-                let sent = headers_json(&headers);
+                let sent = headers_json(&headers, &secrets.headers);
                 let outcome = self
                     .client
                     .send(&claim.url, headers, claim.payload.as_bytes().to_vec())

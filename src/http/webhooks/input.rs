@@ -9,7 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::limits::{LimitsInput, check_limits};
-use crate::domain::{EndpointUrl, EventTypes, FieldError, Filters, forbidden_reason, redact_query};
+use crate::domain::{
+    CustomHeaders, EndpointUrl, EventTypes, FieldError, Filters, Metadata, forbidden_reason,
+    redact_query,
+};
 use crate::http::AppState;
 use crate::http::errors::ApiError;
 use crate::http::extract::present;
@@ -32,6 +35,12 @@ pub struct WebhookInput {
     rate_limit: Option<Value>,
     #[serde(default, rename = "maxConcurrency", deserialize_with = "present")]
     max_concurrency: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    metadata: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    headers: Option<Value>,
 }
 
 /// What an update asks to change, for the audit log.
@@ -50,6 +59,7 @@ pub(super) fn requested(checked: &CheckedInput) -> Value {
     if let Some(enabled) = checked.enabled {
         requested.insert("enabled".into(), json!(enabled));
     }
+    checked.labels.describe(&mut requested);
     checked.limits.describe(&mut requested);
     requested.into()
 }
@@ -61,6 +71,71 @@ pub(super) struct CheckedInput {
     pub filters: Option<Filters>,
     pub limits: LimitsInput,
     pub enabled: Option<bool>,
+    pub labels: LabelsInput,
+}
+
+/// The description, metadata and custom headers a body sets; `None` leaves each as it is.
+#[derive(Default)]
+pub(super) struct LabelsInput {
+    /// `Some(None)` removes the description.
+    pub description: Option<Option<String>>,
+    pub metadata: Option<Metadata>,
+    pub headers: Option<CustomHeaders>,
+}
+
+impl LabelsInput {
+    /// What the audit log keeps: custom header names, never their values.
+    pub(super) fn describe(&self, requested: &mut serde_json::Map<String, Value>) {
+        if let Some(description) = &self.description {
+            requested.insert("description".into(), json!(description));
+        }
+        if let Some(metadata) = &self.metadata {
+            requested.insert("metadata".into(), json!(metadata.entries()));
+        }
+        if let Some(headers) = &self.headers {
+            let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+            requested.insert("headers".into(), json!(names));
+        }
+    }
+}
+
+fn check_description(value: Option<&Value>) -> FieldCheck<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(text)) => crate::domain::check_description(text)
+            .map(|text| Some(Some(text).filter(|t| !t.is_empty()))),
+        Some(_) => Err("must be a string or null".into()),
+    }
+}
+
+/// A JSON object whose values are all strings.
+fn string_pairs<'a>(value: &'a Value, what: &str) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let shape = || format!("must be an object of {what}");
+    value
+        .as_object()
+        .ok_or_else(shape)?
+        .iter()
+        .map(|(key, value)| value.as_str().map(|v| (key.as_str(), v)).ok_or_else(shape))
+        .collect()
+}
+
+fn check_metadata(value: Option<&Value>) -> FieldCheck<Metadata> {
+    match value {
+        None => Ok(None),
+        Some(value) => {
+            Metadata::parse(string_pairs(value, "string keys and string values")?).map(Some)
+        }
+    }
+}
+
+fn check_headers(value: Option<&Value>) -> FieldCheck<CustomHeaders> {
+    match value {
+        None => Ok(None),
+        Some(value) => {
+            CustomHeaders::parse(string_pairs(value, "header names and string values")?).map(Some)
+        }
+    }
 }
 
 /// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
@@ -150,11 +225,15 @@ pub(super) async fn check_input(
         && input.enabled.is_none()
         && input.retry_schedule.is_none()
         && input.rate_limit.is_none()
-        && input.max_concurrency.is_none();
+        && input.max_concurrency.is_none()
+        && input.description.is_none()
+        && input.metadata.is_none()
+        && input.headers.is_none();
     if partial && changes_nothing {
         errors.push(FieldError::new(
             "body",
-            "give url, events, filters, enabled, retrySchedule, rateLimit or maxConcurrency to change",
+            "give url, events, filters, enabled, retrySchedule, rateLimit, maxConcurrency, \
+             description, metadata or headers to change",
         ));
     }
     let url = check_url(state, input.url.as_ref(), partial).await;
@@ -176,6 +255,23 @@ pub(super) async fn check_input(
             check_enabled(input.enabled.as_ref(), partial),
             &mut errors,
         ),
+        labels: LabelsInput {
+            description: keep(
+                "description",
+                check_description(input.description.as_ref()),
+                &mut errors,
+            ),
+            metadata: keep(
+                "metadata",
+                check_metadata(input.metadata.as_ref()),
+                &mut errors,
+            ),
+            headers: keep(
+                "headers",
+                check_headers(input.headers.as_ref()),
+                &mut errors,
+            ),
+        },
     };
     if errors.is_empty() {
         Ok(checked)

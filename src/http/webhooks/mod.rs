@@ -21,7 +21,7 @@ use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
 use super::wire::Envelope;
 use crate::domain::{FieldError, WebhookId, WebhookSecret, redact_query};
-use crate::store::{NewWebhook, SecretRotation, WebhookChanges};
+use crate::store::{NewWebhook, SecretRotation, WebhookChanges, WebhookLabels};
 pub use input::WebhookInput;
 use input::{check_input, requested};
 pub use views::{
@@ -69,6 +69,11 @@ pub async fn create_webhook(
         secret: WebhookSecret::generate(),
         created_at: now,
         limits: checked.limits.for_new_webhook(),
+        labels: WebhookLabels {
+            description: checked.labels.description.clone().flatten(),
+            metadata: checked.labels.metadata.clone().unwrap_or_default(),
+            headers: checked.labels.headers.clone().unwrap_or_default(),
+        },
     };
     let limit = state.settings.max_webhooks_per_project;
     let mut changes = json!({
@@ -78,6 +83,7 @@ pub async fn create_webhook(
     });
     if let Some(changes) = changes.as_object_mut() {
         checked.limits.describe(changes);
+        checked.labels.describe(changes);
     }
     let audit = auth.audit("webhook.created", new.id, changes, now);
     let webhook = state
@@ -154,6 +160,9 @@ pub async fn update_webhook(
         rate_limit: checked.limits.rate_limit,
         max_concurrency: checked.limits.max_concurrency,
         paused: checked.enabled.map(|enabled| !enabled),
+        description: checked.labels.description,
+        metadata: checked.labels.metadata,
+        headers: checked.labels.headers,
         updated_at: now,
     };
     let webhook = state

@@ -18,6 +18,8 @@ pub struct WebhookView {
     is_active: bool,
     created_at: ApiTime,
     updated_at: ApiTime,
+    description: Option<String>,
+    metadata: BTreeMap<String, String>,
 }
 
 impl WebhookView {
@@ -40,6 +42,8 @@ impl From<&Webhook> for WebhookView {
             is_active: webhook.is_active,
             created_at: ApiTime(webhook.created_at),
             updated_at: ApiTime(webhook.updated_at),
+            description: webhook.labels.description.clone(),
+            metadata: webhook.labels.metadata.entries().clone(),
         }
     }
 }
@@ -107,6 +111,8 @@ pub struct WebhookDetails {
     last_modified_by: Option<String>,
     last_modified_via: Option<String>,
     secret_preview: String,
+    /// The custom headers, each value masked to its last 4 characters.
+    headers: BTreeMap<String, String>,
     stats: StatsView,
     /// The webhook's own schedule in seconds; null means the service's.
     retry_schedule: Option<Vec<u64>>,
@@ -164,6 +170,7 @@ impl WebhookDetails {
             last_modified_by: webhook.last_modified_by.clone(),
             last_modified_via: webhook.last_modified_via.clone(),
             secret_preview: webhook.secret.preview(),
+            headers: webhook.labels.headers.masked(),
             stats: (&webhook.stats).into(),
             retry_schedule: limits.retry_schedule.as_ref().map(|s| s.to_seconds()),
             rate_limit: limits.rate_limit,

@@ -28,7 +28,7 @@ const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 /// signs while its grace period lasts, and a throttled or rate-limited webhook's deliveries
 /// wait in the queue (`$3` is the event's time).
 const TARGET_COLUMNS: &str = "w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
-     then w.previous_secret end as previous_secret, w.filters::text as filters, \
+     then w.previous_secret end as previous_secret, w.custom_headers, w.filters::text as filters, \
      w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= $3) as direct, \
      w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
 

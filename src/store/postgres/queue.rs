@@ -24,7 +24,7 @@ const CLAIM_COLUMNS: &str = "d.id, d.project_id, d.webhook_id, d.event_id, e.eve
      e.payload, w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
      then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
      w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency, \
-     w.rate_limit";
+     w.rate_limit, w.custom_headers";
 
 impl PostgresStore {
     /// Gives each claimed delivery of a rate-limited webhook its send slot, taking the slots
@@ -123,11 +123,11 @@ impl QueueStore for PostgresStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<WebhookTarget>> {
-        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+        let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
             "update deliveries d set lease_until = $3, next_attempt_at = $3 from webhooks w \
              where d.id = $1 and d.lease_token = $2 and d.status = 'pending' \
              and w.id = d.webhook_id and w.is_active returning w.url, w.secret, \
-             case when w.previous_secret_until > $4 then w.previous_secret end",
+             case when w.previous_secret_until > $4 then w.previous_secret end, w.custom_headers",
         )
         .bind(id.as_uuid())
         .bind(lease_token)
@@ -135,8 +135,14 @@ impl QueueStore for PostgresStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(url, secret, previous)| {
-            WebhookTarget::opened(&self.cipher, url, &secret, previous.as_deref())
+        row.map(|(url, secret, previous, headers)| {
+            WebhookTarget::opened(
+                &self.cipher,
+                url,
+                &secret,
+                previous.as_deref(),
+                headers.as_deref(),
+            )
         })
         .transpose()
     }

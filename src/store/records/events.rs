@@ -123,6 +123,7 @@ pub(crate) struct TargetCandidate {
     url: String,
     secret: String,
     previous_secret: Option<String>,
+    custom_headers: Option<String>,
     filters: String,
     /// False when the webhook's deliveries must wait in the queue for a claim: a rate limit
     /// hands out send slots there, and a throttling receiver's hold is kept there.
@@ -144,6 +145,7 @@ impl TargetCandidate {
             url: self.url,
             secret: self.secret,
             previous_secret: self.previous_secret,
+            custom_headers: self.custom_headers,
             direct: self.direct,
             flow: FlowColumns {
                 failures: Int(0),
@@ -210,6 +212,7 @@ pub(crate) struct TargetRow {
     url: String,
     secret: String,
     previous_secret: Option<String>,
+    custom_headers: Option<String>,
     direct: bool,
     flow: FlowColumns,
 }
@@ -233,6 +236,7 @@ impl TargetRow {
             url: self.url,
             secret: self.secret,
             previous_secret: self.previous_secret,
+            custom_headers: self.custom_headers,
             attempt_count: Int(0),
             flow: self.flow,
             rate_limit: None,

@@ -16,8 +16,8 @@ pub use queue::{
 };
 pub use tenants::{ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject};
 pub use webhooks::{
-    AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookLimits,
-    WebhookStats,
+    AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookLabels,
+    WebhookLimits, WebhookStats,
 };
 
 pub(crate) use events::{
@@ -29,4 +29,6 @@ pub(crate) use queue::{
     schedule_to_json, storable,
 };
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
-pub(crate) use webhooks::{AuditRow, WebhookRow, filters_from_json, filters_to_json};
+pub(crate) use webhooks::{
+    AuditRow, WebhookRow, filters_from_json, filters_to_json, stored_headers,
+};

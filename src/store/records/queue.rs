@@ -52,6 +52,7 @@ pub(crate) struct ClaimRow {
     pub url: String,
     pub secret: String,
     pub previous_secret: Option<String>,
+    pub custom_headers: Option<String>,
     pub attempt_count: Int,
     #[sqlx(flatten)]
     pub flow: FlowColumns,
@@ -109,7 +110,11 @@ impl ClaimRow {
             event_type: self.event_type,
             payload: self.payload,
             url: self.url,
-            signing: cipher.open_signing(&self.secret, self.previous_secret.as_deref())?,
+            signing: cipher.open_signing(
+                &self.secret,
+                self.previous_secret.as_deref(),
+                self.custom_headers.as_deref(),
+            )?,
             attempt_number: self.attempt_count.to::<u32>() + 1,
             lease_token: token,
             before: self.flow.before(),
@@ -314,10 +319,11 @@ impl WebhookTarget {
         url: String,
         secret: &str,
         previous: Option<&str>,
+        headers: Option<&str>,
     ) -> StoreResult<Self> {
         Ok(Self {
             url,
-            signing: cipher.open_signing(secret, previous)?,
+            signing: cipher.open_signing(secret, previous, headers)?,
         })
     }
 }

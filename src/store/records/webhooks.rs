@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use super::queue::schedule_from_json;
 use crate::domain::{
-    EndpointUrl, EventType, EventTypes, Filters, ProjectId, RetrySchedule, WebhookId, WebhookSecret,
+    CustomHeaders, EndpointUrl, EventType, EventTypes, Filters, Metadata, ProjectId, RetrySchedule,
+    WebhookId, WebhookSecret,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, TextList, Time};
@@ -20,6 +21,15 @@ pub struct NewWebhook {
     pub secret: WebhookSecret,
     pub created_at: DateTime<Utc>,
     pub limits: WebhookLimits,
+    pub labels: WebhookLabels,
+}
+
+/// What the tenant writes about a webhook and adds to its requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookLabels {
+    pub description: Option<String>,
+    pub metadata: Metadata,
+    pub headers: CustomHeaders,
 }
 
 /// What a tenant sets about how a webhook is delivered to; `None` is the service's default.
@@ -42,6 +52,10 @@ pub struct WebhookChanges {
     pub max_concurrency: Option<Option<u32>>,
     /// `Some(true)` pauses the webhook, `Some(false)` resumes it.
     pub paused: Option<bool>,
+    /// `Some(None)` removes the description.
+    pub description: Option<Option<String>>,
+    pub metadata: Option<Metadata>,
+    pub headers: Option<CustomHeaders>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -88,6 +102,7 @@ pub struct Webhook {
     pub effective_concurrency: Option<u32>,
     /// Since when the tenant has paused it; no attempt starts meanwhile.
     pub paused_at: Option<DateTime<Utc>>,
+    pub labels: WebhookLabels,
 }
 
 /// When and why endpoint health disabled a webhook.
@@ -126,6 +141,9 @@ pub(crate) struct WebhookRow {
     throttled_until: Option<Time>,
     effective_concurrency: Option<Int>,
     paused_at: Option<Time>,
+    description: Option<String>,
+    metadata: String,
+    custom_headers: Option<String>,
 }
 
 impl WebhookRow {
@@ -177,8 +195,23 @@ impl WebhookRow {
             throttled_until: row.throttled_until.map(|t| t.0),
             effective_concurrency: row.effective_concurrency.map(Int::to),
             paused_at: row.paused_at.map(|t| t.0),
+            labels: WebhookLabels {
+                description: row.description,
+                metadata: Metadata::from_json(&row.metadata).map_err(StoreError::corrupt)?,
+                headers: row
+                    .custom_headers
+                    .as_deref()
+                    .map(|h| cipher.open_headers(h))
+                    .transpose()?
+                    .unwrap_or_default(),
+            },
         })
     }
+}
+
+/// Custom headers as stored: sealed JSON, or nothing when there are none.
+pub(crate) fn stored_headers(cipher: &SecretCipher, headers: &CustomHeaders) -> Option<String> {
+    (!headers.is_empty()).then(|| cipher.seal_text(&headers.to_json()))
 }
 
 /// Filters are stored as a JSON object of `key: "value1,value2"`, as the API writes them.

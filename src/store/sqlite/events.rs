@@ -25,7 +25,7 @@ const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 fn target_columns(at: &str) -> String {
     format!(
         "w.id, w.url, w.secret, case when w.previous_secret_until > {at} \
-         then w.previous_secret end as previous_secret, w.filters, \
+         then w.previous_secret end as previous_secret, w.custom_headers, w.filters, \
          w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= {at}) \
          as direct, w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
          w.effective_concurrency"

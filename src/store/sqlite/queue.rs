@@ -96,7 +96,7 @@ impl QueueStore for SqliteStore {
              w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $2 \
              then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
              w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
-             w.effective_concurrency, w.rate_limit from deliveries d \
+             w.effective_concurrency, w.rate_limit, w.custom_headers from deliveries d \
              join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
              where d.lease_token = $1 order by d.next_attempt_at, d.id",
         )
@@ -130,9 +130,14 @@ impl QueueStore for SqliteStore {
         .await?;
         let target = match renewed {
             Some((webhook,)) => {
-                let (url, secret, previous): (String, String, Option<String>) = sqlx::query_as(
+                let (url, secret, previous, headers): (
+                    String,
+                    String,
+                    Option<String>,
+                    Option<String>,
+                ) = sqlx::query_as(
                     "select url, secret, case when previous_secret_until > $2 \
-                     then previous_secret end from webhooks where id = $1",
+                     then previous_secret end, custom_headers from webhooks where id = $1",
                 )
                 .bind(webhook)
                 .bind(millis(now))
@@ -143,6 +148,7 @@ impl QueueStore for SqliteStore {
                     url,
                     &secret,
                     previous.as_deref(),
+                    headers.as_deref(),
                 )?)
             }
             None => None,

@@ -6,7 +6,9 @@ use uuid::Uuid;
 use super::insert_audit;
 use super::{SqliteStore, millis, to_json_list};
 use crate::domain::{AuditEntry, ProjectId, WebhookId};
-use crate::store::records::{AuditRow, WebhookRow, filters_to_json, schedule_to_json};
+use crate::store::records::{
+    AuditRow, WebhookRow, filters_to_json, schedule_to_json, stored_headers,
+};
 use crate::store::{
     AuditRecord, Entity, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
     WebhookChanges, WebhookStore,
@@ -16,7 +18,8 @@ const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters, secret, is_
      created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
      failed_deliveries, last_success_at, last_failure_at, consecutive_failures, disabled_at, \
      disabled_reason, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
-     max_concurrency, throttled_until, effective_concurrency, paused_at";
+     max_concurrency, throttled_until, effective_concurrency, paused_at, \
+     description, metadata, custom_headers";
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
@@ -39,8 +42,8 @@ impl WebhookStore for SqliteStore {
         let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
              updated_at, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
-             max_concurrency) \
-             values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12) \
+             max_concurrency, description, metadata, custom_headers) \
+             values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              returning {WEBHOOK_COLUMNS}"
         ))
         .bind(new.id.as_uuid())
@@ -55,6 +58,9 @@ impl WebhookStore for SqliteStore {
         .bind(new.limits.retry_schedule.as_ref().map(schedule_to_json))
         .bind(new.limits.rate_limit.map(i64::from))
         .bind(new.limits.max_concurrency.map(i64::from))
+        .bind(&new.labels.description)
+        .bind(new.labels.metadata.to_json())
+        .bind(stored_headers(&self.cipher, &new.labels.headers))
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::missing_parent(e, Entity::Project))?;
@@ -113,7 +119,10 @@ impl WebhookStore for SqliteStore {
              max_concurrency = case when $13 then $14 else max_concurrency end, \
              effective_concurrency = case when $13 then null else effective_concurrency end, \
              paused_at = case when $15 is null then paused_at when $15 then coalesce(paused_at, $6) \
-                         else null end \
+                         else null end, \
+             description = case when $16 then $17 else description end, \
+             metadata = coalesce($18, metadata), \
+             custom_headers = case when $19 then $20 else custom_headers end \
              where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())
@@ -141,6 +150,16 @@ impl WebhookStore for SqliteStore {
         .bind(changes.max_concurrency.is_some())
         .bind(changes.max_concurrency.flatten().map(i64::from))
         .bind(changes.paused)
+        .bind(changes.description.is_some())
+        .bind(changes.description.clone().flatten())
+        .bind(changes.metadata.as_ref().map(|m| m.to_json()))
+        .bind(changes.headers.is_some())
+        .bind(
+            changes
+                .headers
+                .as_ref()
+                .and_then(|h| stored_headers(&self.cipher, h)),
+        )
         .fetch_optional(&mut *tx)
         .await?;
         let webhook = row

@@ -542,27 +542,38 @@ pub fn keys(value: &Value) -> Vec<String> {
 
 /// A webhook's `secret` column exactly as stored, read past the application.
 pub async fn stored_secret_column(database_url: &str, webhook: uuid::Uuid) -> String {
-    if database_url.starts_with("sqlite:") {
+    stored_webhook_column(database_url, webhook, "secret")
+        .await
+        .expect("every webhook has a secret")
+}
+
+/// One text column of a webhook's row exactly as stored, read past the application.
+pub async fn stored_webhook_column(
+    database_url: &str,
+    webhook: uuid::Uuid,
+    column: &str,
+) -> Option<String> {
+    let sql = format!("select {column} from webhooks where id = $1");
+    let (value,): (Option<String>,) = if database_url.starts_with("sqlite:") {
         let mut conn = <sqlx::SqliteConnection as Connection>::connect(database_url)
             .await
             .expect("the SQLite file opens");
-        let (secret,): (String,) = sqlx::query_as("select secret from webhooks where id = $1")
+        sqlx::query_as(&sql)
             .bind(webhook)
             .fetch_one(&mut conn)
             .await
-            .expect("the webhook row");
-        secret
+            .expect("the webhook row")
     } else {
         let mut conn = sqlx::PgConnection::connect(database_url)
             .await
             .expect("the database accepts connections");
-        let (secret,): (String,) = sqlx::query_as("select secret from webhooks where id = $1")
+        sqlx::query_as(&sql)
             .bind(webhook)
             .fetch_one(&mut conn)
             .await
-            .expect("the webhook row");
-        secret
-    }
+            .expect("the webhook row")
+    };
+    value
 }
 
 /// The audit entry tests pass when they call the store directly, as the CLI would.

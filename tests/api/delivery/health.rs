@@ -95,6 +95,7 @@ backend_tests! {
                     secret: hookrelay::domain::WebhookSecret::generate(),
                     created_at: chrono::Utc::now(),
                     limits: Default::default(),
+                    labels: Default::default(),
                 },
                 25,
                 crate::common::cli_audit("webhook.created"),

@@ -3,6 +3,7 @@
 
 mod fanout;
 mod health;
+mod labels;
 mod limits;
 mod log;
 mod pause;
