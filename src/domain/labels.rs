@@ -6,11 +6,20 @@ const MAX_DESCRIPTION_CHARS: usize = 256;
 const MAX_METADATA_ENTRIES: usize = 16;
 const MAX_METADATA_CHARS: usize = 256;
 
+/// Control characters would garble logs and lists, and Postgres cannot store NUL at all.
+fn has_control(text: &str, allow_line_breaks: bool) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !(allow_line_breaks && matches!(c, '\n' | '\r' | '\t')))
+}
+
 pub fn check_description(text: &str) -> Result<String, String> {
     if text.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(format!(
             "must be at most {MAX_DESCRIPTION_CHARS} characters"
         ));
+    }
+    if has_control(text, true) {
+        return Err("must not contain control characters other than line breaks and tabs".into());
     }
     Ok(text.to_owned())
 }
@@ -30,6 +39,9 @@ impl Metadata {
                 return Err(format!(
                     "the value of {key:?} is longer than {MAX_METADATA_CHARS} characters"
                 ));
+            }
+            if has_control(key, false) || has_control(value, false) {
+                return Err("keys and values must not contain control characters".into());
             }
             map.insert(key.to_owned(), value.to_owned());
         }
@@ -69,6 +81,10 @@ mod tests {
             (0..17).map(|n| (format!("k{n}"), "v".into())).collect();
         assert!(Metadata::parse(seventeen.iter().map(|(k, v)| (k.as_str(), v.as_str()))).is_err());
         assert!(Metadata::parse([("", "v")]).is_err());
+        assert!(check_description("two\nlines\tok").is_ok());
+        assert!(check_description("nul\0").is_err());
+        assert!(Metadata::parse([("k", "a\u{1b}[31m")]).is_err());
+        assert!(Metadata::parse([("k\0", "v")]).is_err());
         assert!(Metadata::parse([("k", "v".repeat(257).as_str())]).is_err());
     }
 }

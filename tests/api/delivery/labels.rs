@@ -75,6 +75,8 @@ backend_tests! {
             (json!({ "description": "d".repeat(257) }), "description"),
             (json!({ "metadata": many }), "metadata"),
             (json!({ "metadata": { "k": 1 } }), "metadata"),
+            (json!({ "description": "nul\u{0}byte" }), "description"),
+            (json!({ "metadata": { "k": "nul\u{0}" } }), "metadata"),
         ];
         for (extra, field) in cases {
             let mut body = json!({ "url": url, "events": ["action.created"] });
