@@ -325,6 +325,7 @@ function openWebhookForm(webhook) {
   $('webhook-dialog-title').textContent = webhook ? 'Edit webhook' : 'Create Webhook';
   $('webhook-submit').textContent = webhook ? 'Save changes' : 'Create Webhook';
   $('webhook-url').value = webhook ? webhook.url : '';
+  $('webhook-description').value = webhook && webhook.description ? webhook.description : '';
   $('webhook-rate-limit').value = webhook && webhook.rateLimit != null ? String(webhook.rateLimit) : '';
   $('webhook-max-concurrency').value =
     webhook && webhook.maxConcurrency != null ? String(webhook.maxConcurrency) : '';
@@ -334,9 +335,10 @@ function openWebhookForm(webhook) {
   $('webhook-url').focus();
 }
 
-const FORM_ERRORS = ['url-error', 'events-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
+const FORM_ERRORS = ['url-error', 'events-error', 'description-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
 const FIELD_ERRORS = {
-  url: 'url-error', events: 'events-error', rateLimit: 'rate-limit-error', maxConcurrency: 'max-concurrency-error',
+  url: 'url-error', events: 'events-error', description: 'description-error',
+  rateLimit: 'rate-limit-error', maxConcurrency: 'max-concurrency-error',
 };
 
 /** An optional whole number within bounds: null when empty, NaN when not acceptable. */
@@ -379,7 +381,9 @@ $('webhook-form').addEventListener('submit', async (event) => {
   if (errors.rateLimit) { $('webhook-rate-limit').focus(); return; }
   if (errors.maxConcurrency) { $('webhook-max-concurrency').focus(); return; }
   const editing = state.editing;
-  const body = { url, events, ...limits };
+  const description = $('webhook-description').value.trim();
+  // On an edit, an emptied field removes the description; on a create it is simply left out.
+  const body = { url, events, ...limits, ...(description || editing ? { description: description || null } : {}) };
   try {
     const answer = editing
       ? await api(projectPath(`/webhooks/${editing.id}`), { method: 'PATCH', body })
@@ -464,10 +468,15 @@ async function openWebhook(id, { keepLog = false } = {}) {
       : w.pausedAt
         ? [statusBadge(w), ` since ${formatTime(w.pausedAt)}: events queue up and go out, oldest first, when it resumes.`]
         : statusBadge(w)],
+    ...(w.description ? [['Description', w.description]] : []),
     ['Events', w.events.join(', ')],
     ['Filters', Object.keys(w.filters || {}).length
       ? Object.entries(w.filters).map(([k, v]) => `${k} = ${v}`).join('; ') : 'none'],
     ['Secret', w.secretPreview],
+    ...(Object.keys(w.metadata || {}).length
+      ? [['Metadata', Object.entries(w.metadata).map(([k, v]) => `${k} = ${v}`).join('; ')]] : []),
+    ...(Object.keys(w.headers || {}).length
+      ? [['Headers', Object.entries(w.headers).map(([k, v]) => `${k}: ${v}`).join('; ')]] : []),
     ['Created', formatTime(w.createdAt)],
     ['Deliveries', `${w.stats.totalDeliveries} attempts, ${successRate(w.stats)} successful, ${w.stats.consecutiveFailures} failing in a row`],
     ['Webhook id', w.id],

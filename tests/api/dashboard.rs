@@ -141,6 +141,9 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             .await
             .contains("1 to 10000")
     );
+    browser
+        .type_into("#webhook-description", "Orders to the warehouse")
+        .await;
     browser.type_into("#webhook-rate-limit", "5").await;
     browser.type_into("#webhook-max-concurrency", "3").await;
     browser.click("#webhook-submit").await;
@@ -152,6 +155,10 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         (created.limits.rate_limit, created.limits.max_concurrency),
         (Some(5), Some(3)),
         "the form's limits reach the webhook"
+    );
+    assert_eq!(
+        created.labels.description.as_deref(),
+        Some("Orders to the warehouse")
     );
     let secret = browser.value("#secret-value").await;
     assert_eq!(
@@ -224,6 +231,13 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         .await;
     let title = browser.text("#detail-title").await;
     assert!(title.ends_with("/from-dashboard?token=***"), "{title}");
+    assert!(
+        browser
+            .text("#detail-facts")
+            .await
+            .contains("Orders to the warehouse"),
+        "the description from the form"
+    );
 
     // Pause and resume: the webhook's state follows, and the button says what it will do.
     browser.click("#pause-button").await;
