@@ -21,6 +21,15 @@ pub struct Replayed {
     pub request_headers: String,
 }
 
+/// A delivery read for a replay, ready to be signed and sent.
+pub struct Replay {
+    delivery: DeliveryId,
+    event_id: EventId,
+    event_type: String,
+    payload: String,
+    secrets: SigningSecrets,
+}
+
 #[derive(Clone)]
 pub struct Replayer {
     store: Arc<dyn Store>,
@@ -37,41 +46,46 @@ impl Replayer {
         }
     }
 
-    /// Sends the delivery's payload to `url`; `NotFound` when the delivery or its webhook is
-    /// not the project's (a deleted webhook has no secret to sign with).
-    pub async fn replay(
-        &self,
-        project: ProjectId,
-        delivery: DeliveryId,
-        url: &str,
-    ) -> StoreResult<Replayed> {
+    /// Reads the delivery and its webhook's current secret; `NotFound` when either is not the
+    /// project's.
+    pub async fn prepare(&self, project: ProjectId, delivery: DeliveryId) -> StoreResult<Replay> {
         let details = self.store.get_delivery(project, delivery).await?;
         let webhook = self
             .store
             .get_webhook(project, details.summary.webhook_id)
             .await?;
-        let secrets = SigningSecrets {
-            current: webhook.secret,
-            previous: None,
-            headers: webhook.labels.headers,
-        };
+        Ok(Replay {
+            delivery,
+            event_id: details.summary.event_id,
+            event_type: details.summary.event_type,
+            payload: details.payload,
+            secrets: SigningSecrets {
+                current: webhook.secret,
+                previous: None,
+                headers: webhook.labels.headers,
+            },
+        })
+    }
+
+    /// Signs the replay now and sends it to `url`, once.
+    pub async fn send(&self, replay: Replay, url: &str) -> Replayed {
         let message = Message {
-            id: delivery,
-            event_type: &details.summary.event_type,
-            body: details.payload.as_bytes(),
+            id: replay.delivery,
+            event_type: &replay.event_type,
+            body: replay.payload.as_bytes(),
         };
-        let headers = signed_headers(&message, &secrets, self.clock.now().timestamp());
-        let request_headers = headers_json(&headers, &secrets.headers);
+        let headers = signed_headers(&message, &replay.secrets, self.clock.now().timestamp());
+        let request_headers = headers_json(&headers, &replay.secrets.headers);
         let started = Instant::now();
         let outcome = self
             .client
-            .send(url, headers, details.payload.into_bytes())
+            .send(url, headers, replay.payload.into_bytes())
             .await;
-        Ok(Replayed {
-            event_id: details.summary.event_id,
+        Replayed {
+            event_id: replay.event_id,
             outcome,
             duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
             request_headers,
-        })
+        }
     }
 }

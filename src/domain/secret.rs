@@ -27,16 +27,7 @@ impl WebhookSecret {
 
     /// An ellipsis and the last four characters, enough to tell secrets apart.
     pub fn preview(&self) -> String {
-        let tail: String = self
-            .0
-            .chars()
-            .rev()
-            .take(4)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        format!("\u{2026}{tail}")
+        super::mask(&self.0)
     }
 }
 

@@ -9,6 +9,19 @@ use serde::de::DeserializeOwned;
 
 use super::errors::ApiError;
 use super::serve::BodyDeadline;
+use crate::domain::FieldError;
+
+/// A checked field's value, or `None` with the refusal recorded under the field's name, so a
+/// body's every bad field is reported at once.
+pub fn keep_field<T>(
+    field: &str,
+    checked: Result<T, String>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    checked
+        .map_err(|message| errors.push(FieldError::new(field, message)))
+        .ok()
+}
 
 /// Largest body the management API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -13,7 +13,7 @@ use super::AppState;
 use super::auth::{Authorized, WebhooksWrite};
 use super::deliveries::TEST_EVENT;
 use super::errors::ApiError;
-use super::extract::{ApiJson, ApiPath, present};
+use super::extract::{ApiJson, ApiPath, keep_field, present};
 use super::webhooks::WebhookPath;
 use super::wire::Envelope;
 use crate::domain::{DeliveryStatus, EventType, FieldError, WebhookId};
@@ -137,10 +137,7 @@ fn check_webhook_ids(value: Option<&Value>) -> Checked<Option<Vec<WebhookId>>> {
 
 /// Keeps a field's value, or records why it was refused.
 fn keep<T: Default>(field: &str, checked: Checked<T>, errors: &mut Vec<FieldError>) -> T {
-    checked.unwrap_or_else(|message| {
-        errors.push(FieldError::new(field, message));
-        T::default()
-    })
+    keep_field(field, checked, errors).unwrap_or_default()
 }
 
 /// The filter of a call; `webhook` is the one the path names, if any.

@@ -37,16 +37,13 @@ pub async fn replay_delivery(
 ) -> Result<Json<Envelope<TestedView>>, ApiError> {
     let delivery = DeliveryId::from(path.delivery_id);
     // An unknown delivery is answered before the URL's name is looked up.
-    state.store.get_delivery(auth.project_id, delivery).await?;
+    let replay = state.replayer.prepare(auth.project_id, delivery).await?;
     // The same address policy as a webhook's URL, checked here and again at send time.
     let url = check_url(&state, input.url.as_ref(), false)
         .await
         .map_err(|message| ApiError::Validation(vec![FieldError::new("url", message)]))?
         .ok_or_else(|| ApiError::Validation(vec![FieldError::new("url", "is required")]))?;
-    let replayed = state
-        .replayer
-        .replay(auth.project_id, delivery, url.as_str())
-        .await?;
+    let replayed = state.replayer.send(replay, url.as_str()).await;
     let event = replayed.event_id;
     let result = AttemptResultView::replayed(replayed);
     let now = state.clock.now();

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::http::AppState;
 use crate::http::errors::ApiError;
-use crate::http::extract::present;
+use crate::http::extract::{keep_field, present};
 
 #[derive(Deserialize)]
 pub struct WebhookInput {
@@ -200,10 +200,7 @@ fn check_filters(filters: Option<&Value>) -> FieldCheck<Filters> {
 
 /// Keeps a field's value, or records why it was refused.
 fn keep<T>(field: &str, checked: FieldCheck<T>, errors: &mut Vec<FieldError>) -> Option<T> {
-    checked.unwrap_or_else(|message| {
-        errors.push(FieldError::new(field, message));
-        None
-    })
+    keep_field(field, checked, errors).flatten()
 }
 
 /// Checks every field of a create (`partial == false`) or update body, reporting all at once.

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::domain::{FieldError, RetrySchedule};
+use crate::http::extract::keep_field;
 use crate::store::WebhookLimits;
 
 const RATE_LIMIT: (u64, u64) = (1, 10_000);
@@ -90,13 +91,7 @@ pub(super) fn check_limits(
         checked: Option<Result<T, String>>,
         errors: &mut Vec<FieldError>,
     ) -> Option<T> {
-        match checked? {
-            Ok(value) => Some(value),
-            Err(message) => {
-                errors.push(FieldError::new(field, message));
-                None
-            }
-        }
+        keep_field(field, checked?, errors)
     }
     LimitsInput {
         retry_schedule: keep("retrySchedule", retry_schedule.map(schedule), errors),

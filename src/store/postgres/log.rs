@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{PostgresStore, WORK_CHANNEL, insert_audit};
 use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId};
 use crate::store::records::{
-    ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
+    ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
 };
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
@@ -63,7 +63,15 @@ impl DeliveryLogStore for PostgresStore {
         project: ProjectId,
         id: DeliveryId,
     ) -> StoreResult<DeliveryDetails> {
-        let summary = self.summary(project, id).await?;
+        let row: Option<DetailsRow> = sqlx::query_as(&format!(
+            "select {SUMMARY_COLUMNS}, e.payload from deliveries d \
+             join events e on e.id = d.event_id where d.id = $1 and d.project_id = $2"
+        ))
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or(StoreError::NotFound(Entity::Delivery))?;
         let attempts: Vec<AttemptRow> = sqlx::query_as(&format!(
             "select {ATTEMPT_COLUMNS} from delivery_attempts where delivery_id = $1 \
              order by attempt_number"
@@ -71,16 +79,9 @@ impl DeliveryLogStore for PostgresStore {
         .bind(id.as_uuid())
         .fetch_all(&self.pool)
         .await?;
-        let (payload,): (String,) = sqlx::query_as(
-            "select e.payload from deliveries d join events e on e.id = d.event_id \
-             where d.id = $1",
-        )
-        .bind(id.as_uuid())
-        .fetch_one(&self.pool)
-        .await?;
         Ok(DeliveryDetails {
-            summary,
-            payload,
+            summary: row.summary.try_into()?,
+            payload: row.payload,
             attempts: attempts.into_iter().map(Attempt::from).collect(),
         })
     }

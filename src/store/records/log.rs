@@ -178,6 +178,14 @@ pub(crate) struct SummaryRow {
     updated_at: Time,
 }
 
+/// A delivery with the body it sends, as one read of the delivery log gives it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DetailsRow {
+    #[sqlx(flatten)]
+    pub summary: SummaryRow,
+    pub payload: String,
+}
+
 pub(crate) fn status_from_stored(raw: &str) -> StoreResult<DeliveryStatus> {
     DeliveryStatus::parse(raw).ok_or_else(|| StoreError::corrupt(format!("stored status {raw:?}")))
 }

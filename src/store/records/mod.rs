@@ -23,7 +23,7 @@ pub use webhooks::{
 pub(crate) use events::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
 };
-pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, SUMMARY_COLUMNS, SummaryRow};
+pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow};
 pub(crate) use queue::{
     ClaimRow, RUN_COLUMNS, RunRow, into_claims, rate_limited, recorded_outcomes, runs_before,
     schedule_to_json, storable,
