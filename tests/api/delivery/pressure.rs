@@ -372,5 +372,7 @@ async fn a_rate_limit_holds_across_two_instances_on_one_postgres() {
         took >= Duration::from_millis(4_400),
         "100 at 20/s took only {took:?}"
     );
-    assert_no_second_holds_more_than(&arrivals, 22);
+    // Slots bound when attempts start, not when they land: under a loaded machine an attempt
+    // that started late can land beside on-time ones, so a second may hold a few more.
+    assert_no_second_holds_more_than(&arrivals, 25);
 }
