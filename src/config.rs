@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API (the default). Applies migrations first; bootstraps an empty database.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
     /// Provision accounts, projects and API keys; prints JSON on stdout.
@@ -275,6 +275,12 @@ pub struct DeliveryConfig {
     /// The fewest failures in a row before a failing webhook is disabled.
     #[arg(long, env = "HOOKRELAY_DISABLE_MIN_FAILURES", default_value_t = 20)]
     pub disable_min_failures: u32,
+
+    /// Failures in a row after which a webhook's alert endpoints get `webhook.failing` (once
+    /// per failure run; the first success after it sends `webhook.recovered`).
+    #[arg(long, env = "HOOKRELAY_FAILING_AFTER", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub failing_after: u32,
 
     /// Days to keep finished deliveries and their events; 0 keeps them forever.
     #[arg(long, env = "HOOKRELAY_RETENTION_DAYS", default_value_t = 30)]

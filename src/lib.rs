@@ -80,6 +80,7 @@ fn worker_options(config: &DeliveryConfig) -> WorkerOptions {
         shutdown_grace_ms: config.shutdown_grace_ms,
         disable_after_hours: config.disable_after_hours,
         disable_min_failures: config.disable_min_failures,
+        failing_after: config.failing_after,
     }
 }
 

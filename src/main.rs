@@ -13,8 +13,8 @@ use hookrelay::{App, cli, telemetry, tenancy};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
-        Command::Serve(config) => serve(config).await,
+    let outcome = match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
+        Command::Serve(config) => serve(*config).await,
         Command::Migrate(args) => cli::migrate(&args.database)
             .await
             .map(|()| eprintln!("migrations applied")),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::client::{DeliveryClient, SendOutcome, headers_json};
 use super::signer::{Message, signed_headers};
 use crate::clock::Clock;
-use crate::domain::{DeliveryId, EventId, ProjectId};
+use crate::domain::{DeliveryId, EventId, ProjectId, WebhookKind};
 use crate::store::cipher::SigningSecrets;
 use crate::store::{Store, StoreResult};
 
@@ -52,7 +52,7 @@ impl Replayer {
         let details = self.store.get_delivery(project, delivery).await?;
         let webhook = self
             .store
-            .get_webhook(project, details.summary.webhook_id)
+            .get_webhook(project, WebhookKind::Webhook, details.summary.webhook_id)
             .await?;
         Ok(Replay {
             delivery,

@@ -1,23 +1,28 @@
-//! Endpoint health: the failure run of each webhook, folded attempt by attempt, and when a
-//! failing endpoint is disabled (it answered 410 Gone, or it has failed every attempt for long
-//! enough and often enough that more attempts only add noise).
+//! Endpoint health: the failure run of each webhook, folded attempt by attempt; when a failing
+//! endpoint is disabled (it answered 410 Gone, or it has failed every attempt for long enough
+//! and often enough that more attempts only add noise); and which changes are announced to the
+//! project's alert endpoints.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{AttemptResult, DeliveryId, Hold, Pressure, WebhookId, adapt_concurrency};
+use super::{
+    AttemptResult, DeliveryId, EventType, Hold, Notice, Pressure, WebhookId, adapt_concurrency,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DisablePolicy {
-    /// How long every attempt must have failed.
+pub struct HealthPolicy {
+    /// How long every attempt must have failed before the endpoint is disabled.
     pub after: TimeDelta,
     /// How many failures in a row that run must hold at least.
     pub min_failures: i64,
+    /// How many failures in a row make a run worth a `webhook.failing` notice.
+    pub failing_after: i64,
 }
 
-impl DisablePolicy {
+impl HealthPolicy {
     /// Why the endpoint should be disabled after this attempt, or `None` to keep it.
     pub fn reason(
         &self,
@@ -40,17 +45,21 @@ impl DisablePolicy {
     }
 }
 
-/// A webhook's failure run: how many attempts failed in a row, and since when.
+/// A webhook's failure run: how many attempts failed in a row, since when, and whether a notice
+/// announced it (so it gets no second `webhook.failing`, and its end is announced).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FailureRun {
     pub consecutive: i64,
     pub since: Option<DateTime<Utc>>,
+    pub announced: bool,
 }
 
 /// A webhook's health and flow before a batch of attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HealthBefore {
     pub run: FailureRun,
+    /// Whether changes in its health are announced (see `WebhookKind::raises_notices`).
+    pub raises_notices: bool,
     /// The effective in-flight limit; `None` is the maximum.
     pub concurrency: Option<u32>,
     /// The current backoff for throttling without `Retry-After`.
@@ -73,7 +82,7 @@ pub struct AttemptFacts {
     /// The webhook's most attempts in flight.
     pub max_concurrency: u32,
     pub finished_at: DateTime<Utc>,
-    pub policy: DisablePolicy,
+    pub policy: HealthPolicy,
 }
 
 /// What a batch of attempts changes on one webhook.
@@ -94,6 +103,9 @@ pub struct WebhookTally {
     pub throttled_until: Option<DateTime<Utc>>,
     /// The backoff for throttling without `Retry-After` after the batch.
     pub backoff: Option<Duration>,
+    /// What the batch changed that the project's alert endpoints are told, in order.
+    pub notices: Vec<Notice>,
+    raises_notices: bool,
 }
 
 impl WebhookTally {
@@ -109,7 +121,26 @@ impl WebhookTally {
             concurrency: before.concurrency.unwrap_or(max_concurrency),
             throttled_until: None,
             backoff: before.backoff,
+            notices: Vec::new(),
+            raises_notices: before.raises_notices,
         }
+    }
+
+    /// Records a notice about the current run, raised by `attempt`, if this webhook's health
+    /// is announced.
+    fn announce(&mut self, event: EventType, attempt: &AttemptFacts, reason: Option<String>) {
+        if !self.raises_notices {
+            return;
+        }
+        self.notices.push(Notice {
+            event,
+            delivery_id: attempt.delivery_id,
+            at: attempt.finished_at,
+            consecutive_failures: self.run.consecutive,
+            failing_since: self.run.since,
+            disabled_reason: reason,
+        });
+        self.run.announced = true;
     }
 
     fn add(&mut self, attempt: &AttemptFacts) {
@@ -131,6 +162,9 @@ impl WebhookTally {
         if attempt.result == AttemptResult::Succeeded {
             self.succeeded += 1;
             self.last_success_at = Some(attempt.finished_at);
+            if self.run.announced {
+                self.announce(EventType::WebhookRecovered, attempt, None);
+            }
             self.run = FailureRun::default();
             self.backoff = None;
             return;
@@ -138,6 +172,9 @@ impl WebhookTally {
         self.last_failure_at = Some(attempt.finished_at);
         self.run.consecutive += 1;
         self.run.since = self.run.since.or(Some(attempt.finished_at));
+        if !self.run.announced && self.run.consecutive >= attempt.policy.failing_after {
+            self.announce(EventType::WebhookFailing, attempt, None);
+        }
         if self.disable.is_none() {
             self.disable = attempt
                 .policy
@@ -152,6 +189,10 @@ impl WebhookTally {
                     at: attempt.finished_at,
                     reason,
                 });
+            if let Some(disable) = &self.disable {
+                let reason = disable.reason.clone();
+                self.announce(EventType::WebhookDisabled, attempt, Some(reason));
+            }
         }
     }
 }
@@ -197,9 +238,10 @@ pub fn tally_attempts(
 mod tests {
     use super::*;
 
-    const POLICY: DisablePolicy = DisablePolicy {
+    const POLICY: HealthPolicy = HealthPolicy {
         after: TimeDelta::hours(72),
         min_failures: 20,
+        failing_after: 5,
     };
 
     fn at(hours: i64) -> DateTime<Utc> {
@@ -248,6 +290,7 @@ mod tests {
             run: FailureRun {
                 consecutive,
                 since: Some(since),
+                announced: false,
             },
             ..HealthBefore::default()
         }
@@ -275,6 +318,7 @@ mod tests {
             FailureRun {
                 consecutive: 1,
                 since: Some(at(3)),
+                announced: false,
             }
         );
         assert_eq!(tally.disable, None);
@@ -366,5 +410,86 @@ mod tests {
         assert_eq!(tallies[0].concurrency, 5);
         assert_eq!(tallies[0].backoff, None);
         assert_eq!(tallies[0].throttled_until, None);
+    }
+
+    fn announced(before: HealthBefore) -> HealthBefore {
+        HealthBefore {
+            raises_notices: true,
+            ..before
+        }
+    }
+
+    fn notice_events(tally: &WebhookTally) -> Vec<EventType> {
+        tally.notices.iter().map(|n| n.event).collect()
+    }
+
+    #[test]
+    fn a_run_is_announced_failing_once_when_it_reaches_the_threshold() {
+        let webhook = WebhookId::generate();
+        let before = HashMap::from([(webhook, announced(run_before(3, at(0))))]);
+        let attempts: Vec<AttemptFacts> = (1..=4)
+            .map(|h| attempt(webhook, AttemptResult::Failed, h))
+            .collect();
+        let tallies = tally_attempts(attempts.clone(), &before);
+        assert_eq!(notice_events(&tallies[0]), [EventType::WebhookFailing]);
+        let notice = &tallies[0].notices[0];
+        assert_eq!(
+            notice.delivery_id, attempts[1].delivery_id,
+            "the 5th failure"
+        );
+        assert_eq!(notice.consecutive_failures, 5);
+        assert!(tallies[0].run.announced);
+
+        let later = HashMap::from([(
+            webhook,
+            announced(HealthBefore {
+                run: tallies[0].run,
+                ..HealthBefore::default()
+            }),
+        )]);
+        let more = tally_attempts([attempt(webhook, AttemptResult::Failed, 5)], &later);
+        assert!(more[0].notices.is_empty(), "one notice per run");
+    }
+
+    #[test]
+    fn the_end_of_an_announced_run_is_announced_and_an_unannounced_one_is_not() {
+        let webhook = WebhookId::generate();
+        let mut run = run_before(2, at(0));
+        let quiet = HashMap::from([(webhook, announced(run))]);
+        let ok = attempt(webhook, AttemptResult::Succeeded, 1);
+        assert!(tally_attempts([ok], &quiet)[0].notices.is_empty());
+
+        run.run.announced = true;
+        run.run.consecutive = 7;
+        let loud = HashMap::from([(webhook, announced(run))]);
+        let tallies = tally_attempts([ok, attempt(webhook, AttemptResult::Succeeded, 2)], &loud);
+        assert_eq!(notice_events(&tallies[0]), [EventType::WebhookRecovered]);
+        assert_eq!(tallies[0].notices[0].consecutive_failures, 7);
+        assert!(!tallies[0].run.announced);
+    }
+
+    #[test]
+    fn a_disable_is_announced_with_its_reason_and_only_for_announced_kinds() {
+        let webhook = WebhookId::generate();
+        let gone = AttemptFacts {
+            gone: true,
+            ..attempt(webhook, AttemptResult::Failed, 1)
+        };
+        let before = HashMap::from([(webhook, announced(HealthBefore::default()))]);
+        let tallies = tally_attempts([gone], &before);
+        assert_eq!(notice_events(&tallies[0]), [EventType::WebhookDisabled]);
+        assert!(
+            tallies[0].notices[0]
+                .disabled_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("410"))
+        );
+
+        let silent = tally_attempts([gone], &HashMap::new());
+        assert!(silent[0].disable.is_some());
+        assert!(
+            silent[0].notices.is_empty(),
+            "alert endpoints raise no notices"
+        );
     }
 }

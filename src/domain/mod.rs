@@ -16,6 +16,8 @@ mod idempotency;
 mod ids;
 mod labels;
 mod name;
+mod notices;
+mod payload;
 mod rate;
 mod retry;
 mod scope;
@@ -30,7 +32,7 @@ pub use delivery::{
     adapt_concurrency, after, decide,
 };
 pub use endpoint_health::{
-    AttemptFacts, Disable, DisablePolicy, FailureRun, HealthBefore, WebhookTally, tally_attempts,
+    AttemptFacts, Disable, FailureRun, HealthBefore, HealthPolicy, WebhookTally, tally_attempts,
 };
 pub use endpoint_url::{EndpointUrl, UrlPolicy, redact_query};
 pub use event_type::{EventType, EventTypes};
@@ -40,6 +42,8 @@ pub use idempotency::event_fingerprint;
 pub use ids::{AccountId, ApiKeyId, DeliveryId, EventId, ProjectId, WebhookId};
 pub use labels::{Metadata, check_description};
 pub use name::Name;
+pub use notices::{Notice, NoticeSubject, WebhookKind};
+pub use payload::render_payload;
 pub use rate::{RATE_LOOKAHEAD, rate_slots};
 pub use retry::{
     MAX_WEBHOOK_DELAY_SECS, MAX_WEBHOOK_RETRIES, MAX_WEBHOOK_SCHEDULE_SECS, RetrySchedule,

@@ -18,7 +18,7 @@ use super::events::{AcceptedView, render_event};
 use super::extract::{ApiPath, ApiQuery};
 use super::webhooks::WebhookPath;
 use super::wire::{ApiTime, Envelope, page_params};
-use crate::domain::{DeliveryId, DeliveryStatus};
+use crate::domain::{DeliveryId, DeliveryStatus, WebhookId, WebhookKind};
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, EventTarget, NewEvent,
 };
@@ -168,13 +168,31 @@ pub async fn list_webhook_deliveries(
     ApiPath(path): ApiPath<WebhookPath>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Envelope<DeliveryPage>>, ApiError> {
+    delivery_page(
+        &state,
+        &auth,
+        WebhookKind::Webhook,
+        path.webhook_id.into(),
+        query,
+    )
+    .await
+}
+
+/// A page of the delivery log of a webhook of `kind`, newest first.
+pub(super) async fn delivery_page(
+    state: &AppState,
+    auth: &Authorized<WebhooksRead>,
+    kind: WebhookKind,
+    webhook: WebhookId,
+    query: ListQuery,
+) -> Result<Json<Envelope<DeliveryPage>>, ApiError> {
     let mut query = parse_query(query)?;
     let page_size = query.limit as usize;
     // One more than asked tells whether another page follows.
     query.limit += 1;
     let mut rows = state
         .store
-        .list_deliveries(auth.project_id, path.webhook_id.into(), query)
+        .list_deliveries(auth.project_id, kind, webhook, query)
         .await?;
     let next_cursor = (rows.len() > page_size).then(|| rows[page_size - 1].id.to_string());
     rows.truncate(page_size);
@@ -242,11 +260,30 @@ pub async fn send_test_event(
     ApiPath(path): ApiPath<WebhookPath>,
     ApiQuery(query): ApiQuery<TestQuery>,
 ) -> Result<Response, ApiError> {
+    test(
+        &state,
+        &auth,
+        WebhookKind::Webhook,
+        path.webhook_id.into(),
+        query,
+    )
+    .await
+}
+
+/// Sends a test event to one webhook of `kind`, paused or not; with `wait`, answers with how
+/// its first attempt went.
+pub(super) async fn test(
+    state: &AppState,
+    auth: &Authorized<WebhooksWrite>,
+    kind: WebhookKind,
+    webhook: WebhookId,
+    query: TestQuery,
+) -> Result<Response, ApiError> {
     let data = json!({
-        "webhookId": path.webhook_id.to_string(),
+        "webhookId": webhook.to_string(),
         "message": "A test event sent from hookrelay to check this endpoint.",
     });
-    let rendered = render_event(&state, TEST_EVENT, auth.project_id, auth.account_id, &data)?;
+    let rendered = render_event(state, TEST_EVENT, auth.project_id, auth.account_id, &data);
     let accepted = state
         .publisher
         .publish(NewEvent {
@@ -257,10 +294,13 @@ pub async fn send_test_event(
             data,
             idempotency_key: None,
             created_at: rendered.created_at,
-            target: EventTarget::Webhook(path.webhook_id.into()),
+            target: EventTarget::Webhook(webhook, kind),
             audit: Some(auth.audit(
-                "webhook.test_sent",
-                path.webhook_id,
+                match kind {
+                    WebhookKind::Webhook => "webhook.test_sent",
+                    WebhookKind::AlertEndpoint => "alert_endpoint.test_sent",
+                },
+                webhook,
                 json!({ "eventId": rendered.id.to_string() }),
                 rendered.created_at,
             )),
@@ -268,7 +308,7 @@ pub async fn send_test_event(
         .await?;
     tracing::info!(event_id = %accepted.id, "test event queued");
     if let (true, Some(delivery)) = (query.wait, accepted.delivery_ids.first()) {
-        let tested = first_attempt(&state, auth.project_id, accepted.id, *delivery).await?;
+        let tested = first_attempt(state, auth.project_id, accepted.id, *delivery).await?;
         if let Some(tested) = tested {
             let body = Envelope::new(tested, auth.project_id, state.clock.now());
             return Ok((StatusCode::OK, Json(body)).into_response());

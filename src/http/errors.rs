@@ -168,6 +168,9 @@ fn not_found(entity: Entity) -> &'static str {
         Entity::Project => "project not found",
         Entity::ApiKey => "API key not found, or already revoked",
         Entity::Webhook => "webhook not found in this project (it may have been deleted)",
+        Entity::AlertEndpoint => {
+            "alert endpoint not found in this project (it may have been deleted)"
+        }
         Entity::Delivery => "delivery not found in this project",
         Entity::Referenced => "a record this request refers to was not found",
     }
@@ -204,9 +207,13 @@ impl From<StoreError> for ApiError {
                 ApiError::IdempotencyKeyReused(conflict(Reason::IdempotencyKeyReused).into())
             }
             StoreError::Conflict(reason) => ApiError::Conflict(conflict(reason).into()),
-            StoreError::WebhookLimitReached { limit } => ApiError::WebhookLimitReached(format!(
-                "this project already has {limit} active webhooks, the most allowed; delete one before creating another"
-            )),
+            StoreError::WebhookLimitReached { limit, kind } => {
+                ApiError::WebhookLimitReached(format!(
+                    "this project already has {limit} active {}s, the most allowed; delete one \
+                     before creating another",
+                    Entity::of(kind)
+                ))
+            }
             StoreError::MissingKey(missing) => ApiError::SecretUnreadable(missing),
             error @ StoreError::Unavailable(_) => ApiError::Unavailable(error),
             error @ StoreError::Internal(_) => ApiError::Internal(Box::new(error)),

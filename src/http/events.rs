@@ -14,8 +14,8 @@ use super::auth::{Authorized, EventsWrite};
 use super::errors::ApiError;
 use super::extract::json_body;
 use super::extract::present;
-use super::wire::{ApiTime, Envelope};
-use crate::domain::{AccountId, EventId, EventType, FieldError, ProjectId};
+use super::wire::Envelope;
+use crate::domain::{AccountId, EventId, EventType, FieldError, ProjectId, render_payload};
 use crate::instruments;
 use crate::store::{AcceptedEvent, EventTarget, NewEvent};
 
@@ -27,17 +27,6 @@ pub struct EventInput {
     event: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     data: Option<Value>,
-}
-
-/// The body receivers get, in the DevTune field order.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Payload<'a> {
-    pub event: &'a str,
-    pub project_id: String,
-    pub account_id: String,
-    pub timestamp: ApiTime,
-    pub data: &'a Value,
 }
 
 /// A new event's id, time and serialised payload.
@@ -53,21 +42,13 @@ pub fn render_event(
     project_id: ProjectId,
     account_id: AccountId,
     data: &Value,
-) -> Result<RenderedEvent, ApiError> {
+) -> RenderedEvent {
     let created_at = state.clock.now();
-    let payload = serde_json::to_string(&Payload {
-        event: event_type,
-        project_id: project_id.to_string(),
-        account_id: account_id.to_string(),
-        timestamp: ApiTime(created_at),
-        data,
-    })
-    .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok(RenderedEvent {
+    RenderedEvent {
         id: EventId::generate(),
         created_at,
-        payload,
-    })
+        payload: render_payload(event_type, project_id, account_id, created_at, data),
+    }
 }
 
 #[derive(Serialize)]
@@ -157,7 +138,7 @@ pub async fn create_event(
         auth.project_id,
         auth.account_id,
         data,
-    )?;
+    );
     let accepted = state
         .publisher
         .publish(NewEvent {

@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the route table and the router built from it.
 
 pub mod admin;
+pub mod alert_endpoints;
 pub mod attempt_result;
 pub mod audit;
 pub mod auth;
@@ -97,6 +98,8 @@ where
 
 const WEBHOOKS: &str = "/api/v2/projects/{projectId}/webhooks";
 const WEBHOOK: &str = "/api/v2/projects/{projectId}/webhooks/{webhookId}";
+const ALERT_ENDPOINTS: &str = "/api/v2/projects/{projectId}/alert-endpoints";
+const ALERT_ENDPOINT: &str = "/api/v2/projects/{projectId}/alert-endpoints/{alertEndpointId}";
 
 fn api_routes() -> Vec<Route> {
     vec![
@@ -135,6 +138,41 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/deliveries/recover",
             recover::recover_project_deliveries,
+        ),
+        route(
+            Method::POST,
+            ALERT_ENDPOINTS,
+            alert_endpoints::create_alert_endpoint,
+        ),
+        route(
+            Method::GET,
+            ALERT_ENDPOINTS,
+            alert_endpoints::list_alert_endpoints,
+        ),
+        route(
+            Method::GET,
+            ALERT_ENDPOINT,
+            alert_endpoints::get_alert_endpoint,
+        ),
+        route(
+            Method::DELETE,
+            ALERT_ENDPOINT,
+            alert_endpoints::delete_alert_endpoint,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/alert-endpoints/{alertEndpointId}/rotate-secret",
+            alert_endpoints::rotate_alert_endpoint_secret,
+        ),
+        route(
+            Method::GET,
+            "/api/v2/projects/{projectId}/alert-endpoints/{alertEndpointId}/deliveries",
+            alert_endpoints::list_alert_endpoint_deliveries,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/alert-endpoints/{alertEndpointId}/test",
+            alert_endpoints::send_alert_endpoint_test,
         ),
         route(
             Method::POST,

@@ -4,6 +4,7 @@
 use sqlx::error::ErrorKind;
 
 use super::{postgres, sqlite};
+use crate::domain::WebhookKind;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -14,9 +15,20 @@ pub enum Entity {
     Project,
     ApiKey,
     Webhook,
+    AlertEndpoint,
     Delivery,
     /// A row the statement referred to, when the database does not say which.
     Referenced,
+}
+
+impl Entity {
+    /// What a webhook row of this kind is called.
+    pub fn of(kind: WebhookKind) -> Self {
+        match kind {
+            WebhookKind::Webhook => Entity::Webhook,
+            WebhookKind::AlertEndpoint => Entity::AlertEndpoint,
+        }
+    }
 }
 
 impl std::fmt::Display for Entity {
@@ -26,6 +38,7 @@ impl std::fmt::Display for Entity {
             Entity::Project => "project",
             Entity::ApiKey => "API key",
             Entity::Webhook => "webhook",
+            Entity::AlertEndpoint => "alert endpoint",
             Entity::Delivery => "delivery",
             Entity::Referenced => "referenced record",
         })
@@ -56,8 +69,8 @@ pub enum StoreError {
     NotFound(Entity),
     #[error("conflict: {0:?}")]
     Conflict(Reason),
-    #[error("the project already has {limit} active webhooks, the most allowed")]
-    WebhookLimitReached { limit: u32 },
+    #[error("the project already has {limit} active {}s, the most allowed", Entity::of(*kind))]
+    WebhookLimitReached { limit: u32, kind: WebhookKind },
     #[error("a webhook signing secret is {0}")]
     MissingKey(#[from] super::cipher::MissingKey),
     #[error("the database is unavailable")]

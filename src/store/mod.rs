@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{ApiKeyId, AuditEntry, DeliveryId, ProjectId, WebhookId};
+use crate::domain::{ApiKeyId, AuditEntry, DeliveryId, ProjectId, WebhookId, WebhookKind};
 
 use cipher::SecretCipher;
 pub use error::{Entity, Reason, StoreError, StoreResult};
@@ -28,8 +28,9 @@ pub use records::{
     Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
     Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
-    NewWebhook, QueueDepth, Recorded, RecordedBatch, RecoverFilter, Recovery, SecretRotation,
-    Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats, WebhookTarget,
+    NewWebhook, QueueDepth, QueuedNotice, Recorded, RecordedBatch, RecoverFilter, Recovery,
+    SecretRotation, Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats,
+    WebhookTarget,
 };
 pub use sqlite::SqliteStore;
 
@@ -65,10 +66,12 @@ pub trait Store:
     async fn reseal_secrets(&self) -> StoreResult<u64>;
 }
 
-/// Webhook subscriptions, always within one project.
+/// Webhook subscriptions, always within one project. Alert endpoints are webhooks of another
+/// kind: every read and change names the kind it addresses, and finds no row of the other.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
-    /// Fails with `WebhookLimitReached` when the project already has `limit` active webhooks.
+    /// Fails with `WebhookLimitReached` when the project already has `limit` active webhooks
+    /// of the new one's kind.
     async fn create_webhook(
         &self,
         project: ProjectId,
@@ -79,11 +82,17 @@ pub trait WebhookStore: Send + Sync {
     async fn list_webhooks(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         include_inactive: bool,
     ) -> StoreResult<Vec<Webhook>>;
     /// Finds active and deleted webhooks alike.
-    async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook>;
-    /// Only active webhooks can change.
+    async fn get_webhook(
+        &self,
+        project: ProjectId,
+        kind: WebhookKind,
+        id: WebhookId,
+    ) -> StoreResult<Webhook>;
+    /// Only active webhooks (of the webhook kind: alert endpoints are not updated) can change.
     async fn update_webhook(
         &self,
         project: ProjectId,
@@ -95,6 +104,7 @@ pub trait WebhookStore: Send + Sync {
     async fn delete_webhook(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         id: WebhookId,
         audit: AuditEntry,
     ) -> StoreResult<()>;
@@ -103,6 +113,7 @@ pub trait WebhookStore: Send + Sync {
     async fn rotate_webhook_secret(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         id: WebhookId,
         rotation: SecretRotation,
         audit: AuditEntry,
@@ -177,10 +188,11 @@ pub trait QueueStore: Send + Sync {
 /// The delivery log: what was sent, and the controls a tenant has over it.
 #[async_trait]
 pub trait DeliveryLogStore: Send + Sync {
-    /// Fails with `NotFound` when the webhook is not in the project.
+    /// Fails with `NotFound` when the project has no webhook of this kind and id.
     async fn list_deliveries(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         webhook: WebhookId,
         query: DeliveryQuery,
     ) -> StoreResult<Vec<DeliverySummary>>;
@@ -198,7 +210,8 @@ pub trait DeliveryLogStore: Send + Sync {
         audit: AuditEntry,
     ) -> StoreResult<DeliverySummary>;
     /// Makes the failed or cancelled deliveries `filter` matches pending again, due in the
-    /// order they were created, with a fresh retry budget (unless `filter.dry_run`).
+    /// order they were created, with a fresh retry budget (unless `filter.dry_run`); only
+    /// webhooks' deliveries, not alert endpoints'.
     async fn recover_deliveries(
         &self,
         project: ProjectId,

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use hookrelay::clock::Clock;
+use hookrelay::domain::WebhookKind;
 use reqwest::Method;
 use serde_json::json;
 
@@ -120,7 +121,7 @@ backend_tests! {
             let create = app.call(Method::POST, &path, Some(&app.key), Some(BODY())).await;
             assert_error(create, 403, "forbidden").await;
         }
-        let webhooks = app.store.list_webhooks(other_project, true).await.unwrap();
+        let webhooks = app.store.list_webhooks(other_project, WebhookKind::Webhook, true).await.unwrap();
         assert!(webhooks.is_empty(), "nothing was created in the other project");
     }
 

@@ -1,5 +1,6 @@
 //! The dashboard in a real headless Chromium: every main task a person does there.
 
+use hookrelay::domain::WebhookKind;
 use std::time::Duration;
 
 use serde_json::json;
@@ -19,7 +20,11 @@ fn dialog_open(id: &str) -> String {
 }
 
 async fn stored_secret(app: &TestApp) -> String {
-    let webhooks = app.store.list_webhooks(app.project_id, true).await.unwrap();
+    let webhooks = app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, true)
+        .await
+        .unwrap();
     webhooks[0].secret.expose().to_owned()
 }
 
@@ -150,7 +155,11 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser
         .wait_until(&dialog_open("secret-dialog"), "the secret dialog")
         .await;
-    let created = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    let created = &app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, true)
+        .await
+        .unwrap()[0];
     assert_eq!(
         (created.limits.rate_limit, created.limits.max_concurrency),
         (Some(5), Some(3)),
@@ -248,7 +257,11 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         )
         .await;
     assert!(browser.text("#detail-facts").await.contains("paused"));
-    let paused = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    let paused = &app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, true)
+        .await
+        .unwrap()[0];
     assert!(paused.paused_at.is_some(), "the pause reached the webhook");
     browser.screenshot("04b-paused").await;
     browser.click("#pause-button").await;
@@ -258,7 +271,11 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             "the resumed state",
         )
         .await;
-    let resumed = &app.store.list_webhooks(app.project_id, true).await.unwrap()[0];
+    let resumed = &app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, true)
+        .await
+        .unwrap()[0];
     assert!(
         resumed.paused_at.is_none(),
         "the resume reached the webhook"

@@ -106,7 +106,7 @@ proptest! {
 
     #[test]
     fn event_lists_of_distinct_known_types_pass_in_order(
-        picks in proptest::sample::subsequence(EventType::ALL.to_vec(), 1..=6).prop_shuffle()
+        picks in proptest::sample::subsequence(EventType::DEVTUNE.to_vec(), 1..=6).prop_shuffle()
     ) {
         let names: Vec<&str> = picks.iter().map(|t| t.as_str()).collect();
         let parsed = EventTypes::parse(&names).unwrap();
@@ -115,7 +115,7 @@ proptest! {
 
     #[test]
     fn event_lists_with_a_repeat_or_an_unknown_type_fail(
-        picks in proptest::sample::subsequence(EventType::ALL.to_vec(), 1..=5),
+        picks in proptest::sample::subsequence(EventType::DEVTUNE.to_vec(), 1..=5),
         unknown in "[a-z.]{1,30}",
     ) {
         let mut names: Vec<String> = picks.iter().map(|t| t.as_str().to_owned()).collect();

@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use chrono::{TimeDelta, Utc};
 use hookrelay::domain::AttemptResult;
-use hookrelay::domain::DisablePolicy;
+use hookrelay::domain::HealthPolicy;
 use hookrelay::store::{AttemptRecord, ClaimedDelivery, Store, StoreResult};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -129,9 +129,10 @@ fn outcome(claim: &ClaimedDelivery, n: usize) -> AttemptRecord {
         error: None,
         result,
         finished_at: now,
-        disable_policy: DisablePolicy {
+        health_policy: HealthPolicy {
             after: TimeDelta::MAX,
             min_failures: i64::MAX,
+            failing_after: i64::MAX,
         },
         hold: None,
         retry_after: None,

@@ -1,11 +1,12 @@
 //! The Store contract, run against both backends directly, below the HTTP layer.
 
+use hookrelay::domain::WebhookKind;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay::domain::{
-    AccountId, ApiKey, ApiKeyId, DisablePolicy, EndpointUrl, EventId, EventTypes, Filters, Name,
+    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventId, EventTypes, Filters, HealthPolicy, Name,
     ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
 use hookrelay::domain::{AttemptResult, DeliveryStatus};
@@ -19,9 +20,10 @@ use hookrelay::tenancy;
 
 use crate::backend_tests;
 
-const NEVER_DISABLE: DisablePolicy = DisablePolicy {
+const NEVER_DISABLE: HealthPolicy = HealthPolicy {
     after: chrono::TimeDelta::MAX,
     min_failures: i64::MAX,
+    failing_after: i64::MAX,
 };
 use crate::common::{Backend, TestDb, cli_actor, cli_audit};
 
@@ -91,7 +93,7 @@ async fn accept_leased(store: &dyn Store, event: NewEvent, lease: Lease) -> Acce
         .unwrap()
 }
 
-fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy) -> AttemptRecord {
+fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: HealthPolicy) -> AttemptRecord {
     let now = Utc::now();
     AttemptRecord {
         delivery_id: claim.id,
@@ -109,7 +111,7 @@ fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy
         error: None,
         result,
         finished_at: now,
-        disable_policy: policy,
+        health_policy: policy,
         hold: None,
         retry_after: None,
         request_headers: None,
@@ -121,6 +123,7 @@ fn outcome(claim: &ClaimedDelivery, result: AttemptResult, policy: DisablePolicy
 pub(crate) fn new_webhook(events: &[&str]) -> NewWebhook {
     NewWebhook {
         id: WebhookId::generate(),
+        kind: WebhookKind::Webhook,
         url: EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
         events: EventTypes::parse(events).unwrap(),
         filters: Filters::default(),
@@ -235,9 +238,9 @@ backend_tests! {
         assert_eq!(created.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(), ["action.created", "visibility.changed"]);
         assert_eq!(created.created_at.timestamp_millis(), created_at.timestamp_millis());
         assert!(created.is_active);
-        assert!(matches!(store.get_webhook(other, id).await, Err(StoreError::NotFound(_))));
-        assert!(store.list_webhooks(other, true).await.unwrap().is_empty());
-        assert_eq!(store.list_webhooks(project, false).await.unwrap().len(), 1);
+        assert!(matches!(store.get_webhook(other, WebhookKind::Webhook, id).await, Err(StoreError::NotFound(_))));
+        assert!(store.list_webhooks(other, WebhookKind::Webhook, true).await.unwrap().is_empty());
+        assert_eq!(store.list_webhooks(project, WebhookKind::Webhook, false).await.unwrap().len(), 1);
     }
 
     async fn updates_rotations_and_deletes_touch_only_active_webhooks(backend) {
@@ -262,16 +265,16 @@ backend_tests! {
         assert_eq!(updated.events.len(), 1);
         let secret = WebhookSecret::generate();
         let rotation = SecretRotation { secret: secret.clone(), previous_valid_until: None, at: Utc::now() };
-        store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await.unwrap();
-        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, secret);
+        store.rotate_webhook_secret(project, WebhookKind::Webhook, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await.unwrap();
+        assert_eq!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().secret, secret);
 
-        store.delete_webhook(project, webhook.id, cli_audit("webhook.deleted")).await.unwrap();
-        let deleted = store.get_webhook(project, webhook.id).await.unwrap();
+        store.delete_webhook(project, WebhookKind::Webhook, webhook.id, cli_audit("webhook.deleted")).await.unwrap();
+        let deleted = store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap();
         assert!(!deleted.is_active);
         assert!(deleted.deleted_at.is_some());
-        assert!(matches!(store.delete_webhook(project, webhook.id, cli_audit("webhook.deleted")).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(store.delete_webhook(project, WebhookKind::Webhook, webhook.id, cli_audit("webhook.deleted")).await, Err(StoreError::NotFound(_))));
         let rotation = SecretRotation { secret: WebhookSecret::generate(), previous_valid_until: None, at: Utc::now() };
-        let rotate = store.rotate_webhook_secret(project, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await;
+        let rotate = store.rotate_webhook_secret(project, WebhookKind::Webhook, webhook.id, rotation, cli_audit("webhook.secret_rotated")).await;
         assert!(matches!(rotate, Err(StoreError::NotFound(_))));
         let changes = WebhookChanges { url: None, events: None, filters: None, retry_schedule: None, rate_limit: None, max_concurrency: None, paused: None, description: None, metadata: None, headers: None, updated_at: Utc::now() };
         assert!(matches!(store.update_webhook(project, webhook.id, changes, cli_audit("webhook.updated")).await, Err(StoreError::NotFound(_))));
@@ -282,8 +285,8 @@ backend_tests! {
         let project = new_project(store.as_ref()).await;
         let first = store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await.unwrap();
         let over = store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await;
-        assert!(matches!(over, Err(StoreError::WebhookLimitReached { limit: 1 })), "{over:?}");
-        store.delete_webhook(project, first.id, cli_audit("webhook.deleted")).await.unwrap();
+        assert!(matches!(over, Err(StoreError::WebhookLimitReached { limit: 1, .. })), "{over:?}");
+        store.delete_webhook(project, WebhookKind::Webhook, first.id, cli_audit("webhook.deleted")).await.unwrap();
         store.create_webhook(project, new_webhook(&["action.created"]), 1, cli_audit("webhook.created")).await.unwrap();
     }
 
@@ -311,7 +314,7 @@ backend_tests! {
                 error: None,
                 result: AttemptResult::Succeeded,
                 finished_at: now,
-                disable_policy: NEVER_DISABLE,
+                health_policy: NEVER_DISABLE,
                 hold: None,
                 retry_after: None,
                 request_headers: None,
@@ -358,7 +361,7 @@ backend_tests! {
             error: None,
             result: AttemptResult::Failed,
             finished_at: now,
-            disable_policy: NEVER_DISABLE,
+            health_policy: NEVER_DISABLE,
             hold: None,
             retry_after: None,
             request_headers: None,
@@ -369,7 +372,7 @@ backend_tests! {
         assert_eq!(store.record_attempts(&[record(&second[0])]).await.unwrap().outcomes, [Recorded::Recorded]);
         let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
         assert_eq!(details.attempts.len(), 1);
-        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().stats.total_deliveries, 1);
+        assert_eq!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().stats.total_deliveries, 1);
     }
 
     async fn an_event_accepted_under_a_lease_comes_back_claimed_and_stays_out_of_the_queue(backend) {
@@ -431,7 +434,11 @@ backend_tests! {
         assert_eq!((flaky_claims.len(), steady_claims.len()), (4, 4));
         // Two failures in a row disable the flaky webhook at once; it fails, fails (disabled
         // here), succeeds and fails again, all in one batch.
-        let strict = DisablePolicy { after: chrono::TimeDelta::zero(), min_failures: 2 };
+        let strict = HealthPolicy {
+            after: chrono::TimeDelta::zero(),
+            min_failures: 2,
+            failing_after: i64::MAX,
+        };
         let flaky_results = [AttemptResult::Failed, AttemptResult::Failed, AttemptResult::Succeeded, AttemptResult::Failed];
         let mut batch: Vec<AttemptRecord> = flaky_claims
             .iter()
@@ -444,10 +451,10 @@ backend_tests! {
         assert!(matches!(&recorded[1], Recorded::Disabled(reason) if reason.contains("2 failures in a row")), "{recorded:?}");
         assert!(recorded[2..].iter().all(|r| *r == Recorded::Recorded), "{recorded:?}");
 
-        let flaky = store.get_webhook(project, flaky.id).await.unwrap();
+        let flaky = store.get_webhook(project, WebhookKind::Webhook, flaky.id).await.unwrap();
         assert_eq!((flaky.stats.total_deliveries, flaky.stats.successful_deliveries, flaky.stats.failed_deliveries), (4, 1, 3));
         assert!(flaky.disabled.is_some());
-        let steady = store.get_webhook(project, steady.id).await.unwrap();
+        let steady = store.get_webhook(project, WebhookKind::Webhook, steady.id).await.unwrap();
         assert_eq!((steady.stats.total_deliveries, steady.stats.successful_deliveries), (4, 4));
         assert!(steady.disabled.is_none());
         for claim in &claims {
@@ -529,17 +536,17 @@ backend_tests! {
 
         let rotated = SecretCipher::from_base64(Some(&key(2)), &[key(1)]).unwrap();
         let store = store::connect(&db.url, &pool(), rotated).await.unwrap();
-        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, webhook.secret);
+        assert_eq!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().secret, webhook.secret);
         assert_eq!(store.reseal_secrets().await.unwrap(), 1);
         store.close().await;
 
         let only_new = SecretCipher::from_base64(Some(&key(2)), &[]).unwrap();
         let store = store::connect(&db.url, &pool(), only_new).await.unwrap();
-        assert_eq!(store.get_webhook(project, webhook.id).await.unwrap().secret, webhook.secret);
+        assert_eq!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().secret, webhook.secret);
         store.close().await;
         let only_old = SecretCipher::from_base64(Some(&key(1)), &[]).unwrap();
         let store = store::connect(&db.url, &pool(), only_old).await.unwrap();
-        assert!(store.get_webhook(project, webhook.id).await.is_err(), "the retired key alone cannot read it");
+        assert!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.is_err(), "the retired key alone cannot read it");
         store.close().await;
     }
 }

@@ -1,5 +1,6 @@
 //! Bad input: every rule answers 400/404/405/413 in the Error shape and changes nothing.
 
+use hookrelay::domain::WebhookKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -60,7 +61,7 @@ backend_tests! {
             assert_eq!(error["details"][0]["field"], "url");
             assert!(error["details"][0]["message"].as_str().unwrap().contains("credentials"), "{error}");
         }
-        assert!(app.store.list_webhooks(app.project_id, true).await.unwrap().is_empty(), "nothing was created");
+        assert!(app.store.list_webhooks(app.project_id, WebhookKind::Webhook, true).await.unwrap().is_empty(), "nothing was created");
         app.create_webhook("https://93.184.215.14/hook?token=kept", &EVENTS).await;
     }
 

@@ -1,5 +1,6 @@
 //! The DevTune webhook operations and our additions, checked field by field against the guide.
 
+use hookrelay::domain::WebhookKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -209,7 +210,7 @@ backend_tests! {
         assert_eq!(details["data"]["secretPreview"], expected_preview);
         let webhook = app
             .store
-            .get_webhook(app.project_id, created["id"].as_str().unwrap().parse().unwrap())
+            .get_webhook(app.project_id, WebhookKind::Webhook, created["id"].as_str().unwrap().parse().unwrap())
             .await
             .unwrap();
         assert_eq!(webhook.secret.expose(), secret, "the stored secret is the new one");
@@ -295,6 +296,7 @@ backend_tests! {
             app.project_id,
             hookrelay::store::NewWebhook {
                 id: hookrelay::domain::WebhookId::generate(),
+                kind: WebhookKind::Webhook,
                 url: hookrelay::domain::EndpointUrl::parse(DOC_URL, Default::default()).unwrap(),
                 events: hookrelay::domain::EventTypes::parse(&DOC_EVENTS).unwrap(),
                 filters: Default::default(),

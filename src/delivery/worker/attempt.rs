@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::delivery::client::{DeliveryClient, SendOutcome, headers_json};
 use crate::delivery::queue::{Holdings, Queue};
 use crate::delivery::signer::{Message, signed_headers};
-use crate::domain::{Answer, DisablePolicy, RetryAfter, RetrySchedule, decide};
+use crate::domain::{Answer, HealthPolicy, RetryAfter, RetrySchedule, decide};
 use crate::instruments;
 use crate::store::cipher::MissingKey;
 use crate::store::{AttemptRecord, ClaimedDelivery};
@@ -30,7 +30,7 @@ pub(super) struct Attempts {
     pub throttle_give_up: Duration,
     /// An endpoint's concurrency when its webhook sets none.
     pub per_endpoint: usize,
-    pub disable_policy: DisablePolicy,
+    pub health_policy: HealthPolicy,
     pub lease: Duration,
     pub clock: Clock,
     /// A uniform sample from [0, 1) for retry jitter.
@@ -175,7 +175,7 @@ impl Attempts {
             error: decision.reason.or(outcome.error),
             result: decision.result,
             finished_at,
-            disable_policy: self.disable_policy,
+            health_policy: self.health_policy,
             hold: decision.hold,
             retry_after: outcome.retry_after,
             request_headers,

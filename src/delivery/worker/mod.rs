@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::client::DeliveryClient;
 use super::queue::{Handover, Holdings, Queue, handover};
-use crate::domain::{DeliveryId, DisablePolicy, RetrySchedule};
+use crate::domain::{DeliveryId, HealthPolicy, RetrySchedule};
 use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
 pub use admission::Admission;
 use attempt::Attempts;
@@ -41,7 +41,7 @@ pub struct WorkerSettings {
     /// How long attempts in flight may run on after shutdown begins.
     pub shutdown_grace: Duration,
     /// When failures disable an endpoint.
-    pub disable_policy: DisablePolicy,
+    pub health_policy: HealthPolicy,
 }
 
 /// The worker's knobs as the configuration gives them: plain numbers and units in their names.
@@ -60,6 +60,7 @@ pub struct WorkerOptions {
     pub shutdown_grace_ms: u64,
     pub disable_after_hours: u32,
     pub disable_min_failures: u32,
+    pub failing_after: u32,
 }
 
 impl From<WorkerOptions> for WorkerSettings {
@@ -84,9 +85,10 @@ impl From<WorkerOptions> for WorkerSettings {
             throttle_give_up: options.throttle_give_up,
             poll_interval: Duration::from_millis(options.poll_interval_ms.max(1)),
             shutdown_grace: Duration::from_millis(options.shutdown_grace_ms),
-            disable_policy: DisablePolicy {
+            health_policy: HealthPolicy {
                 after: TimeDelta::hours(i64::from(options.disable_after_hours)),
                 min_failures: i64::from(options.disable_min_failures),
+                failing_after: i64::from(options.failing_after),
             },
         }
     }
@@ -168,7 +170,7 @@ impl Worker {
             retry: settings.retry.clone(),
             throttle_give_up: settings.throttle_give_up,
             per_endpoint: settings.per_endpoint,
-            disable_policy: settings.disable_policy,
+            health_policy: settings.health_policy,
             lease: settings.lease,
             clock: queue.clock().clone(),
             jitter: rand::random::<f64>,

@@ -1,4 +1,5 @@
-//! The webhook subscription resource: create, list, get, update, delete, rotate the secret.
+//! The webhook subscription resource: create, list, get, update, delete, rotate the secret; and
+//! the reads and changes alert endpoints share with webhooks.
 
 pub(crate) mod input;
 mod limits;
@@ -20,9 +21,10 @@ use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
 use super::wire::Envelope;
-use crate::domain::{FieldError, WebhookId, WebhookSecret, redact_query};
+use crate::domain::{FieldError, WebhookId, WebhookKind, WebhookSecret, redact_query};
 use crate::store::{NewWebhook, SecretRotation, WebhookChanges, WebhookLabels};
 pub use input::WebhookInput;
+pub(super) use input::check_url;
 use input::{check_input, requested};
 pub use views::{
     CreatedWebhook, Deleted, ListedWebhook, RotatedSecret, WebhookDetails, WebhookList, WebhookView,
@@ -63,6 +65,7 @@ pub async fn create_webhook(
     let now = state.clock.now();
     let new = NewWebhook {
         id: WebhookId::generate(),
+        kind: WebhookKind::Webhook,
         url,
         events,
         filters: checked.filters.unwrap_or_default(),
@@ -75,29 +78,44 @@ pub async fn create_webhook(
             headers: checked.labels.headers.clone().unwrap_or_default(),
         },
     };
-    let limit = state.settings.max_webhooks_per_project;
     let mut changes = json!({
-        "url": redact_query(new.url.as_str()),
-        "events": new.events.to_strings(),
         "filters": new.filters.to_pairs().into_iter().collect::<BTreeMap<_, _>>(),
     });
     if let Some(changes) = changes.as_object_mut() {
         checked.limits.describe(changes);
         checked.labels.describe(changes);
     }
-    let audit = auth.audit("webhook.created", new.id, changes, now);
+    let limit = state.settings.max_webhooks_per_project;
+    register(&state, &auth, new, limit, changes).await
+}
+
+/// Creates a webhook of `new.kind` within the project's `limit` of that kind, its audit entry
+/// holding the URL, the events and `changes`; answers with its secret, shown this once.
+pub(super) async fn register(
+    state: &AppState,
+    auth: &Authorized<WebhooksWrite>,
+    new: NewWebhook,
+    limit: u32,
+    mut changes: Value,
+) -> Result<(StatusCode, Json<Envelope<CreatedWebhook>>), ApiError> {
+    if let Some(changes) = changes.as_object_mut() {
+        changes.insert("url".into(), json!(redact_query(new.url.as_str())));
+        changes.insert("events".into(), json!(new.events.to_strings()));
+    }
+    let now = new.created_at;
+    let audit = auth.audit(action(new.kind, Change::Created), new.id, changes, now);
     let webhook = state
         .store
         .create_webhook(auth.project_id, new, limit, audit)
         .await?;
-    tracing::info!(webhook_id = %webhook.id, "webhook created");
-    let created = CreatedWebhook {
-        webhook: (&webhook).into(),
-        secret: webhook.secret.expose().to_owned(),
-    };
+    tracing::info!(webhook_id = %webhook.id, kind = webhook.kind.as_str(), "created");
     Ok((
         StatusCode::CREATED,
-        Json(Envelope::new(created, auth.project_id, now)),
+        Json(Envelope::new(
+            CreatedWebhook::new(&webhook),
+            auth.project_id,
+            now,
+        )),
     ))
 }
 
@@ -107,15 +125,8 @@ pub async fn list_webhooks(
     auth: Authorized<WebhooksRead>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Envelope<WebhookList>>, ApiError> {
-    let webhooks = state
-        .store
-        .list_webhooks(auth.project_id, query.include_inactive)
-        .await?;
     let list = WebhookList {
-        webhooks: webhooks
-            .iter()
-            .map(|webhook| ListedWebhook::new(webhook).for_reader(auth.writes_webhooks))
-            .collect(),
+        webhooks: listed(&state, &auth, WebhookKind::Webhook, query.include_inactive).await?,
     };
     Ok(Json(Envelope::new(
         list,
@@ -124,17 +135,41 @@ pub async fn list_webhooks(
     )))
 }
 
+/// The project's webhooks of `kind`, as a list shows them to this key.
+pub(super) async fn listed(
+    state: &AppState,
+    auth: &Authorized<WebhooksRead>,
+    kind: WebhookKind,
+    include_inactive: bool,
+) -> Result<Vec<ListedWebhook>, ApiError> {
+    let webhooks = state
+        .store
+        .list_webhooks(auth.project_id, kind, include_inactive)
+        .await?;
+    Ok(webhooks
+        .iter()
+        .map(|webhook| ListedWebhook::new(webhook).for_reader(auth.writes_webhooks))
+        .collect())
+}
+
 #[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
 pub async fn get_webhook(
     State(state): State<AppState>,
     auth: Authorized<WebhooksRead>,
     ApiPath(path): ApiPath<WebhookPath>,
 ) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
-    let webhook = state
-        .store
-        .get_webhook(auth.project_id, path.webhook_id.into())
-        .await?;
-    let details = details(&state, &webhook).for_reader(auth.writes_webhooks);
+    read_one(&state, &auth, WebhookKind::Webhook, path.webhook_id.into()).await
+}
+
+/// One webhook of `kind`, with its stats and health, as this key may see it.
+pub(super) async fn read_one(
+    state: &AppState,
+    auth: &Authorized<WebhooksRead>,
+    kind: WebhookKind,
+    id: WebhookId,
+) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
+    let webhook = state.store.get_webhook(auth.project_id, kind, id).await?;
+    let details = details(state, &webhook).for_reader(auth.writes_webhooks);
     Ok(Json(Envelope::new(
         details,
         auth.project_id,
@@ -183,21 +218,49 @@ pub async fn delete_webhook(
     auth: Authorized<WebhooksWrite>,
     ApiPath(path): ApiPath<WebhookPath>,
 ) -> Result<Json<Deleted>, ApiError> {
+    remove(&state, &auth, WebhookKind::Webhook, path.webhook_id.into()).await?;
+    tracing::info!("webhook deleted");
+    Ok(Json(Deleted::confirmed()))
+}
+
+/// The changes webhooks and alert endpoints share.
+#[derive(Clone, Copy)]
+enum Change {
+    Created,
+    Deleted,
+    SecretRotated,
+}
+
+/// What the audit log calls a change to a webhook of `kind`.
+fn action(kind: WebhookKind, change: Change) -> &'static str {
+    match (kind, change) {
+        (WebhookKind::Webhook, Change::Created) => "webhook.created",
+        (WebhookKind::Webhook, Change::Deleted) => "webhook.deleted",
+        (WebhookKind::Webhook, Change::SecretRotated) => "webhook.secret_rotated",
+        (WebhookKind::AlertEndpoint, Change::Created) => "alert_endpoint.created",
+        (WebhookKind::AlertEndpoint, Change::Deleted) => "alert_endpoint.deleted",
+        (WebhookKind::AlertEndpoint, Change::SecretRotated) => "alert_endpoint.secret_rotated",
+    }
+}
+
+/// Deletes a webhook of `kind`, cancelling its pending deliveries.
+pub(super) async fn remove(
+    state: &AppState,
+    auth: &Authorized<WebhooksWrite>,
+    kind: WebhookKind,
+    id: WebhookId,
+) -> Result<(), ApiError> {
+    let audit = auth.audit(
+        action(kind, Change::Deleted),
+        id,
+        json!({}),
+        state.clock.now(),
+    );
     state
         .store
-        .delete_webhook(
-            auth.project_id,
-            path.webhook_id.into(),
-            auth.audit(
-                "webhook.deleted",
-                path.webhook_id,
-                json!({}),
-                state.clock.now(),
-            ),
-        )
+        .delete_webhook(auth.project_id, kind, id, audit)
         .await?;
-    tracing::info!("webhook deleted");
-    Ok(Json(Deleted { deleted: true }))
+    Ok(())
 }
 
 /// The optional rotate body: how long the old secret keeps signing beside the new one.
@@ -234,6 +297,25 @@ pub async fn rotate_webhook_secret(
     ApiPath(path): ApiPath<WebhookPath>,
     OptionalApiJson(input): OptionalApiJson<RotateInput>,
 ) -> Result<Json<Envelope<RotatedSecret>>, ApiError> {
+    rotate(
+        &state,
+        &auth,
+        WebhookKind::Webhook,
+        path.webhook_id.into(),
+        input,
+    )
+    .await
+}
+
+/// Gives a webhook of `kind` a new signing secret, the old one signing beside it for the grace
+/// period asked for.
+pub(super) async fn rotate(
+    state: &AppState,
+    auth: &Authorized<WebhooksWrite>,
+    kind: WebhookKind,
+    id: WebhookId,
+    input: Option<RotateInput>,
+) -> Result<Json<Envelope<RotatedSecret>>, ApiError> {
     let grace = grace(input)?;
     let secret = WebhookSecret::generate();
     let now = state.clock.now();
@@ -246,19 +328,21 @@ pub async fn rotate_webhook_secret(
         .store
         .rotate_webhook_secret(
             auth.project_id,
-            path.webhook_id.into(),
+            kind,
+            id,
             rotation,
             auth.audit(
-                "webhook.secret_rotated",
-                path.webhook_id,
+                action(kind, Change::SecretRotated),
+                id,
                 json!({ "graceSeconds": grace.map_or(0, |g| g.num_seconds()) }),
                 now,
             ),
         )
         .await?;
     tracing::info!(
+        kind = kind.as_str(),
         grace_seconds = grace.map(|g| g.num_seconds()),
-        "webhook secret rotated"
+        "secret rotated"
     );
     let rotated = RotatedSecret {
         secret: secret.expose().to_owned(),

@@ -90,11 +90,21 @@ impl ListedWebhook {
     }
 }
 
+/// A new webhook, with its secret: the only answer that shows it.
 #[derive(Serialize)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
-    pub(super) webhook: WebhookView,
-    pub(super) secret: String,
+    webhook: WebhookView,
+    secret: String,
+}
+
+impl CreatedWebhook {
+    pub fn new(webhook: &Webhook) -> Self {
+        Self {
+            webhook: webhook.into(),
+            secret: webhook.secret.expose().to_owned(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -191,7 +201,13 @@ pub struct WebhookList {
 
 #[derive(Serialize)]
 pub struct Deleted {
-    pub(super) deleted: bool,
+    deleted: bool,
+}
+
+impl Deleted {
+    pub fn confirmed() -> Self {
+        Self { deleted: true }
+    }
 }
 
 #[derive(Serialize)]

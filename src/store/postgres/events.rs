@@ -33,7 +33,7 @@ const TARGET_COLUMNS: &str = "w.id, w.url, w.secret, case when w.previous_secret
      w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
 
 /// Inserts `DeliveryRows`, bound as `$1` to `$7`; callers add a filter and `returning id`.
-const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
+pub(super) const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
              next_attempt_at, lease_until, lease_token, created_at, updated_at) \
              select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
                     coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
@@ -42,7 +42,7 @@ const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook
                          $6::timestamptz[], $7::uuid[]) \
                   as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token)";
 
-fn deliveries_insert<'q>(
+pub(super) fn deliveries_insert<'q>(
     sql: &'q str,
     rows: &'q DeliveryRows,
 ) -> QueryAs<'q, Postgres, (Uuid,), PgArguments> {
@@ -58,16 +58,16 @@ fn deliveries_insert<'q>(
 
 /// A batch of events as the insert's `unnest` columns.
 #[derive(Default)]
-struct EventColumns {
-    ids: Vec<Uuid>,
-    project_ids: Vec<Uuid>,
-    event_types: Vec<String>,
-    payloads: Vec<String>,
-    created_at: Vec<DateTime<Utc>>,
+pub(super) struct EventColumns {
+    pub ids: Vec<Uuid>,
+    pub project_ids: Vec<Uuid>,
+    pub event_types: Vec<String>,
+    pub payloads: Vec<String>,
+    pub created_at: Vec<DateTime<Utc>>,
 }
 
 impl EventColumns {
-    fn push(&mut self, event: &NewEvent) {
+    pub(super) fn push(&mut self, event: &NewEvent) {
         self.ids.push(event.id.as_uuid());
         self.project_ids.push(event.project_id.as_uuid());
         self.event_types.push(event.event_type.clone());
@@ -121,17 +121,18 @@ impl PostgresStore {
     ) -> StoreResult<Vec<TargetRow>> {
         let event = &accepting.event;
         let candidates: Vec<TargetCandidate> = match event.target {
-            EventTarget::Webhook(webhook) => {
+            EventTarget::Webhook(webhook, kind) => {
                 let found: Option<TargetCandidate> = sqlx::query_as(&format!(
                     "select {TARGET_COLUMNS} from webhooks w \
-                     where id = $1 and project_id = $2 and is_active for key share"
+                     where id = $1 and project_id = $2 and kind = $4 and is_active for key share"
                 ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
                 .bind(event.created_at)
+                .bind(kind.as_str())
                 .fetch_optional(&mut **tx)
                 .await?;
-                let found = found.ok_or(StoreError::NotFound(Entity::Webhook))?;
+                let found = found.ok_or(StoreError::NotFound(Entity::of(kind)))?;
                 // A test event goes to its webhook whatever the filters say.
                 return Ok(vec![found.into_target()]);
             }
@@ -219,7 +220,7 @@ impl AcceptWays for PostgresStore {
         let targets = Self::targets(&mut tx, accepting).await?;
         let (rows, mut accepted) = queue_deliveries(&self.cipher, &[accepting], vec![targets])?;
         Self::insert_deliveries(&mut tx, &rows).await?;
-        if let EventTarget::Webhook(_) = event.target {
+        if let EventTarget::Webhook(..) = event.target {
             sqlx::query("update deliveries set ignores_pause = true where event_id = $1")
                 .bind(event.id.as_uuid())
                 .execute(&mut *tx)

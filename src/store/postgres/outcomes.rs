@@ -7,9 +7,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::PostgresStore;
+use super::events::{EventColumns, INSERT_DELIVERIES, deliveries_insert};
+use super::{PostgresStore, WORK_CHANNEL};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
-use crate::store::records::{RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, storable};
+use crate::store::records::{
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
+    recorded_outcomes, storable,
+};
 use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
 fn clamp_i32(value: u32) -> i32 {
@@ -87,6 +91,7 @@ struct StatsColumns {
     last_failure_at: Vec<Option<DateTime<Utc>>>,
     consecutive: Vec<i64>,
     failing_since: Vec<Option<DateTime<Utc>>>,
+    announced: Vec<bool>,
     concurrency: Vec<i32>,
     throttled_until: Vec<Option<DateTime<Utc>>>,
     backoff_ms: Vec<Option<i32>>,
@@ -101,6 +106,7 @@ impl StatsColumns {
         self.last_failure_at.push(tally.last_failure_at);
         self.consecutive.push(tally.run.consecutive);
         self.failing_since.push(tally.run.since);
+        self.announced.push(tally.run.announced);
         self.concurrency
             .push(i32::try_from(tally.concurrency).unwrap_or(i32::MAX));
         self.throttled_until.push(tally.throttled_until);
@@ -127,12 +133,12 @@ impl PostgresStore {
         webhook_ids.sort_unstable();
         webhook_ids.dedup();
         let runs: Vec<RunRow> = sqlx::query_as(&format!(
-            "select {RUN_COLUMNS} from webhooks where id = any($1) order by id for no key update"
+            "{RUN_SELECT} where w.id = any($1) order by w.id for no key update of w"
         ))
         .bind(&webhook_ids)
         .fetch_all(&mut *tx)
         .await?;
-        let runs_before = runs_before(runs);
+        let runs = Runs::read(runs)?;
 
         let held = Self::update_deliveries(&mut tx, records).await?;
         let kept: Vec<&AttemptRecord> = records
@@ -143,11 +149,11 @@ impl PostgresStore {
             tx.rollback().await?;
             return Ok(RecordedBatch {
                 outcomes: recorded_outcomes(records, &held, &[]),
-                flows: Vec::new(),
+                ..RecordedBatch::default()
             });
         }
         Self::insert_attempts(&mut tx, &kept).await?;
-        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
+        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs.before);
         Self::update_stats(&mut tx, &tallies).await?;
         for tally in &tallies {
             if let Some(disable) = &tally.disable {
@@ -155,11 +161,64 @@ impl PostgresStore {
                     .await?;
             }
         }
+        let notices = Self::queue_notices(&mut tx, &tallies, &runs, &kept).await?;
         tx.commit().await?;
+        if !notices.deliveries.ids.is_empty() {
+            sqlx::query("select pg_notify($1, '')")
+                .bind(WORK_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(RecordedBatch {
             outcomes: recorded_outcomes(records, &held, &tallies),
             flows: tallies.iter().map(FlowChange::from).collect(),
+            notices: notices.queued,
         })
+    }
+
+    /// Queues the tallies' notices for the alert endpoints of their projects. The endpoints are
+    /// read under a key share, so a delete waits and then cancels what this queued.
+    async fn queue_notices(
+        tx: &mut Transaction<'_, Postgres>,
+        tallies: &[WebhookTally],
+        runs: &Runs,
+        kept: &[&AttemptRecord],
+    ) -> StoreResult<NoticeRows> {
+        let projects = runs.notice_projects(tallies);
+        if projects.is_empty() {
+            return Ok(NoticeRows::default());
+        }
+        let endpoints: Vec<AlertEndpointRow> = sqlx::query_as(&format!(
+            "{ALERT_ENDPOINTS_SELECT} = any($1) order by id for key share"
+        ))
+        .bind(&projects)
+        .fetch_all(&mut **tx)
+        .await?;
+        let rows = notice_rows(tallies, runs, kept, &endpoints);
+        if rows.events.is_empty() {
+            return Ok(rows);
+        }
+        let mut events = EventColumns::default();
+        for event in &rows.events {
+            events.push(event);
+        }
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, created_at) \
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], \
+                                  $5::timestamptz[])",
+        )
+        .bind(&events.ids)
+        .bind(&events.project_ids)
+        .bind(&events.event_types)
+        .bind(&events.payloads)
+        .bind(&events.created_at)
+        .execute(&mut **tx)
+        .await?;
+        let sql = format!("{INSERT_DELIVERIES} returning id");
+        deliveries_insert(&sql, &rows.deliveries)
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(rows)
     }
 
     /// Writes each delivery's new state where its lease still holds; returns those deliveries.
@@ -244,13 +303,13 @@ impl PostgresStore {
              last_success_at = coalesce(t.last_success_at, w.last_success_at), \
              last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
              consecutive_failures = t.consecutive, failing_since = t.failing_since, \
-             effective_concurrency = t.concurrency, throttle_backoff_ms = t.backoff_ms, \
+             failure_announced = t.announced, effective_concurrency = t.concurrency, throttle_backoff_ms = t.backoff_ms, \
              throttled_until = greatest(t.throttled_until, w.throttled_until) \
              from unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], \
                          $5::timestamptz[], $6::int8[], $7::timestamptz[], $8::int4[], \
-                         $9::timestamptz[], $10::int4[]) \
+                         $9::timestamptz[], $10::int4[], $11::bool[]) \
                   as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
-                       failing_since, concurrency, throttled_until, backoff_ms) \
+                       failing_since, concurrency, throttled_until, backoff_ms, announced) \
              where w.id = t.id",
         )
         .bind(&stats.ids)
@@ -263,6 +322,7 @@ impl PostgresStore {
         .bind(&stats.concurrency)
         .bind(&stats.throttled_until)
         .bind(&stats.backoff_ms)
+        .bind(&stats.announced)
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::PostgresStore;
 use super::insert_audit;
-use crate::domain::{AuditEntry, ProjectId, WebhookId};
+use crate::domain::{AuditEntry, ProjectId, WebhookId, WebhookKind};
 use crate::store::records::{
     AuditRow, WebhookRow, filters_to_json, schedule_to_json, stored_headers,
 };
@@ -14,7 +14,7 @@ use crate::store::{
     WebhookChanges, WebhookStore,
 };
 
-const WEBHOOK_COLUMNS: &str = "id, project_id, url, events, filters::text as filters, \
+const WEBHOOK_COLUMNS: &str = "id, kind, project_id, url, events, filters::text as filters, \
      secret, is_active, created_at, updated_at, deleted_at, total_deliveries, \
      successful_deliveries, failed_deliveries, last_success_at, last_failure_at, \
      consecutive_failures, disabled_at, disabled_reason, last_modified_by, last_modified_via, \
@@ -37,19 +37,25 @@ impl WebhookStore for PostgresStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound(Entity::Project))?;
-        let (active,): (i64,) =
-            sqlx::query_as("select count(*) from webhooks where project_id = $1 and is_active")
-                .bind(project.as_uuid())
-                .fetch_one(&mut *tx)
-                .await?;
+        let (active,): (i64,) = sqlx::query_as(
+            "select count(*) from webhooks where project_id = $1 and kind = $2 and is_active",
+        )
+        .bind(project.as_uuid())
+        .bind(new.kind.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
         if active >= i64::from(limit) {
-            return Err(StoreError::WebhookLimitReached { limit });
+            return Err(StoreError::WebhookLimitReached {
+                limit,
+                kind: new.kind,
+            });
         }
         let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
              updated_at, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
-             max_concurrency, description, metadata, custom_headers) \
-             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             max_concurrency, description, metadata, custom_headers, kind) \
+             values ($1, $2, $3, $4, $5::jsonb, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16) \
              returning {WEBHOOK_COLUMNS}"
         ))
         .bind(new.id.as_uuid())
@@ -67,6 +73,7 @@ impl WebhookStore for PostgresStore {
         .bind(&new.labels.description)
         .bind(new.labels.metadata.to_json())
         .bind(stored_headers(&self.cipher, &new.labels.headers))
+        .bind(new.kind.as_str())
         .fetch_one(&mut *tx)
         .await?;
         insert_audit(&mut tx, project, &audit).await?;
@@ -77,14 +84,16 @@ impl WebhookStore for PostgresStore {
     async fn list_webhooks(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         include_inactive: bool,
     ) -> StoreResult<Vec<Webhook>> {
         let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
             "select {WEBHOOK_COLUMNS} from webhooks \
-             where project_id = $1 and (is_active or $2) order by created_at, id"
+             where project_id = $1 and kind = $3 and (is_active or $2) order by created_at, id"
         ))
         .bind(project.as_uuid())
         .bind(include_inactive)
+        .bind(kind.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -92,15 +101,21 @@ impl WebhookStore for PostgresStore {
             .collect()
     }
 
-    async fn get_webhook(&self, project: ProjectId, id: WebhookId) -> StoreResult<Webhook> {
+    async fn get_webhook(
+        &self,
+        project: ProjectId,
+        kind: WebhookKind,
+        id: WebhookId,
+    ) -> StoreResult<Webhook> {
         let row: Option<WebhookRow> = sqlx::query_as(&format!(
-            "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2"
+            "select {WEBHOOK_COLUMNS} from webhooks where id = $1 and project_id = $2 and kind = $3"
         ))
         .bind(id.as_uuid())
         .bind(project.as_uuid())
+        .bind(kind.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or(StoreError::NotFound(Entity::Webhook))?
+        row.ok_or(StoreError::NotFound(Entity::of(kind)))?
             .into_webhook(&self.cipher)
     }
 
@@ -128,7 +143,8 @@ impl WebhookStore for PostgresStore {
              description = case when $16 then $17 else description end, \
              metadata = coalesce($18, metadata), \
              custom_headers = case when $19 then $20 else custom_headers end \
-             where id = $1 and project_id = $2 and is_active returning {WEBHOOK_COLUMNS}"
+             where id = $1 and project_id = $2 and kind = 'webhook' and is_active \
+             returning {WEBHOOK_COLUMNS}"
         ))
         .bind(id.as_uuid())
         .bind(project.as_uuid())
@@ -173,6 +189,7 @@ impl WebhookStore for PostgresStore {
     async fn delete_webhook(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         id: WebhookId,
         audit: AuditEntry,
     ) -> StoreResult<()> {
@@ -187,17 +204,18 @@ impl WebhookStore for PostgresStore {
         let deleted = sqlx::query(
             "update webhooks set is_active = false, deleted_at = $3, updated_at = $3, \
              last_modified_by = $4, last_modified_via = $5 \
-             where id = $1 and project_id = $2 and is_active",
+             where id = $1 and project_id = $2 and kind = $6 and is_active",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
         .bind(now)
         .bind(audit.actor.id())
         .bind(audit.actor.channel.as_str())
+        .bind(kind.as_str())
         .execute(&mut *tx)
         .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound(Entity::Webhook));
+            return Err(StoreError::NotFound(Entity::of(kind)));
         }
         sqlx::query(
             "update deliveries set status = 'cancelled', next_attempt_at = null, \
@@ -216,6 +234,7 @@ impl WebhookStore for PostgresStore {
     async fn rotate_webhook_secret(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         id: WebhookId,
         rotation: SecretRotation,
         audit: AuditEntry,
@@ -225,7 +244,7 @@ impl WebhookStore for PostgresStore {
             "update webhooks set previous_secret = case when $5 is null then null else secret end, \
              previous_secret_until = $5, secret = $3, updated_at = $4, last_modified_by = $6, \
              last_modified_via = $7 \
-             where id = $1 and project_id = $2 and is_active",
+             where id = $1 and project_id = $2 and kind = $8 and is_active",
         )
         .bind(id.as_uuid())
         .bind(project.as_uuid())
@@ -234,10 +253,11 @@ impl WebhookStore for PostgresStore {
         .bind(rotation.previous_valid_until)
         .bind(audit.actor.id())
         .bind(audit.actor.channel.as_str())
+        .bind(kind.as_str())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(Entity::Webhook));
+            return Err(StoreError::NotFound(Entity::of(kind)));
         }
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::queue::{ClaimRow, ClaimedDelivery, FlowColumns};
 use crate::domain::{
-    AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId,
+    AuditEntry, DeliveryId, EventId, ProjectId, Published, Subscriber, WebhookId, WebhookKind,
     event_fingerprint, plan_fanout,
 };
 use crate::store::cipher::SecretCipher;
@@ -20,8 +20,8 @@ use crate::store::{StoreResult, records::filters_from_json};
 pub enum EventTarget {
     /// Every active webhook of the project subscribed to the type whose filters match.
     Subscribers,
-    /// One active webhook, whatever its subscriptions (test events).
-    Webhook(WebhookId),
+    /// One active webhook (or alert endpoint), whatever its subscriptions (test events).
+    Webhook(WebhookId, WebhookKind),
 }
 
 pub struct NewEvent {

@@ -1,6 +1,7 @@
 //! The records the store takes and returns, and the row types both backends decode them from.
 
 mod events;
+mod health;
 mod log;
 mod queue;
 mod tenants;
@@ -12,7 +13,8 @@ pub use log::{
     Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth, RecoverFilter, Recovery,
 };
 pub use queue::{
-    AttemptRecord, ClaimedDelivery, FlowChange, Recorded, RecordedBatch, WebhookTarget,
+    AttemptRecord, ClaimedDelivery, FlowChange, QueuedNotice, Recorded, RecordedBatch,
+    WebhookTarget,
 };
 pub use tenants::{ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject};
 pub use webhooks::{
@@ -23,10 +25,12 @@ pub use webhooks::{
 pub(crate) use events::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
 };
+pub(crate) use health::{
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
+};
 pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow};
 pub(crate) use queue::{
-    ClaimRow, RUN_COLUMNS, RunRow, into_claims, rate_limited, recorded_outcomes, runs_before,
-    schedule_to_json, storable,
+    ClaimRow, into_claims, rate_limited, recorded_outcomes, schedule_to_json, storable,
 };
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
 pub(crate) use webhooks::{

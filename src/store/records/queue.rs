@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    AttemptFacts, AttemptResult, Before, DeliveryId, DisablePolicy, EventId, FailureRun,
-    HealthBefore, Hold, Pressure, ProjectId, RetrySchedule, WebhookId, WebhookTally,
+    AttemptFacts, AttemptResult, Before, DeliveryId, EventId, EventType, HealthPolicy, Hold,
+    Pressure, ProjectId, RetrySchedule, WebhookId, WebhookTally,
 };
 use crate::store::cipher::{MissingKey, SecretCipher, SigningSecrets};
 use crate::store::decode::{Int, Time};
@@ -178,7 +178,7 @@ pub struct AttemptRecord {
     pub result: AttemptResult,
     pub finished_at: DateTime<Utc>,
     /// When this attempt's failure should disable the endpoint.
-    pub disable_policy: DisablePolicy,
+    pub health_policy: HealthPolicy,
     /// Set when the receiver throttled this attempt: the hold it put on the webhook.
     pub hold: Option<Hold>,
     /// The receiver's `Retry-After`, as it sent it.
@@ -203,7 +203,7 @@ impl AttemptRecord {
             pressure: self.pressure,
             max_concurrency: self.max_concurrency,
             finished_at: self.finished_at,
-            policy: self.disable_policy,
+            policy: self.health_policy,
         }
     }
 
@@ -223,45 +223,21 @@ pub enum Recorded {
     Disabled(String),
 }
 
-/// The columns `RunRow` reads from `webhooks`.
-pub(crate) const RUN_COLUMNS: &str =
-    "id, consecutive_failures, failing_since, effective_concurrency, throttle_backoff_ms";
-
-/// A webhook's health and flow as both backends read it before recording a batch.
-#[derive(sqlx::FromRow)]
-pub(crate) struct RunRow {
-    id: Uuid,
-    consecutive_failures: Int,
-    failing_since: Option<Time>,
-    effective_concurrency: Option<Int>,
-    throttle_backoff_ms: Option<Int>,
-}
-
-/// Each webhook's health and flow, as the tally starts from them.
-pub(crate) fn runs_before(rows: Vec<RunRow>) -> HashMap<WebhookId, HealthBefore> {
-    rows.into_iter()
-        .map(|row| {
-            let before = HealthBefore {
-                run: FailureRun {
-                    consecutive: row.consecutive_failures.0,
-                    since: row.failing_since.map(|t| t.0),
-                },
-                concurrency: row.effective_concurrency.map(Int::to),
-                backoff: row
-                    .throttle_backoff_ms
-                    .map(|ms| Duration::from_millis(ms.to())),
-            };
-            (WebhookId::from(row.id), before)
-        })
-        .collect()
-}
-
-/// What recording a batch did: one outcome per attempt, in order, and each webhook's flow
-/// after it.
+/// What recording a batch did: one outcome per attempt, in order, each webhook's flow after
+/// it, and the notices it queued for alert endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecordedBatch {
     pub outcomes: Vec<Recorded>,
     pub flows: Vec<FlowChange>,
+    pub notices: Vec<QueuedNotice>,
+}
+
+/// A notice about a webhook, queued for delivery to the project's alert endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedNotice {
+    pub webhook_id: WebhookId,
+    pub event: EventType,
+    pub deliveries: usize,
 }
 
 /// What a recorded batch changed in each webhook's flow, for the worker's admission.

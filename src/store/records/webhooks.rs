@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::queue::schedule_from_json;
 use crate::domain::{
     CustomHeaders, EndpointUrl, EventType, EventTypes, Filters, Metadata, ProjectId, RetrySchedule,
-    WebhookId, WebhookSecret,
+    WebhookId, WebhookKind, WebhookSecret,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, TextList, Time};
@@ -15,6 +15,7 @@ use crate::store::{StoreError, StoreResult};
 
 pub struct NewWebhook {
     pub id: WebhookId,
+    pub kind: WebhookKind,
     pub url: EndpointUrl,
     pub events: EventTypes,
     pub filters: Filters,
@@ -81,6 +82,7 @@ pub struct WebhookStats {
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub id: WebhookId,
+    pub kind: WebhookKind,
     pub project_id: ProjectId,
     pub url: String,
     pub events: Vec<EventType>,
@@ -116,6 +118,7 @@ pub struct Disabled {
 #[derive(sqlx::FromRow)]
 pub(crate) struct WebhookRow {
     id: Uuid,
+    kind: String,
     project_id: Uuid,
     url: String,
     events: TextList,
@@ -154,12 +157,15 @@ impl WebhookRow {
             .0
             .iter()
             .map(|e| {
-                EventType::parse(e)
+                EventType::parse_stored(e)
                     .ok_or_else(|| StoreError::corrupt(format!("stored event type {e:?}")))
             })
             .collect::<Result<_, _>>()?;
         Ok(Webhook {
             id: row.id.into(),
+            kind: WebhookKind::parse(&row.kind).ok_or_else(|| {
+                StoreError::corrupt(format!("stored webhook kind {:?}", row.kind))
+            })?,
             project_id: row.project_id.into(),
             url: row.url,
             events,

@@ -77,18 +77,19 @@ impl SqliteStore {
     ) -> StoreResult<Vec<TargetRow>> {
         let event = &accepting.event;
         let candidates: Vec<TargetCandidate> = match event.target {
-            EventTarget::Webhook(webhook) => {
+            EventTarget::Webhook(webhook, kind) => {
                 let found: Option<TargetCandidate> = sqlx::query_as(&format!(
                     "select {} from webhooks w \
-                     where id = $1 and project_id = $2 and is_active",
+                     where id = $1 and project_id = $2 and kind = $4 and is_active",
                     target_columns("$3")
                 ))
                 .bind(webhook.as_uuid())
                 .bind(event.project_id.as_uuid())
                 .bind(millis(event.created_at))
+                .bind(kind.as_str())
                 .fetch_optional(&mut **tx)
                 .await?;
-                let found = found.ok_or(StoreError::NotFound(Entity::Webhook))?;
+                let found = found.ok_or(StoreError::NotFound(Entity::of(kind)))?;
                 // A test event goes to its webhook whatever the filters say.
                 return Ok(vec![found.into_target()]);
             }
@@ -115,7 +116,34 @@ impl SqliteStore {
     }
 
     /// Inserts new deliveries in one statement.
-    async fn insert_deliveries(
+    /// Inserts events without an idempotency key, as one statement.
+    pub(super) async fn insert_events(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: impl Iterator<Item = &NewEvent>,
+    ) -> StoreResult<()> {
+        let rows: Vec<serde_json::Value> = events
+            .map(|event| {
+                serde_json::json!([
+                    hex_uuid(event.id.as_uuid()),
+                    hex_uuid(event.project_id.as_uuid()),
+                    event.event_type,
+                    event.payload,
+                    millis(event.created_at),
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "insert into events (id, project_id, event_type, payload, created_at) \
+             select unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3, \
+                    value ->> 4 from json_each($1)",
+        )
+        .bind(json_rows(&rows))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_deliveries(
         tx: &mut Transaction<'_, Sqlite>,
         rows: &DeliveryRows,
     ) -> StoreResult<()> {
@@ -182,7 +210,7 @@ impl AcceptWays for SqliteStore {
         let targets = Self::targets(&mut tx, accepting).await?;
         let (rows, mut accepted) = queue_deliveries(&self.cipher, &[accepting], vec![targets])?;
         Self::insert_deliveries(&mut tx, &rows).await?;
-        if let EventTarget::Webhook(_) = event.target {
+        if let EventTarget::Webhook(..) = event.target {
             sqlx::query("update deliveries set ignores_pause = 1 where event_id = $1")
                 .bind(event.id.as_uuid())
                 .execute(&mut *tx)
@@ -199,33 +227,13 @@ impl AcceptWays for SqliteStore {
         let Some(first) = events.first() else {
             return Ok(Vec::new());
         };
-        let rows: Vec<serde_json::Value> = events
-            .iter()
-            .map(|accepting| {
-                let event = &accepting.event;
-                serde_json::json!([
-                    hex_uuid(event.id.as_uuid()),
-                    hex_uuid(event.project_id.as_uuid()),
-                    event.event_type,
-                    event.payload,
-                    millis(event.created_at),
-                ])
-            })
-            .collect();
         let published: Vec<_> = events.iter().map(|a| a.event.published()).collect();
         let pairs: Vec<(String, String)> = subscription_pairs(&published)
             .into_iter()
             .map(|(project, event_type)| (hex_uuid(project.as_uuid()), event_type))
             .collect();
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "insert into events (id, project_id, event_type, payload, created_at) \
-             select unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3, \
-                    value ->> 4 from json_each($1)",
-        )
-        .bind(json_rows(&rows))
-        .execute(&mut *tx)
-        .await?;
+        Self::insert_events(&mut tx, events.iter().map(|a| &a.event)).await?;
         let candidates: Vec<BatchCandidate> = sqlx::query_as(&format!(
             "select {}, w.project_id, p.value ->> 1 as event_type \
              from json_each($1) as p join webhooks w on w.project_id = unhex(p.value ->> 0) \

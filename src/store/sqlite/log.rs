@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, hex_uuid, insert_audit, millis};
-use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId};
+use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId, WebhookKind};
 use crate::store::records::{
     ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
 };
@@ -34,16 +34,19 @@ impl DeliveryLogStore for SqliteStore {
     async fn list_deliveries(
         &self,
         project: ProjectId,
+        kind: WebhookKind,
         webhook: WebhookId,
         query: DeliveryQuery,
     ) -> StoreResult<Vec<DeliverySummary>> {
-        let exists: Option<(Uuid,)> =
-            sqlx::query_as("select id from webhooks where id = $1 and project_id = $2")
-                .bind(webhook.as_uuid())
-                .bind(project.as_uuid())
-                .fetch_optional(&self.reader)
-                .await?;
-        exists.ok_or(StoreError::NotFound(Entity::Webhook))?;
+        let exists: Option<(Uuid,)> = sqlx::query_as(
+            "select id from webhooks where id = $1 and project_id = $2 and kind = $3",
+        )
+        .bind(webhook.as_uuid())
+        .bind(project.as_uuid())
+        .bind(kind.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        exists.ok_or(StoreError::NotFound(Entity::of(kind)))?;
         let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
             "select {SUMMARY_COLUMNS} from deliveries d join events e on e.id = d.event_id \
              where d.webhook_id = $1 and ($2 is null or d.status = $2) \
@@ -136,7 +139,7 @@ impl DeliveryLogStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         let found: Vec<(Uuid, bool, bool, bool)> = sqlx::query_as(
             "select id, is_active, paused_at is not null, disabled_at is not null from webhooks \
-             where project_id = $1",
+             where project_id = $1 and kind = 'webhook'",
         )
         .bind(project.as_uuid())
         .fetch_all(&mut *tx)

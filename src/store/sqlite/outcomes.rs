@@ -9,7 +9,10 @@ use uuid::Uuid;
 
 use super::{SqliteStore, hex_uuid, json_rows, millis};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
-use crate::store::records::{RUN_COLUMNS, RunRow, recorded_outcomes, runs_before, storable};
+use crate::store::records::{
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
+    recorded_outcomes, storable,
+};
 use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
 impl SqliteStore {
@@ -30,7 +33,7 @@ impl SqliteStore {
             tx.rollback().await?;
             return Ok(RecordedBatch {
                 outcomes: recorded_outcomes(records, &held, &[]),
-                flows: Vec::new(),
+                ..RecordedBatch::default()
             });
         }
         Self::insert_attempts(&mut tx, &kept).await?;
@@ -39,12 +42,13 @@ impl SqliteStore {
             .map(|r| hex_uuid(r.webhook_id.as_uuid()))
             .collect();
         let runs: Vec<RunRow> = sqlx::query_as(&format!(
-            "select {RUN_COLUMNS} from webhooks where id in (select unhex(value) from json_each($1))"
+            "{RUN_SELECT} where w.id in (select unhex(value) from json_each($1))"
         ))
         .bind(json_rows(&webhook_ids))
         .fetch_all(&mut *tx)
         .await?;
-        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before(runs));
+        let runs = Runs::read(runs)?;
+        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs.before);
         Self::update_stats(&mut tx, &tallies).await?;
         for tally in &tallies {
             if let Some(disable) = &tally.disable {
@@ -52,11 +56,40 @@ impl SqliteStore {
                     .await?;
             }
         }
+        let notices = Self::queue_notices(&mut tx, &tallies, &runs, &kept).await?;
         tx.commit().await?;
         Ok(RecordedBatch {
             outcomes: recorded_outcomes(records, &held, &tallies),
             flows: tallies.iter().map(FlowChange::from).collect(),
+            notices: notices.queued,
         })
+    }
+
+    /// Queues the tallies' notices for the alert endpoints of their projects.
+    async fn queue_notices(
+        tx: &mut Transaction<'_, Sqlite>,
+        tallies: &[WebhookTally],
+        runs: &Runs,
+        kept: &[&AttemptRecord],
+    ) -> StoreResult<NoticeRows> {
+        let projects: Vec<String> = runs
+            .notice_projects(tallies)
+            .into_iter()
+            .map(hex_uuid)
+            .collect();
+        if projects.is_empty() {
+            return Ok(NoticeRows::default());
+        }
+        let endpoints: Vec<AlertEndpointRow> = sqlx::query_as(&format!(
+            "{ALERT_ENDPOINTS_SELECT} in (select unhex(value) from json_each($1))"
+        ))
+        .bind(json_rows(&projects))
+        .fetch_all(&mut **tx)
+        .await?;
+        let rows = notice_rows(tallies, runs, kept, &endpoints);
+        Self::insert_events(tx, rows.events.iter()).await?;
+        Self::insert_deliveries(tx, &rows.deliveries).await?;
+        Ok(rows)
     }
 
     /// Writes each delivery's new state where its lease still holds; returns those deliveries.
@@ -149,6 +182,7 @@ impl SqliteStore {
                     "failure_at": tally.last_failure_at.map(millis),
                     "consecutive": tally.run.consecutive,
                     "since": tally.run.since.map(millis),
+                    "announced": tally.run.announced,
                     "concurrency": tally.concurrency,
                     "throttled_until": tally.throttled_until.map(millis),
                     "backoff_ms": tally.backoff.map(|b| b.as_millis() as u64),
@@ -165,6 +199,7 @@ impl SqliteStore {
              last_failure_at = coalesce(t.value ->> 'failure_at', last_failure_at), \
              consecutive_failures = t.value ->> 'consecutive', \
              failing_since = t.value ->> 'since', \
+             failure_announced = t.value ->> 'announced', \
              effective_concurrency = t.value ->> 'concurrency', \
              throttle_backoff_ms = t.value ->> 'backoff_ms', \
              throttled_until = max(coalesce(t.value ->> 'throttled_until', throttled_until), \

@@ -298,6 +298,7 @@ pub fn test_config(database_url: &str) -> ServeConfig {
             retention_days: 30,
             disable_after_hours: 72,
             disable_min_failures: 20,
+            failing_after: 5,
         },
     }
 }

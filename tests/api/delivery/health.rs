@@ -85,6 +85,7 @@ backend_tests! {
                 app.project_id,
                 hookrelay::store::NewWebhook {
                     id: hookrelay::domain::WebhookId::generate(),
+                    kind: hookrelay::domain::WebhookKind::Webhook,
                     url: hookrelay::domain::EndpointUrl::parse(
                         &receiver.url("/internal"),
                         hookrelay::domain::UrlPolicy { allow_http: true, allow_private: true, allow_any_port: false },

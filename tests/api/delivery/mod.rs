@@ -1,6 +1,7 @@
 //! Delivery end to end: a real receiver on loopback, signatures checked the way receivers do.
 //! The helpers every delivery test shares live here; the tests, by topic, in the modules.
 
+mod alerts;
 mod fanout;
 mod health;
 mod labels;

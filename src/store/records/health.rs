@@ -1,0 +1,216 @@
+//! A webhook's health as recording a batch reads it, and the notices the batch raises, as the
+//! event and delivery rows that carry them to the project's alert endpoints.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::events::{DeliveryRows, EventTarget, NewEvent};
+use super::queue::{AttemptRecord, QueuedNotice};
+use crate::domain::{
+    AccountId, DeliveryId, EventId, EventType, FailureRun, HealthBefore, Notice, NoticeSubject,
+    ProjectId, WebhookId, WebhookKind, WebhookTally, render_payload,
+};
+use crate::store::decode::{Int, TextList, Time};
+use crate::store::{StoreError, StoreResult};
+
+/// What `RunRow` reads, from `webhooks` as `w` joined to its project as `p`; each backend adds
+/// its `where` (and Postgres its row lock).
+pub(crate) const RUN_SELECT: &str = "select w.id, w.consecutive_failures, w.failing_since, \
+     w.failure_announced, w.effective_concurrency, w.throttle_backoff_ms, w.kind, w.url, \
+     w.project_id, p.account_id from webhooks w join projects p on p.id = w.project_id";
+
+/// A webhook's health and flow as both backends read it before recording a batch.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    id: Uuid,
+    consecutive_failures: Int,
+    failing_since: Option<Time>,
+    failure_announced: bool,
+    effective_concurrency: Option<Int>,
+    throttle_backoff_ms: Option<Int>,
+    kind: String,
+    url: String,
+    project_id: Uuid,
+    account_id: Uuid,
+}
+
+/// Who a webhook belongs to and where it points, as its notices name it.
+struct Subject {
+    project: ProjectId,
+    account: AccountId,
+    url: String,
+}
+
+/// The webhooks of a batch before it: the health the tally starts from, and what their notices
+/// say about them.
+pub(crate) struct Runs {
+    pub before: HashMap<WebhookId, HealthBefore>,
+    subjects: HashMap<WebhookId, Subject>,
+}
+
+impl Runs {
+    pub(crate) fn read(rows: Vec<RunRow>) -> StoreResult<Self> {
+        let mut runs = Runs {
+            before: HashMap::with_capacity(rows.len()),
+            subjects: HashMap::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let kind = WebhookKind::parse(&row.kind).ok_or_else(|| {
+                StoreError::corrupt(format!("stored webhook kind {:?}", row.kind))
+            })?;
+            let id = WebhookId::from(row.id);
+            let before = HealthBefore {
+                run: FailureRun {
+                    consecutive: row.consecutive_failures.0,
+                    since: row.failing_since.map(|t| t.0),
+                    announced: row.failure_announced,
+                },
+                raises_notices: kind.raises_notices(),
+                concurrency: row.effective_concurrency.map(Int::to),
+                backoff: row
+                    .throttle_backoff_ms
+                    .map(|ms| Duration::from_millis(ms.to())),
+            };
+            runs.before.insert(id, before);
+            runs.subjects.insert(
+                id,
+                Subject {
+                    project: row.project_id.into(),
+                    account: row.account_id.into(),
+                    url: row.url,
+                },
+            );
+        }
+        Ok(runs)
+    }
+
+    /// The projects whose alert endpoints the tallies' notices go to.
+    pub(crate) fn notice_projects(&self, tallies: &[WebhookTally]) -> Vec<Uuid> {
+        let mut projects: Vec<Uuid> = tallies
+            .iter()
+            .filter(|t| !t.notices.is_empty())
+            .filter_map(|t| self.subjects.get(&t.webhook_id))
+            .map(|s| s.project.as_uuid())
+            .collect();
+        projects.sort_unstable();
+        projects.dedup();
+        projects
+    }
+}
+
+/// Selects the alert endpoints a notice can go to, of the projects bound as `$1`; each backend
+/// adds how it binds the list.
+pub(crate) const ALERT_ENDPOINTS_SELECT: &str = "select id, project_id, events from webhooks \
+     where kind = 'alert_endpoint' and is_active and disabled_at is null and project_id";
+
+/// An alert endpoint as both backends read it when notices are queued.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AlertEndpointRow {
+    id: Uuid,
+    project_id: Uuid,
+    events: TextList,
+}
+
+impl AlertEndpointRow {
+    fn wants(&self, project: ProjectId, event: EventType) -> bool {
+        self.project_id == project.as_uuid() && self.events.0.iter().any(|e| e == event.as_str())
+    }
+}
+
+/// The rows that carry a batch's notices: one event each (with the alert endpoint envelope
+/// rendered) and one delivery per alert endpoint subscribed to it.
+#[derive(Default)]
+pub(crate) struct NoticeRows {
+    pub events: Vec<NewEvent>,
+    pub deliveries: DeliveryRows,
+    pub queued: Vec<QueuedNotice>,
+}
+
+/// What went wrong with an attempt, in the words its delivery log uses.
+fn attempt_error(record: &AttemptRecord) -> Option<String> {
+    record.error.clone().or_else(|| {
+        record
+            .response_status
+            .filter(|status| !(200..300).contains(status))
+            .map(|status| format!("the endpoint answered HTTP {status}"))
+    })
+}
+
+/// The notices of `tallies` as rows, for the alert endpoints subscribed to each; a notice no
+/// alert endpoint wants writes nothing.
+pub(crate) fn notice_rows(
+    tallies: &[WebhookTally],
+    runs: &Runs,
+    kept: &[&AttemptRecord],
+    endpoints: &[AlertEndpointRow],
+) -> NoticeRows {
+    let mut rows = NoticeRows::default();
+    for tally in tallies {
+        let Some(subject) = runs.subjects.get(&tally.webhook_id) else {
+            continue;
+        };
+        for notice in &tally.notices {
+            let targets: Vec<&AlertEndpointRow> = endpoints
+                .iter()
+                .filter(|e| e.wants(subject.project, notice.event))
+                .collect();
+            if targets.is_empty() {
+                continue;
+            }
+            let event = notice_event(tally.webhook_id, notice, subject, kept);
+            for target in &targets {
+                rows.deliveries.ids.push(DeliveryId::generate().as_uuid());
+                rows.deliveries.project_ids.push(subject.project.as_uuid());
+                rows.deliveries.webhook_ids.push(target.id);
+                rows.deliveries.event_ids.push(event.id.as_uuid());
+                rows.deliveries.created_at.push(notice.at);
+                rows.deliveries.lease_until.push(None);
+                rows.deliveries.lease_tokens.push(None);
+            }
+            rows.queued.push(QueuedNotice {
+                webhook_id: tally.webhook_id,
+                event: notice.event,
+                deliveries: targets.len(),
+            });
+            rows.events.push(event);
+        }
+    }
+    rows
+}
+
+fn notice_event(
+    webhook_id: WebhookId,
+    notice: &Notice,
+    subject: &Subject,
+    kept: &[&AttemptRecord],
+) -> NewEvent {
+    let last_error = kept
+        .iter()
+        .find(|r| r.delivery_id == notice.delivery_id)
+        .and_then(|r| attempt_error(r))
+        .filter(|_| notice.event != EventType::WebhookRecovered);
+    let data = notice.data(&NoticeSubject {
+        webhook_id,
+        url: &subject.url,
+        last_error,
+    });
+    NewEvent {
+        id: EventId::generate(),
+        project_id: subject.project,
+        event_type: notice.event.as_str().to_owned(),
+        payload: render_payload(
+            notice.event.as_str(),
+            subject.project,
+            subject.account,
+            notice.at,
+            &data,
+        ),
+        data,
+        idempotency_key: None,
+        created_at: notice.at,
+        target: EventTarget::Subscribers,
+        audit: None,
+    }
+}
