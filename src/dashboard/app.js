@@ -10,6 +10,11 @@ const EVENT_TYPES = [
   'action.recommendation.created',
   'action.recommendation.updated',
 ];
+const NOTICE_TYPES = {
+  'webhook.failing': 'A webhook started failing',
+  'webhook.disabled': 'A webhook was disabled',
+  'webhook.recovered': 'A webhook recovered',
+};
 const KEY_STORAGE = 'hookrelay.apiKey';
 const PAGE_SIZE = 20;
 
@@ -210,11 +215,131 @@ async function loadWebhooks() {
     );
     renderWebhooks(details);
     status.textContent = `${webhooks.length} webhook${webhooks.length === 1 ? '' : 's'}`;
+    await loadAlertEndpoints();
   } catch (failure) {
     status.textContent = failure.message;
     if (failure.status === 401) signOut();
   }
 }
+
+// ---- alert endpoints ----
+
+async function loadAlertEndpoints() {
+  const status = $('alerts-status');
+  try {
+    const list = await api(projectPath('/alert-endpoints'));
+    const endpoints = await Promise.all(list.data.alertEndpoints.map(
+      (e) => api(projectPath(`/alert-endpoints/${e.id}`)).then((d) => d.data).catch(() => e),
+    ));
+    $('alert-list').replaceChildren(...endpoints.map(renderAlertEndpoint));
+    status.textContent = endpoints.length
+      ? `${endpoints.length} alert endpoint${endpoints.length === 1 ? '' : 's'}`
+      : 'No alert endpoints yet: nobody hears when a webhook breaks.';
+  } catch (failure) {
+    status.textContent = failure.message;
+  }
+}
+
+function renderAlertEndpoint(endpoint) {
+  const noticesId = `notices-${endpoint.id}`;
+  const notices = el('ul', { class: 'attempts', id: noticesId, hidden: true });
+  const toggle = el('button', {
+    type: 'button', class: 'link', 'aria-expanded': 'false', 'aria-controls': noticesId,
+  }, 'Show notices');
+  toggle.addEventListener('click', async () => {
+    const open = toggle.getAttribute('aria-expanded') === 'true';
+    if (!open) await loadNotices(endpoint, notices);
+    toggle.setAttribute('aria-expanded', String(!open));
+    toggle.textContent = open ? 'Show notices' : 'Hide notices';
+    notices.hidden = open;
+  });
+  const failing = endpoint.stats ? endpoint.stats.consecutiveFailures : 0;
+  return el('li', { class: 'delivery alert-endpoint', 'data-id': endpoint.id },
+    el('div', { class: 'delivery-head' },
+      statusBadge(endpoint),
+      el('strong', { class: 'url' }, shownUrl(endpoint.url)),
+      el('span', { class: 'grow tags' }, endpoint.events.map((e) => el('span', { class: 'tag' }, e))),
+      failing ? el('span', { class: 'muted' }, `${failing} failing in a row`) : null,
+      toggle,
+      el('button', { type: 'button', 'data-action': 'test', onclick: () => testAlertEndpoint(endpoint) }, 'Send test'),
+      el('button', {
+        type: 'button', class: 'icon', title: 'Rotate secret', 'data-action': 'rotate',
+        'aria-label': `Rotate secret of alert endpoint ${endpoint.url}`,
+        onclick: () => rotate(endpoint, 'alert-endpoints'),
+      }, icon('rotate')),
+      el('button', {
+        type: 'button', class: 'icon danger', title: 'Delete', 'data-action': 'delete',
+        'aria-label': `Delete alert endpoint ${endpoint.url}`,
+        onclick: () => remove(endpoint, 'alert-endpoints'),
+      }, icon('trash'))),
+    notices);
+}
+
+async function loadNotices(endpoint, list) {
+  list.replaceChildren(el('li', { class: 'muted' }, 'Loading…'));
+  try {
+    const page = await api(projectPath(`/alert-endpoints/${endpoint.id}/deliveries?limit=${PAGE_SIZE}`));
+    const shown = page.data.deliveries.map((d) => el('li', { class: 'attempt', 'data-event': d.event },
+      badge(d.status, d.status), ' ', el('strong', {}, d.event), ` · ${formatTime(d.createdAt)}`,
+      d.lastError ? el('div', { class: 'error' }, d.lastError) : null));
+    list.replaceChildren(...(shown.length ? shown : [el('li', { class: 'muted' }, 'No notices yet.')]));
+  } catch (failure) {
+    list.replaceChildren(el('li', { class: 'error' }, failure.message));
+  }
+}
+
+async function testAlertEndpoint(endpoint) {
+  const status = $('alerts-status');
+  status.textContent = 'Sending a test event…';
+  try {
+    const answer = await api(projectPath(`/alert-endpoints/${endpoint.id}/test?wait=true`), { method: 'POST' });
+    const result = answer.data.result;
+    status.textContent = !result
+      ? 'Test event queued; it has not been attempted yet.'
+      : result.outcome === 'succeeded'
+        ? `Test delivered to ${endpoint.url}: HTTP ${result.responseStatus}.`
+        : `Test to ${endpoint.url} failed: ${result.error || `HTTP ${result.responseStatus}`}.`;
+  } catch (failure) {
+    status.textContent = failure.message;
+  }
+}
+
+function openAlertForm() {
+  $('alert-url').value = '';
+  const choices = $('alert-choices');
+  choices.replaceChildren(...Object.entries(NOTICE_TYPES).map(([type, text], index) => el('label', { for: `notice-${index}` },
+    el('input', { type: 'checkbox', id: `notice-${index}`, name: 'events', value: type, checked: true }),
+    `${text} (${type})`)));
+  for (const id of ['alert-url-error', 'alert-events-error', 'alert-form-error']) $(id).textContent = '';
+  openDialog($('alert-dialog'));
+  $('alert-url').focus();
+}
+
+$('alert-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const url = $('alert-url').value.trim();
+  const events = [...document.querySelectorAll('#alert-choices input:checked')].map((input) => input.value);
+  const errors = checkWebhookForm(url, events, {});
+  $('alert-url-error').textContent = errors.url || '';
+  $('alert-events-error').textContent = errors.events ? 'Choose at least one notice.' : '';
+  $('alert-form-error').textContent = '';
+  if (errors.url || errors.events) return;
+  try {
+    const answer = await api(projectPath('/alert-endpoints'), { method: 'POST', body: { url, events } });
+    closeDialog($('alert-dialog'));
+    await loadAlertEndpoints();
+    showSecret(answer.data.secret, 'The alert endpoint\'s signing secret');
+  } catch (failure) {
+    const details = (failure.body && failure.body.details) || [];
+    for (const detail of details) {
+      const target = { url: 'alert-url-error', events: 'alert-events-error' }[detail.field] || 'alert-form-error';
+      $(target).textContent = `${detail.message.charAt(0).toUpperCase()}${detail.message.slice(1)}.`;
+    }
+    if (details.length === 0) $('alert-form-error').textContent = failure.message;
+  }
+});
+
+$('alert-create-button').addEventListener('click', openAlertForm);
 
 function renderWebhooks(webhooks) {
   const rows = $('webhook-rows');
@@ -409,7 +534,8 @@ $('edit-button').addEventListener('click', () => openWebhookForm(state.webhook))
 
 // ---- rotate and delete ----
 
-async function rotate(webhook) {
+/** Rotates the secret of a webhook, or of an alert endpoint with `kind` 'alert-endpoints'. */
+async function rotate(webhook, kind = 'webhooks') {
   const sure = await confirmAction(
     'Rotate the signing secret?',
     `A new secret is generated for ${webhook.url}. The old secret stops working at once: deliveries signed from now on verify only with the new one.`,
@@ -417,7 +543,7 @@ async function rotate(webhook) {
   );
   if (!sure) return;
   try {
-    const answer = await api(projectPath(`/webhooks/${webhook.id}/rotate-secret`), { method: 'POST' });
+    const answer = await api(projectPath(`/${kind}/${webhook.id}/rotate-secret`), { method: 'POST' });
     showSecret(answer.data.secret, 'Your new signing secret');
     if (state.webhook && state.webhook.id === webhook.id) await openWebhook(webhook.id, { keepLog: true });
   } catch (failure) {
@@ -425,15 +551,17 @@ async function rotate(webhook) {
   }
 }
 
-async function remove(webhook) {
+/** Deletes a webhook, or an alert endpoint with `kind` 'alert-endpoints'. */
+async function remove(webhook, kind = 'webhooks') {
+  const what = kind === 'webhooks' ? 'webhook' : 'alert endpoint';
   const sure = await confirmAction(
-    'Delete this webhook?',
-    `${webhook.url} will receive no more events and its pending deliveries are cancelled. It stays listed as inactive.`,
-    'Delete webhook',
+    `Delete this ${what}?`,
+    `${webhook.url} will receive no more ${kind === 'webhooks' ? 'events' : 'notices'} and its pending deliveries are cancelled.`,
+    `Delete ${what}`,
   );
   if (!sure) return;
   try {
-    await api(projectPath(`/webhooks/${webhook.id}`), { method: 'DELETE' });
+    await api(projectPath(`/${kind}/${webhook.id}`), { method: 'DELETE' });
     if (location.hash.startsWith('#/webhooks/')) location.hash = '#/webhooks';
     else await loadWebhooks();
   } catch (failure) {

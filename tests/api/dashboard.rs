@@ -435,3 +435,118 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     assert_eq!(stored, 0, "signing out forgets the key");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_person_adds_an_alert_endpoint_and_tries_it_in_the_dashboard() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.allow_http = true;
+        c.allow_private_targets = true;
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    browser.goto(&app.url("/dashboard")).await;
+    browser
+        .wait_until(&visible("sign-in-view"), "the sign-in form")
+        .await;
+    browser.type_into("#api-key", &app.key).await;
+    browser.click("#sign-in-form button[type=submit]").await;
+    browser
+        .wait_until(
+            "document.getElementById('alerts-status').textContent.includes('nobody hears')",
+            "the empty alert endpoints",
+        )
+        .await;
+
+    // The form checks the URL and the notices before anything is sent.
+    browser.click("#alert-create-button").await;
+    browser
+        .wait_until(&dialog_open("alert-dialog"), "the alert endpoint dialog")
+        .await;
+    browser.click("#alert-form button[type=submit]").await;
+    assert!(!browser.text("#alert-url-error").await.is_empty());
+    browser.type_into("#alert-url", &receiver.url("/ops")).await;
+    for n in 0..3 {
+        browser.click(&format!("#notice-{n}")).await;
+    }
+    browser.click("#alert-form button[type=submit]").await;
+    assert!(
+        browser
+            .text("#alert-events-error")
+            .await
+            .contains("at least one notice")
+    );
+    browser.click("#notice-1").await;
+    browser.click("#alert-form button[type=submit]").await;
+    browser
+        .wait_until(&dialog_open("secret-dialog"), "the secret dialog")
+        .await;
+    let stored = app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::AlertEndpoint, false)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0]
+            .events
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>(),
+        ["webhook.disabled"]
+    );
+    assert_eq!(
+        browser.value("#secret-value").await,
+        stored[0].secret.expose(),
+        "the dialog shows the real secret"
+    );
+    browser.click("#secret-dialog [data-close]").await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#alert-list .alert-endpoint').length === 1",
+            "the new alert endpoint",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#alert-list")
+            .await
+            .contains("webhook.disabled")
+    );
+
+    // A test reaches the receiver, says so, and shows up among the endpoint's notices.
+    browser.click("#alert-list [data-action=test]").await;
+    let request = receiver.expect(WAIT).await;
+    assert_eq!(request.path, "/ops");
+    assert_eq!(request.header("x-devtune-event"), "webhook.test");
+    browser
+        .wait_until(
+            "document.getElementById('alerts-status').textContent.includes('Test delivered')",
+            "the test's result",
+        )
+        .await;
+    browser.click("#alert-list button[aria-controls]").await;
+    browser
+        .wait_until(
+            "document.querySelector('#alert-list [data-event=\"webhook.test\"]')",
+            "the test among the notices",
+        )
+        .await;
+    browser.screenshot("08-alert-endpoints").await;
+
+    browser.click("#alert-list [data-action=delete]").await;
+    browser
+        .wait_until(&dialog_open("confirm-dialog"), "the delete confirmation")
+        .await;
+    assert!(browser.text("#confirm-text").await.contains("notices"));
+    browser.click("#confirm-ok").await;
+    browser
+        .wait_until(
+            "document.querySelectorAll('#alert-list .alert-endpoint').length === 0",
+            "the endpoint to go",
+        )
+        .await;
+    browser.close().await;
+}
