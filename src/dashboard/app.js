@@ -454,17 +454,39 @@ function openWebhookForm(webhook) {
   $('webhook-rate-limit').value = webhook && webhook.rateLimit != null ? String(webhook.rateLimit) : '';
   $('webhook-max-concurrency').value =
     webhook && webhook.maxConcurrency != null ? String(webhook.maxConcurrency) : '';
+  $('webhook-metadata').value = webhook
+    ? Object.entries(webhook.metadata || {}).map(([k, v]) => `${k} = ${v}`).join('\n') : '';
+  // Header values are never read back whole: an edit leaves them as they are unless new ones
+  // are typed, or the tick box removes them.
+  $('webhook-headers').value = '';
+  const hasHeaders = Boolean(webhook && Object.keys(webhook.headers || {}).length);
+  $('webhook-headers').placeholder = hasHeaders
+    ? `Leave empty to keep ${Object.keys(webhook.headers).join(', ')}` : 'X-Api-Key: …';
+  $('headers-clear-row').hidden = !hasHeaders;
+  $('webhook-headers-clear').checked = false;
   renderEventChoices(webhook ? webhook.events : []);
   for (const id of FORM_ERRORS) $(id).textContent = '';
   openDialog($('webhook-dialog'));
   $('webhook-url').focus();
 }
 
-const FORM_ERRORS = ['url-error', 'events-error', 'description-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
+const FORM_ERRORS = ['url-error', 'events-error', 'description-error', 'metadata-error', 'headers-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
 const FIELD_ERRORS = {
   url: 'url-error', events: 'events-error', description: 'description-error',
+  metadata: 'metadata-error', headers: 'headers-error',
   rateLimit: 'rate-limit-error', maxConcurrency: 'max-concurrency-error',
 };
+
+/** Lines of `key <separator> value` as an object; a line without the separator is an error. */
+function pairs(text, separator, what) {
+  const result = {};
+  for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf(separator);
+    if (at <= 0) return { error: `Write each ${what} as a line of name ${separator.trim()} value.` };
+    result[line.slice(0, at).trim()] = line.slice(at + separator.length).trim();
+  }
+  return { value: result };
+}
 
 /** An optional whole number within bounds: null when empty, NaN when not acceptable. */
 function optionalWhole(text, low, high) {
@@ -499,16 +521,30 @@ $('webhook-form').addEventListener('submit', async (event) => {
     maxConcurrency: optionalWhole($('webhook-max-concurrency').value, 1, 256),
   };
   const errors = checkWebhookForm(url, events, limits);
+  const metadata = pairs($('webhook-metadata').value, '=', 'metadata entry');
+  const headers = pairs($('webhook-headers').value, ':', 'header');
+  if (metadata.error) errors.metadata = metadata.error;
+  if (headers.error) errors.headers = headers.error;
   for (const [field, id] of Object.entries(FIELD_ERRORS)) $(id).textContent = errors[field] || '';
   $('form-error').textContent = '';
   if (errors.url) { $('webhook-url').focus(); return; }
   if (errors.events) { document.querySelector('#event-choices input').focus(); return; }
+  if (errors.metadata) { $('webhook-metadata').focus(); return; }
+  if (errors.headers) { $('webhook-headers').focus(); return; }
   if (errors.rateLimit) { $('webhook-rate-limit').focus(); return; }
   if (errors.maxConcurrency) { $('webhook-max-concurrency').focus(); return; }
   const editing = state.editing;
   const description = $('webhook-description').value.trim();
-  // On an edit, an emptied field removes the description; on a create it is simply left out.
-  const body = { url, events, ...limits, ...(description || editing ? { description: description || null } : {}) };
+  const newHeaders = Object.keys(headers.value).length !== 0;
+  const clearHeaders = Boolean(editing) && $('webhook-headers-clear').checked;
+  // On an edit, an emptied field removes the description or metadata; on a create it is left
+  // out. Headers change only when new ones are typed or the removal is ticked.
+  const body = {
+    url, events, ...limits,
+    ...(description || editing ? { description: description || null } : {}),
+    ...(Object.keys(metadata.value).length || editing ? { metadata: metadata.value } : {}),
+    ...(newHeaders ? { headers: headers.value } : clearHeaders ? { headers: {} } : {}),
+  };
   try {
     const answer = editing
       ? await api(projectPath(`/webhooks/${editing.id}`), { method: 'PATCH', body })

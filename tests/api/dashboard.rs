@@ -149,6 +149,22 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser
         .type_into("#webhook-description", "Orders to the warehouse")
         .await;
+    browser
+        .type_into("#webhook-headers", "no separator here")
+        .await;
+    browser.click("#webhook-submit").await;
+    assert!(
+        browser
+            .text("#headers-error")
+            .await
+            .contains("name : value")
+    );
+    browser
+        .type_into("#webhook-headers", "X-Api-Key: k-123456")
+        .await;
+    browser
+        .type_into("#webhook-metadata", "team = warehouse")
+        .await;
     browser.type_into("#webhook-rate-limit", "5").await;
     browser.type_into("#webhook-max-concurrency", "3").await;
     browser.click("#webhook-submit").await;
@@ -168,6 +184,19 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     assert_eq!(
         created.labels.description.as_deref(),
         Some("Orders to the warehouse")
+    );
+    assert_eq!(
+        created
+            .labels
+            .metadata
+            .entries()
+            .get("team")
+            .map(String::as_str),
+        Some("warehouse")
+    );
+    assert_eq!(
+        created.labels.headers.iter().collect::<Vec<_>>(),
+        [("x-api-key", "k-123456")]
     );
     let secret = browser.value("#secret-value").await;
     assert_eq!(
@@ -378,12 +407,21 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         .await;
     assert!(browser.text("#detail-status").await.contains("Queued 1"));
 
-    // Edit the events.
+    // Edit the events and the metadata; the custom header, left alone, stays.
     browser.click("#edit-button").await;
     browser
         .wait_until(&dialog_open("webhook-dialog"), "the edit dialog")
         .await;
+    assert_eq!(browser.value("#webhook-metadata").await, "team = warehouse");
+    assert_eq!(
+        browser.value("#webhook-headers").await,
+        "",
+        "header values are never shown"
+    );
     browser.click("#event-1").await;
+    browser
+        .type_into("#webhook-metadata", "team = shipping")
+        .await;
     browser.click("#webhook-submit").await;
     browser
         .wait_until(
@@ -391,6 +429,25 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             "the new events",
         )
         .await;
+    let edited = &app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, true)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        edited
+            .labels
+            .metadata
+            .entries()
+            .get("team")
+            .map(String::as_str),
+        Some("shipping")
+    );
+    assert_eq!(
+        edited.labels.headers.iter().collect::<Vec<_>>(),
+        [("x-api-key", "k-123456")],
+        "an edit without new headers keeps them"
+    );
 
     // Delete from the list: the row goes, and comes back as inactive without the filter.
     browser.click("#back-link").await;
