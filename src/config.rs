@@ -171,6 +171,14 @@ pub struct ServeConfig {
     #[arg(long, env = "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT", default_value_t = 25)]
     pub max_webhooks_per_project: u32,
 
+    /// Most active alert endpoints per project; they do not count against the webhook limit.
+    #[arg(
+        long,
+        env = "HOOKRELAY_MAX_ALERT_ENDPOINTS_PER_PROJECT",
+        default_value_t = 5
+    )]
+    pub max_alert_endpoints_per_project: u32,
+
     /// Largest accepted event body in bytes; larger ones are answered 413.
     #[arg(long, env = "HOOKRELAY_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,

@@ -93,6 +93,7 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
             allow_any_port: config.allow_any_port,
         },
         max_webhooks_per_project: config.max_webhooks_per_project,
+        max_alert_endpoints_per_project: config.max_alert_endpoints_per_project,
         max_event_bytes: config.max_event_bytes,
         endpoint_concurrency: config.delivery.endpoint_concurrency,
         retention_days: config.delivery.retention_days,

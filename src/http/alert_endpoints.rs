@@ -24,9 +24,6 @@ use super::wire::Envelope;
 use crate::domain::{EventTypes, FieldError, WebhookId, WebhookKind, WebhookSecret};
 use crate::store::{NewWebhook, WebhookLabels, WebhookLimits};
 
-/// Most alert endpoints a project may have; they do not count against its webhooks.
-pub const MAX_ALERT_ENDPOINTS: u32 = 5;
-
 const KIND: WebhookKind = WebhookKind::AlertEndpoint;
 
 #[derive(Deserialize)]
@@ -101,7 +98,8 @@ pub async fn create_alert_endpoint(
         limits: WebhookLimits::default(),
         labels: WebhookLabels::default(),
     };
-    webhooks::register(&state, &auth, new, MAX_ALERT_ENDPOINTS, json!({})).await
+    let limit = state.settings.max_alert_endpoints_per_project;
+    webhooks::register(&state, &auth, new, limit, json!({})).await
 }
 
 #[instrument(skip_all, fields(project_id = %auth.project_id))]

@@ -178,10 +178,11 @@ pub struct Authorized<S> {
     _scope: PhantomData<S>,
 }
 
+/// The path's project as sent: a value that is not a UUID is not the key's project either.
 #[derive(Deserialize)]
 struct ProjectPath {
     #[serde(rename = "projectId")]
-    project_id: Uuid,
+    project_id: String,
 }
 
 impl<St, S> FromRequestParts<St> for Authorized<S>
@@ -200,7 +201,8 @@ where
                 ApiError::Internal("route is not behind the authentication layer".into())
             })?;
         let ApiPath(path) = ApiPath::<ProjectPath>::from_request_parts(parts, state).await?;
-        if ProjectId::from(path.project_id) != principal.project_id {
+        let project = Uuid::parse_str(&path.project_id).ok().map(ProjectId::from);
+        if project != Some(principal.project_id) {
             return Err(ApiError::Forbidden(
                 "this API key does not belong to that project".into(),
             ));

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::errors::ApiError;
 use super::serve::BodyDeadline;
 use crate::domain::FieldError;
+use crate::store::{Entity, StoreError};
 
 /// A checked field's value, or `None` with the refusal recorded under the field's name, so a
 /// body's every bad field is reported at once.
@@ -154,7 +155,9 @@ where
     serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
-/// Path parameters; a value that does not parse (e.g. a non-UUID id) is a 400 naming it.
+/// Path parameters. A resource id that is not a UUID names no resource, so it is that
+/// resource's 404, as DevTune answers a bad `webhookId`; any other value that does not parse
+/// is a 400 naming it.
 pub struct ApiPath<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for ApiPath<T>
@@ -172,14 +175,27 @@ where
     }
 }
 
+/// The resource a path parameter names, when it names one.
+fn resource(key: &str) -> Option<Entity> {
+    match key {
+        "webhookId" => Some(Entity::Webhook),
+        "alertEndpointId" => Some(Entity::AlertEndpoint),
+        "deliveryId" => Some(Entity::Delivery),
+        _ => None,
+    }
+}
+
 fn path_error(rejection: PathRejection) -> ApiError {
     use axum::extract::path::ErrorKind;
     match rejection {
         PathRejection::FailedToDeserializePathParams(inner) => match inner.kind() {
             ErrorKind::ParseErrorAtKey { key, value, .. }
-            | ErrorKind::DeserializeError { key, value, .. } => ApiError::BadRequest(format!(
-                "path parameter {key} must be a UUID, got \"{value}\""
-            )),
+            | ErrorKind::DeserializeError { key, value, .. } => match resource(key) {
+                Some(entity) => StoreError::NotFound(entity).into(),
+                None => ApiError::BadRequest(format!(
+                    "path parameter {key} must be a UUID, got \"{value}\""
+                )),
+            },
             _ => ApiError::BadRequest(format!("invalid path parameter: {}", inner.body_text())),
         },
         other => ApiError::Internal(Box::new(other)),

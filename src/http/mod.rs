@@ -66,6 +66,7 @@ pub struct AppState {
 pub struct ApiSettings {
     pub url_policy: UrlPolicy,
     pub max_webhooks_per_project: u32,
+    pub max_alert_endpoints_per_project: u32,
     pub max_event_bytes: usize,
     /// A webhook's most attempts in flight when it sets none.
     pub endpoint_concurrency: usize,

@@ -214,14 +214,27 @@ backend_tests! {
         assert_eq!(webhook_count(&app).await, 0);
     }
 
-    async fn a_non_uuid_path_id_is_a_400(backend) {
+    async fn a_non_uuid_path_id_names_nothing_as_devtune_answers(backend) {
         let app = TestApp::spawn(backend).await;
-        let response = app.get("/api/v2/projects/not-a-uuid/webhooks").await;
-        let body = assert_error(response, 400, "bad_request").await;
-        assert!(body["message"].as_str().unwrap().contains("projectId"), "{body}");
-        let response = app.get(&app.project_path("/webhooks/123")).await;
-        let body = assert_error(response, 400, "bad_request").await;
-        assert!(body["message"].as_str().unwrap().contains("webhookId"), "{body}");
+        // Not a UUID, so not the key's project: DevTune's rotate documents 403, not 400.
+        for method in [Method::GET, Method::POST] {
+            let response = app.call(method, "/api/v2/projects/not-a-uuid/webhooks", Some(&app.key), Some(json!({}))).await;
+            assert_error(response, 403, "forbidden").await;
+        }
+        let rotate = app.call(Method::POST, "/api/v2/projects/not-a-uuid/webhooks/123/rotate-secret", Some(&app.key), None).await;
+        assert_error(rotate, 403, "forbidden").await;
+        // Not a UUID, so no such webhook: DevTune's delete and rotate answer 404.
+        for (method, path) in [
+            (Method::GET, "/webhooks/123"),
+            (Method::DELETE, "/webhooks/123"),
+            (Method::POST, "/webhooks/123/rotate-secret"),
+            (Method::GET, "/alert-endpoints/123"),
+            (Method::GET, "/deliveries/123"),
+        ] {
+            let response = app.call(method, &app.project_path(path), Some(&app.key), None).await;
+            let body = assert_error(response, 404, "not_found").await;
+            assert!(body["message"].as_str().unwrap().contains("not found"), "{path}: {body}");
+        }
     }
 
     async fn an_unknown_route_is_a_404_in_the_error_shape(backend) {

@@ -278,7 +278,14 @@ fn grace(input: Option<RotateInput>) -> Result<Option<TimeDelta>, ApiError> {
     let Some(value) = input.and_then(|i| i.grace_seconds) else {
         return Ok(None);
     };
-    match value.as_u64() {
+    // JSON Schema counts 10.0 as an integer, so a client may send it.
+    let whole = value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+            .map(|f| f as u64)
+    });
+    match whole {
         Some(0) => Ok(None),
         Some(seconds) if seconds <= MAX_GRACE_SECONDS => {
             Ok(Some(TimeDelta::seconds(seconds as i64)))

@@ -277,6 +277,7 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         rate_limit_per_minute: 0,
         auth_failures_per_minute: 0,
         max_webhooks_per_project: 25,
+        max_alert_endpoints_per_project: 5,
         max_event_bytes: 256 * 1024,
         connections: ConnectionConfig {
             header_timeout_ms: 10_000,

@@ -110,10 +110,18 @@ backend_tests! {
         assert!(standard_webhooks_verifies(&whsec(&newest), &after));
         assert!(!standard_webhooks_verifies(&whsec(&new_secret), &after));
 
-        for bad in [json!({ "graceSeconds": -1 }), json!({ "graceSeconds": 604801 }), json!({ "graceSeconds": "60" })] {
+        for bad in [
+            json!({ "graceSeconds": -1 }),
+            json!({ "graceSeconds": 604801 }),
+            json!({ "graceSeconds": "60" }),
+            json!({ "graceSeconds": 10.5 }),
+        ] {
             let error = assert_error(app.post(&path, bad.clone()).await, 400, "validation_error").await;
             assert_eq!(error["details"][0]["field"], "graceSeconds", "{bad}");
         }
+        // JSON Schema counts 10.0 as an integer; so does the API.
+        let (status, body) = status_and_json(app.post(&path, json!({ "graceSeconds": 10.0 })).await).await;
+        assert_eq!(status, 200, "{body}");
     }
 
     async fn secrets_are_encrypted_at_rest_and_deliveries_still_verify(backend) {
