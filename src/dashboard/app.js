@@ -89,7 +89,18 @@ function shownUrl(url) {
 
 function formatTime(value) {
   if (!value) return '—';
-  return new Date(value).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  return new Date(value).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+}
+
+/** A time to the second, with the full timestamp on hover. */
+function timeEl(value) {
+  if (!value) return '—';
+  return el('time', { datetime: value, title: value }, formatTime(value));
+}
+
+/** Text that may break after `/`, `.` and `-`, so URLs and event names wrap between words. */
+function breakable(text) {
+  return text.split(/(?<=[/.-])/).flatMap((part, index) => (index ? [el('wbr'), part] : [part]));
 }
 
 function successRate(stats) {
@@ -162,7 +173,8 @@ async function signIn(key) {
   const me = await api('/me');
   state.projectId = me.data.projectId;
   state.scopes = me.data.scopes;
-  $('project-label').textContent = `Project ${state.projectId}`;
+  $('project-label').textContent = me.data.projectName;
+  $('project-label').title = `Project ${state.projectId} of ${me.data.accountName}`;
 }
 
 function signOut() {
@@ -257,7 +269,7 @@ function renderAlertEndpoint(endpoint) {
   return el('li', { class: 'delivery alert-endpoint', 'data-id': endpoint.id },
     el('div', { class: 'delivery-head' },
       statusBadge(endpoint),
-      el('strong', { class: 'url' }, shownUrl(endpoint.url)),
+      el('strong', { class: 'url' }, breakable(shownUrl(endpoint.url))),
       el('span', { class: 'grow tags' }, endpoint.events.map((e) => el('span', { class: 'tag' }, e))),
       failing ? el('span', { class: 'muted' }, `${failing} failing in a row`) : null,
       toggle,
@@ -266,7 +278,7 @@ function renderAlertEndpoint(endpoint) {
         type: 'button', class: 'icon', title: 'Rotate secret', 'data-action': 'rotate',
         'aria-label': `Rotate secret of alert endpoint ${endpoint.url}`,
         onclick: () => rotate(endpoint, 'alert-endpoints'),
-      }, icon('rotate')),
+      }, icon('rotate'), el('span', { class: 'label' }, 'Rotate secret')),
       el('button', {
         type: 'button', class: 'icon danger', title: 'Delete', 'data-action': 'delete',
         'aria-label': `Delete alert endpoint ${endpoint.url}`,
@@ -280,7 +292,7 @@ async function loadNotices(endpoint, list) {
   try {
     const page = await api(projectPath(`/alert-endpoints/${endpoint.id}/deliveries?limit=${PAGE_SIZE}`));
     const shown = page.data.deliveries.map((d) => el('li', { class: 'attempt', 'data-event': d.event },
-      badge(d.status, d.status), ' ', el('strong', {}, d.event), ` · ${formatTime(d.createdAt)}`,
+      badge(d.status, d.status), ' ', el('strong', {}, d.event), ' · ', timeEl(d.createdAt),
       d.lastError ? el('div', { class: 'error' }, d.lastError) : null));
     list.replaceChildren(...(shown.length ? shown : [el('li', { class: 'muted' }, 'No notices yet.')]));
   } catch (failure) {
@@ -328,7 +340,7 @@ $('alert-form').addEventListener('submit', async (event) => {
     const answer = await api(projectPath('/alert-endpoints'), { method: 'POST', body: { url, events } });
     closeDialog($('alert-dialog'));
     await loadAlertEndpoints();
-    showSecret(answer.data.secret, 'The alert endpoint\'s signing secret');
+    showSecret(answer.data, 'The alert endpoint\'s signing secret');
   } catch (failure) {
     const details = (failure.body && failure.body.details) || [];
     for (const detail of details) {
@@ -353,7 +365,7 @@ function renderWebhooks(webhooks) {
           type: 'button', class: 'icon', title: 'Rotate secret',
           'aria-label': `Rotate secret of ${webhook.url}`, 'data-action': 'rotate',
           onclick: () => rotate(webhook),
-        }, icon('rotate')),
+        }, icon('rotate'), el('span', { class: 'label' }, 'Rotate secret')),
         el('button', {
           type: 'button', class: 'icon danger', title: 'Delete',
           'aria-label': `Delete ${webhook.url}`, 'data-action': 'delete',
@@ -362,12 +374,15 @@ function renderWebhooks(webhooks) {
       ]
       : [];
     rows.append(el('tr', { 'data-id': webhook.id },
-      el('td', { class: 'url' }, el('a', { href: `#/webhooks/${webhook.id}` }, shownUrl(webhook.url))),
-      el('td', {}, el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, e)))),
-      el('td', {}, statusBadge(webhook)),
-      el('td', {}, formatTime(webhook.createdAt)),
-      el('td', { class: 'rate' }, successRate(webhook.stats)),
-      el('td', { class: 'failures' }, webhook.stats ? String(webhook.stats.consecutiveFailures) : '—'),
+      el('td', { class: 'url', 'data-label': 'Endpoint URL' },
+        el('a', { href: `#/webhooks/${webhook.id}` }, breakable(shownUrl(webhook.url)))),
+      el('td', { 'data-label': 'Events' },
+        el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, breakable(e))))),
+      el('td', { 'data-label': 'Status' }, statusBadge(webhook)),
+      el('td', { 'data-label': 'Created' }, timeEl(webhook.createdAt)),
+      el('td', { class: 'rate', 'data-label': 'Success rate' }, successRate(webhook.stats)),
+      el('td', { class: 'failures', 'data-label': 'Consecutive failures' },
+        webhook.stats ? String(webhook.stats.consecutiveFailures) : '—'),
       el('td', { class: 'row-actions' }, actions),
     ));
   }
@@ -413,24 +428,34 @@ function confirmAction(title, text, action) {
   });
 }
 
-function showSecret(secret, title) {
+/** Shows a new secret once, in both its forms (`answer` is a create or rotate answer's data). */
+function showSecret(answer, title) {
   $('secret-dialog-title').textContent = title;
-  $('secret-value').value = secret;
+  $('secret-value').value = answer.secret;
+  $('standard-secret-value').value = answer.standardWebhooksSecret;
   $('copy-status').textContent = '';
   openDialog($('secret-dialog'));
   $('secret-value').select();
 }
 
-$('copy-secret').addEventListener('click', async () => {
-  const value = $('secret-value').value;
-  try {
-    await navigator.clipboard.writeText(value);
-    $('copy-status').textContent = 'Copied to the clipboard.';
-  } catch (error) {
-    $('secret-value').select();
-    $('copy-status').textContent = 'Select the secret and copy it with your keyboard.';
-  }
+// Once the dialog closes the secret leaves the page: nothing else holds it.
+$('secret-dialog').addEventListener('close', () => {
+  $('secret-value').value = '';
+  $('standard-secret-value').value = '';
 });
+
+for (const button of document.querySelectorAll('#secret-dialog [data-copy]')) {
+  button.addEventListener('click', async () => {
+    const input = $(button.dataset.copy);
+    try {
+      await navigator.clipboard.writeText(input.value);
+      $('copy-status').textContent = 'Copied to the clipboard.';
+    } catch (error) {
+      input.select();
+      $('copy-status').textContent = 'Select the secret and copy it with your keyboard.';
+    }
+  });
+}
 
 // ---- create and edit ----
 
@@ -454,6 +479,8 @@ function openWebhookForm(webhook) {
   $('webhook-rate-limit').value = webhook && webhook.rateLimit != null ? String(webhook.rateLimit) : '';
   $('webhook-max-concurrency').value =
     webhook && webhook.maxConcurrency != null ? String(webhook.maxConcurrency) : '';
+  $('webhook-filters').value = webhook
+    ? Object.entries(webhook.filters || {}).map(([k, v]) => `${k} = ${v}`).join('\n') : '';
   $('webhook-metadata').value = webhook
     ? Object.entries(webhook.metadata || {}).map(([k, v]) => `${k} = ${v}`).join('\n') : '';
   // Header values are never read back whole: an edit leaves them as they are unless new ones
@@ -470,9 +497,9 @@ function openWebhookForm(webhook) {
   $('webhook-url').focus();
 }
 
-const FORM_ERRORS = ['url-error', 'events-error', 'description-error', 'metadata-error', 'headers-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
+const FORM_ERRORS = ['url-error', 'events-error', 'filters-error', 'description-error', 'metadata-error', 'headers-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
 const FIELD_ERRORS = {
-  url: 'url-error', events: 'events-error', description: 'description-error',
+  url: 'url-error', events: 'events-error', filters: 'filters-error', description: 'description-error',
   metadata: 'metadata-error', headers: 'headers-error',
   rateLimit: 'rate-limit-error', maxConcurrency: 'max-concurrency-error',
 };
@@ -521,7 +548,9 @@ $('webhook-form').addEventListener('submit', async (event) => {
     maxConcurrency: optionalWhole($('webhook-max-concurrency').value, 1, 256),
   };
   const errors = checkWebhookForm(url, events, limits);
+  const filters = pairs($('webhook-filters').value, '=', 'filter');
   const metadata = pairs($('webhook-metadata').value, '=', 'metadata entry');
+  if (filters.error) errors.filters = filters.error;
   const headers = pairs($('webhook-headers').value, ':', 'header');
   if (metadata.error) errors.metadata = metadata.error;
   if (headers.error) errors.headers = headers.error;
@@ -529,6 +558,7 @@ $('webhook-form').addEventListener('submit', async (event) => {
   $('form-error').textContent = '';
   if (errors.url) { $('webhook-url').focus(); return; }
   if (errors.events) { document.querySelector('#event-choices input').focus(); return; }
+  if (errors.filters) { $('webhook-filters').focus(); return; }
   if (errors.metadata) { $('webhook-metadata').focus(); return; }
   if (errors.headers) { $('webhook-headers').focus(); return; }
   if (errors.rateLimit) { $('webhook-rate-limit').focus(); return; }
@@ -542,6 +572,7 @@ $('webhook-form').addEventListener('submit', async (event) => {
   const body = {
     url, events, ...limits,
     ...(description || editing ? { description: description || null } : {}),
+    ...(Object.keys(filters.value).length || editing ? { filters: filters.value } : {}),
     ...(Object.keys(metadata.value).length || editing ? { metadata: metadata.value } : {}),
     ...(newHeaders ? { headers: headers.value } : clearHeaders ? { headers: {} } : {}),
   };
@@ -553,7 +584,7 @@ $('webhook-form').addEventListener('submit', async (event) => {
     if (editing) await openWebhook(editing.id);
     else {
       await loadWebhooks();
-      showSecret(answer.data.secret, 'Your new signing secret');
+      showSecret(answer.data, 'Your new signing secret');
     }
   } catch (failure) {
     const details = (failure.body && failure.body.details) || [];
@@ -580,7 +611,7 @@ async function rotate(webhook, kind = 'webhooks') {
   if (!sure) return;
   try {
     const answer = await api(projectPath(`/${kind}/${webhook.id}/rotate-secret`), { method: 'POST' });
-    showSecret(answer.data.secret, 'Your new signing secret');
+    showSecret(answer.data, 'Your new signing secret');
     if (state.webhook && state.webhook.id === webhook.id) await openWebhook(webhook.id, { keepLog: true });
   } catch (failure) {
     alertStatus(failure.message);
@@ -625,7 +656,7 @@ async function openWebhook(id, { keepLog = false } = {}) {
     return;
   }
   const w = state.webhook;
-  $('detail-title').textContent = shownUrl(w.url);
+  $('detail-title').replaceChildren(...breakable(shownUrl(w.url)));
   const facts = [
     ['Status', w.disabledAt && w.isActive
       ? [statusBadge(w), ` since ${formatTime(w.disabledAt)}: ${w.disabledReason}. Saving an edit re-enables it.`]
@@ -641,7 +672,7 @@ async function openWebhook(id, { keepLog = false } = {}) {
       ? [['Metadata', Object.entries(w.metadata).map(([k, v]) => `${k} = ${v}`).join('; ')]] : []),
     ...(Object.keys(w.headers || {}).length
       ? [['Headers', Object.entries(w.headers).map(([k, v]) => `${k}: ${v}`).join('; ')]] : []),
-    ['Created', formatTime(w.createdAt)],
+    ['Created', timeEl(w.createdAt)],
     ['Deliveries', `${w.stats.totalDeliveries} attempts, ${successRate(w.stats)} successful, ${w.stats.consecutiveFailures} failing in a row`],
     ['Webhook id', w.id],
   ];
@@ -714,7 +745,8 @@ function renderDelivery(delivery) {
     el('div', { class: 'delivery-head' },
       badge(delivery.status, delivery.status),
       el('strong', {}, delivery.event),
-      el('span', { class: 'grow muted' }, formatTime(delivery.createdAt)),
+      el('span', { class: 'grow muted' }, timeEl(delivery.createdAt)),
+      el('code', { class: 'muted delivery-id', title: 'Delivery id' }, delivery.id),
       el('span', { class: 'muted' }, `${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}`),
       last ? el('span', { class: 'muted' }, last) : null,
       toggle,
@@ -731,7 +763,7 @@ async function loadAttempts(deliveryId, list) {
     const attempts = answer.data.attempts;
     const shown = attempts.length ? attempts.map((a) => el('li', { class: 'attempt' },
       el('div', {},
-        `#${a.number} · ${formatTime(a.startedAt)} · ${a.durationMs} ms · `,
+        `#${a.number} · `, timeEl(a.startedAt), ` · ${a.durationMs} ms · `,
         a.responseStatus ? `HTTP ${a.responseStatus}` : 'no response'),
       a.error ? el('div', { class: 'error' }, a.error) : null,
       a.responseBody ? el('pre', {}, a.responseBody) : null,

@@ -26,7 +26,7 @@ pub fn signed_headers(
     timestamp: i64,
 ) -> HeaderMap {
     let body = message.body;
-    let key = secrets.current.expose().as_bytes();
+    let key = secrets.current.key();
     let message_id = message.id.to_string();
     // During a rotation's grace period the old secret signs too, as Standard Webhooks allows;
     // X-DevTune-Signature has room for one signature, so it carries the new secret's.
@@ -34,7 +34,7 @@ pub fn signed_headers(
     if let Some(previous) = &secrets.previous {
         standard_signatures.push(' ');
         standard_signatures.push_str(&standard_signature(
-            previous.expose().as_bytes(),
+            previous.key(),
             &message_id,
             timestamp,
             body,

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use rand::rngs::OsRng;
 
@@ -23,6 +25,18 @@ impl WebhookSecret {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The bytes both signature schemes key their HMAC with: the secret's characters, as
+    /// DevTune's guide verifies them.
+    pub fn key(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The same key as Standard Webhooks libraries take it: `whsec_` and the key in base64. The
+    /// hex secret itself is not that form; given to such a library it verifies nothing.
+    pub fn standard_webhooks_form(&self) -> String {
+        format!("whsec_{}", STANDARD.encode(self.key()))
     }
 
     /// An ellipsis and the last four characters, enough to tell secrets apart.
@@ -52,6 +66,17 @@ mod tests {
                 .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_standard_webhooks_form_carries_the_same_key() {
+        let s = WebhookSecret::from_stored("0123456789abcdef".into());
+        let form = s.standard_webhooks_form();
+        let key = STANDARD
+            .decode(form.strip_prefix("whsec_").unwrap())
+            .unwrap();
+        assert_eq!(key, s.key());
+        assert_eq!(form, "whsec_MDEyMzQ1Njc4OWFiY2RlZg==");
     }
 
     #[test]

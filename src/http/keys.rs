@@ -25,7 +25,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 pub struct CurrentKey {
     key_id: String,
     project_id: String,
+    project_name: String,
     account_id: String,
+    account_name: String,
     scopes: Vec<String>,
 }
 
@@ -33,12 +35,19 @@ pub struct CurrentKey {
 pub async fn get_current_key(
     State(state): State<AppState>,
     principal: Principal,
-) -> Json<Envelope<CurrentKey>> {
+) -> Result<Json<Envelope<CurrentKey>>, ApiError> {
+    let names = state.store.project_names(principal.project_id).await?;
     let key = CurrentKey {
         key_id: principal.key_id.to_string(),
         project_id: principal.project_id.to_string(),
+        project_name: names.project,
         account_id: principal.account_id.to_string(),
+        account_name: names.account,
         scopes: principal.scopes.to_strings(),
     };
-    Json(Envelope::new(key, principal.project_id, state.clock.now()))
+    Ok(Json(Envelope::new(
+        key,
+        principal.project_id,
+        state.clock.now(),
+    )))
 }

@@ -28,8 +28,8 @@ pub use records::{
     Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
     Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
-    NewWebhook, QueueDepth, QueuedNotice, Recorded, RecordedBatch, RecoverFilter, Recovery,
-    SecretRotation, Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats,
+    NewWebhook, ProjectNames, QueueDepth, QueuedNotice, Recorded, RecordedBatch, RecoverFilter,
+    Recovery, SecretRotation, Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats,
     WebhookTarget,
 };
 pub use sqlite::SqliteStore;
@@ -59,6 +59,8 @@ pub trait Store:
     async fn touch_api_keys(&self, used: &[(ApiKeyId, DateTime<Utc>)]) -> StoreResult<()>;
     /// Fails with `NotFound` when the project does not exist.
     async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKeyInfo>>;
+    /// Fails with `NotFound` when the project does not exist.
+    async fn project_names(&self, project: ProjectId) -> StoreResult<ProjectNames>;
     /// Creates the tenant only when no account exists and no bootstrap ran before; true if it did.
     async fn bootstrap(&self, tenant: BootstrapTenant) -> StoreResult<bool>;
     /// Seals every stored signing secret with the current encryption key (or opens them all

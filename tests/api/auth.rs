@@ -198,6 +198,7 @@ backend_tests! {
         assert_eq!(status, 200);
         assert_eq!(body["data"]["projectId"], app.project_id.to_string());
         assert_eq!(body["data"]["accountId"], app.account_id.to_string());
+        assert_eq!((&body["data"]["projectName"], &body["data"]["accountName"]), (&json!("Test project"), &json!("Test account")));
         assert_eq!(body["data"]["scopes"], json!(["webhooks.read"]));
         assert_eq!(body["meta"]["projectId"], app.project_id.to_string());
         assert_error(app.call(Method::GET, "/api/v2/me", None, None).await, 401, "unauthorized").await;

@@ -3,6 +3,7 @@
 use hookrelay::domain::WebhookKind;
 use std::time::Duration;
 
+use base64::Engine;
 use serde_json::json;
 
 use crate::common::browser::Browser;
@@ -105,6 +106,11 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser
         .wait_until(&visible("empty-state"), "the empty state")
         .await;
+    assert_eq!(
+        browser.text("#project-label").await,
+        "Test project",
+        "the header names the project"
+    );
     let url = browser.eval("return location.href;", json!([])).await;
     assert!(
         !url.as_str().unwrap().contains("dtk_live_"),
@@ -165,6 +171,9 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser
         .type_into("#webhook-metadata", "team = warehouse")
         .await;
+    browser
+        .type_into("#webhook-filters", "priority = high")
+        .await;
     browser.type_into("#webhook-rate-limit", "5").await;
     browser.type_into("#webhook-max-concurrency", "3").await;
     browser.click("#webhook-submit").await;
@@ -198,6 +207,11 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         created.labels.headers.iter().collect::<Vec<_>>(),
         [("x-api-key", "k-123456")]
     );
+    assert_eq!(
+        created.filters.to_pairs(),
+        [("priority".to_owned(), "high".to_owned())],
+        "the form's filters reach the webhook"
+    );
     let secret = browser.value("#secret-value").await;
     assert_eq!(
         secret,
@@ -210,14 +224,39 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             .await
             .contains("not be shown again")
     );
+    assert_eq!(
+        browser.value("#standard-secret-value").await,
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(secret.as_bytes())
+        ),
+        "both forms of the secret are shown"
+    );
     browser.screenshot("03-secret").await;
     browser.click("#secret-dialog [data-close]").await;
+    assert_eq!(
+        browser.value("#secret-value").await,
+        "",
+        "the secret leaves the page with the dialog"
+    );
+    assert_eq!(browser.value("#standard-secret-value").await, "");
     browser
         .wait_until(
             "document.querySelectorAll('#webhook-rows tr').length === 1",
             "the new row",
         )
         .await;
+    assert!(
+        browser
+            .text("#webhook-rows [data-action=rotate]")
+            .await
+            .contains("Rotate secret"),
+        "the rotate action says what it does"
+    );
+    assert!(
+        browser.count("#webhook-rows td.url wbr").await > 0,
+        "the URL may break after / . and -"
+    );
     // A query value may be a credential: the page shows it as ***.
     let row = browser.text("#webhook-rows tr").await;
     assert!(row.contains("/from-dashboard?token=***"), "{row}");
@@ -353,6 +392,26 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
                 request.header("x-devtune-delivery")
             ))
     );
+    assert_eq!(
+        browser.text("#delivery-list li .delivery-id").await,
+        request.header("x-devtune-delivery"),
+        "each row shows its delivery id"
+    );
+    let stamp = browser
+        .eval(
+            "return document.querySelector('#delivery-list li time').getAttribute('title');",
+            json!([]),
+        )
+        .await;
+    assert!(
+        crate::common::is_api_timestamp(&stamp),
+        "the full timestamp on hover: {stamp}"
+    );
+    let shown_time = browser.text("#delivery-list li time").await;
+    assert!(
+        shown_time.matches(':').count() >= 2,
+        "times show seconds: {shown_time}"
+    );
     browser.screenshot("05-delivery-log").await;
 
     // A failed delivery, retried from its Retry button once the endpoint is healthy again.
@@ -422,6 +481,10 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
     browser
         .type_into("#webhook-metadata", "team = shipping")
         .await;
+    assert_eq!(browser.value("#webhook-filters").await, "priority = high");
+    browser
+        .type_into("#webhook-filters", "priority = high,urgent")
+        .await;
     browser.click("#webhook-submit").await;
     browser
         .wait_until(
@@ -448,6 +511,21 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         [("x-api-key", "k-123456")],
         "an edit without new headers keeps them"
     );
+    assert_eq!(
+        edited.filters.to_pairs(),
+        [("priority".to_owned(), "high,urgent".to_owned())]
+    );
+
+    // Narrow screens: the webhook page does not scroll sideways.
+    browser.set_size(360, 740).await;
+    browser
+        .wait_until(
+            "document.documentElement.scrollWidth <= window.innerWidth",
+            "a 360 px webhook page",
+        )
+        .await;
+    browser.screenshot("05b-narrow-webhook").await;
+    browser.set_size(1280, 800).await;
 
     // Delete from the list: the row goes, and comes back as inactive without the filter.
     browser.click("#back-link").await;
@@ -469,7 +547,7 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
         .await;
     browser.screenshot("06-inactive").await;
 
-    // Narrow screens: nothing spills sideways.
+    // Narrow screens: nothing spills sideways, and every cell of a row is in view.
     browser.set_size(360, 740).await;
     browser
         .wait_until(
@@ -477,6 +555,15 @@ async fn a_person_manages_webhooks_in_the_dashboard() {
             "a 360 px layout",
         )
         .await;
+    let in_view = browser
+        .eval(
+            "const row = document.querySelector('#webhook-rows tr'); \
+             return [...row.querySelectorAll('td')] \
+               .every((e) => e.getBoundingClientRect().right <= window.innerWidth);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(in_view, true, "rows stack on narrow screens");
     browser.screenshot("07-narrow").await;
 
     browser.click("#sign-out").await;

@@ -27,7 +27,8 @@ pub use input::WebhookInput;
 pub(super) use input::check_url;
 use input::{check_input, requested};
 pub use views::{
-    CreatedWebhook, Deleted, ListedWebhook, RotatedSecret, WebhookDetails, WebhookList, WebhookView,
+    CreatedWebhook, Deleted, ListedWebhook, RotatedSecret, SecretForms, WebhookDetails,
+    WebhookList, WebhookView,
 };
 
 /// A webhook as GET and PATCH answer with it.
@@ -352,7 +353,7 @@ pub(super) async fn rotate(
         "secret rotated"
     );
     let rotated = RotatedSecret {
-        secret: secret.expose().to_owned(),
+        secret: SecretForms::of(&secret),
     };
     Ok(Json(Envelope::new(rotated, auth.project_id, now)))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::redact_query;
+use crate::domain::{WebhookSecret, redact_query};
 use crate::http::wire::ApiTime;
 use crate::store::{Webhook, WebhookStats};
 
@@ -92,17 +92,36 @@ impl ListedWebhook {
 
 /// A new webhook, with its secret: the only answer that shows it.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreatedWebhook {
     #[serde(flatten)]
     webhook: WebhookView,
-    secret: String,
+    #[serde(flatten)]
+    secret: SecretForms,
 }
 
 impl CreatedWebhook {
     pub fn new(webhook: &Webhook) -> Self {
         Self {
             webhook: webhook.into(),
-            secret: webhook.secret.expose().to_owned(),
+            secret: SecretForms::of(&webhook.secret),
+        }
+    }
+}
+
+/// A secret as DevTune shows it (64 hex characters) and as Standard Webhooks libraries take it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretForms {
+    secret: String,
+    standard_webhooks_secret: String,
+}
+
+impl SecretForms {
+    pub fn of(secret: &WebhookSecret) -> Self {
+        Self {
+            secret: secret.expose().to_owned(),
+            standard_webhooks_secret: secret.standard_webhooks_form(),
         }
     }
 }
@@ -212,5 +231,6 @@ impl Deleted {
 
 #[derive(Serialize)]
 pub struct RotatedSecret {
-    pub(super) secret: String,
+    #[serde(flatten)]
+    pub(super) secret: SecretForms,
 }

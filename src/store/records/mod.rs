@@ -16,7 +16,9 @@ pub use queue::{
     AttemptRecord, ClaimedDelivery, FlowChange, QueuedNotice, Recorded, RecordedBatch,
     WebhookTarget,
 };
-pub use tenants::{ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject};
+pub use tenants::{
+    ApiKeyInfo, ApiKeyRecord, BootstrapTenant, NewAccount, NewApiKey, NewProject, ProjectNames,
+};
 pub use webhooks::{
     AuditRecord, Disabled, NewWebhook, SecretRotation, Webhook, WebhookChanges, WebhookLabels,
     WebhookLimits, WebhookStats,

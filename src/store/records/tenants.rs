@@ -47,6 +47,13 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A project's name and its account's, as people know them.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProjectNames {
+    pub project: String,
+    pub account: String,
+}
+
 /// What authentication needs to know about a presented key.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {

@@ -22,7 +22,7 @@ use super::cipher::SecretCipher;
 use super::records::{KeyInfoRow, KeyRecordRow};
 use super::{
     ApiKeyInfo, ApiKeyRecord, BootstrapTenant, Entity, NewAccount, NewApiKey, NewProject,
-    PoolSettings, PoolUsage, Store, StoreError, StoreResult,
+    PoolSettings, PoolUsage, ProjectNames, Store, StoreError, StoreResult,
 };
 use crate::domain::{ApiKeyId, AuditEntry, ProjectId};
 
@@ -298,6 +298,17 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.into_iter().map(ApiKeyInfo::try_from).collect()
+    }
+
+    async fn project_names(&self, project: ProjectId) -> StoreResult<ProjectNames> {
+        let names: Option<ProjectNames> = sqlx::query_as(
+            "select p.name as project, a.name as account from projects p \
+             join accounts a on a.id = p.account_id where p.id = $1",
+        )
+        .bind(project.as_uuid())
+        .fetch_optional(&self.reader)
+        .await?;
+        names.ok_or(StoreError::NotFound(Entity::Project))
     }
 
     async fn reseal_secrets(&self) -> StoreResult<u64> {

@@ -346,11 +346,12 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let server = Some(tokio::spawn(app.run(shutdown.clone())));
         let now = Clock::system().now();
-        let name = Name::parse("test").expect("valid name");
-        let account_id = tenancy::create_account(store.as_ref(), name.clone(), now)
+        let account_name = Name::parse("Test account").expect("valid name");
+        let account_id = tenancy::create_account(store.as_ref(), account_name, now)
             .await
             .expect("account");
-        let project_id = tenancy::create_project(store.as_ref(), account_id, name, now)
+        let project_name = Name::parse("Test project").expect("valid name");
+        let project_id = tenancy::create_project(store.as_ref(), account_id, project_name, now)
             .await
             .expect("project");
         let key = tenancy::create_key(store.as_ref(), project_id, Scopes::all(), cli_actor(), now)

@@ -23,6 +23,10 @@ backend_tests! {
         assert_eq!(request.header("webhook-id"), delivery_id);
         assert_eq!(request.header("x-devtune-signature"), devtune_signature(secret, &request.body));
         assert!(standard_webhooks_verifies(&whsec(secret), &request));
+        // The create answer gives that key in the form Standard Webhooks libraries take.
+        let standard = webhook["standardWebhooksSecret"].as_str().unwrap();
+        assert_eq!(standard, whsec(secret));
+        assert!(standard_webhooks_verifies(standard, &request));
         let sent_at: i64 = request.header("webhook-timestamp").parse().unwrap();
         assert!((sent_at - chrono::Utc::now().timestamp()).abs() < 60);
 
@@ -93,6 +97,7 @@ backend_tests! {
         let (status, rotated) = status_and_json(app.post(&path, json!({ "graceSeconds": 3600 })).await).await;
         assert_eq!(status, 200, "{rotated}");
         let new_secret = rotated["data"]["secret"].as_str().unwrap().to_owned();
+        assert_eq!(rotated["data"]["standardWebhooksSecret"], whsec(&new_secret));
 
         app.publish("action.created", json!({})).await;
         let during = receiver.expect(WAIT).await;
