@@ -163,6 +163,11 @@ pub struct ServeConfig {
     )]
     pub auth_failures_per_minute: u32,
 
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// https://app.example.com; none by default.
+    #[arg(long, env = "HOOKRELAY_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
     /// Requests per minute allowed per API key; 0 turns rate limiting off.
     #[arg(long, env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
     pub rate_limit_per_minute: u32,
@@ -408,10 +413,43 @@ pub enum KeyCommand {
     },
 }
 
+/// A browser origin: `scheme://host[:port]`, nothing after it, as the `Origin` header sends it.
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not an origin ({e})"))?;
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") || origin != raw.trim_end_matches('/') {
+        return Err(format!(
+            "{raw:?} is not an origin: give scheme://host[:port], e.g. https://app.example.com"
+        ));
+    }
+    Ok(origin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert_eq!(
+            parse_origin("https://app.example.com").unwrap(),
+            "https://app.example.com"
+        );
+        assert_eq!(
+            parse_origin("http://localhost:3000/").unwrap(),
+            "http://localhost:3000"
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x.example",
+            "*",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

@@ -98,6 +98,12 @@ fn api_settings(config: &ServeConfig) -> ApiSettings {
         endpoint_concurrency: config.delivery.endpoint_concurrency,
         retention_days: config.delivery.retention_days,
         attempt_timeout: Duration::from_millis(config.delivery.timeout_ms),
+        // Each origin was checked when the configuration was parsed.
+        cors_origins: config
+            .cors_origins
+            .iter()
+            .filter_map(|origin| origin.parse().ok())
+            .collect(),
     }
 }
 

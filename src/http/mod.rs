@@ -27,9 +27,10 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
-use axum::http::{Method, Request};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodFilter, MethodRouter, on};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -74,6 +75,8 @@ pub struct ApiSettings {
     pub retention_days: u32,
     /// The deadline of one delivery attempt.
     pub attempt_timeout: std::time::Duration,
+    /// Browser origins allowed to call the API; empty sends no CORS headers.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 /// One documented operation: the route table is the single source for the router and for the
@@ -245,6 +248,34 @@ fn build(routes: Vec<Route>) -> Router<AppState> {
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
 }
 
+/// Lets the named browser origins call the API: preflights are answered before routing (and
+/// so before authentication), and answers expose the headers a client reads.
+fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-hookrelay-channel"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderName::from_static("x-ratelimit-reset"),
+                header::RETRY_AFTER,
+                HeaderName::from_static("idempotent-replayed"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
 /// The whole service; the admin API exists only when an admin token is configured.
 pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
     let admin_guard = admin_token.map(|token| auth::AdminGuard {
@@ -275,9 +306,13 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
             )
         })
         .on_response(DefaultOnResponse::new().level(Level::INFO));
-    app.fallback(errors::route_not_found)
-        .method_not_allowed_fallback(errors::method_not_allowed)
-        .layer(from_fn(request_metrics::track))
+    let mut app = app
+        .fallback(errors::route_not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed);
+    if let Some(cors) = cors(&state.settings.cors_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(from_fn(request_metrics::track))
         .layer(from_fn(headers::protect_api_answers))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())

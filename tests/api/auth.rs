@@ -21,6 +21,7 @@ backend_tests! {
     async fn a_missing_key_is_a_401(backend) {
         let app = TestApp::spawn(backend).await;
         let response = app.call(Method::GET, &app.project_path("/webhooks"), None, None).await;
+        assert_eq!(response.headers()["www-authenticate"], "Bearer", "RFC 9110 names the scheme");
         let body = assert_error(response, 401, "unauthorized").await;
         assert!(body["message"].as_str().unwrap().contains("Authorization"));
     }
@@ -203,4 +204,87 @@ backend_tests! {
         assert_eq!(body["meta"]["projectId"], app.project_id.to_string());
         assert_error(app.call(Method::GET, "/api/v2/me", None, None).await, 401, "unauthorized").await;
     }
+}
+
+#[tokio::test]
+async fn named_browser_origins_may_call_the_api_and_others_get_no_cors_headers() {
+    let app = TestApp::spawn_with(crate::common::Backend::Sqlite, |c| {
+        c.cors_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let path = app.url(&app.project_path("/webhooks"));
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(Method::OPTIONS, &path)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    // A preflight carries no key: it is answered before authentication.
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        methods.contains("POST") && methods.contains("PATCH"),
+        "{methods}"
+    );
+    let headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+
+    let other = preflight("https://evil.example.net").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    let call = app
+        .client
+        .get(&path)
+        .bearer_auth(&app.key)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert_eq!(
+        call.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("x-ratelimit-remaining"),
+        "{exposed}"
+    );
+}
+
+#[tokio::test]
+async fn without_configured_origins_no_cors_headers_are_sent() {
+    let app = TestApp::spawn(crate::common::Backend::Sqlite).await;
+    let call = app
+        .client
+        .get(app.url(&app.project_path("/webhooks")))
+        .bearer_auth(&app.key)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 200);
+    assert!(!call.headers().contains_key("access-control-allow-origin"));
 }

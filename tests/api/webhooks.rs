@@ -30,7 +30,7 @@ backend_tests! {
         let data = &body["data"];
         assert_eq!(
             keys(data),
-            ["createdAt", "description", "events", "id", "isActive", "metadata", "secret", "updatedAt", "url"]
+            ["createdAt", "description", "events", "id", "isActive", "metadata", "secret", "standardWebhooksSecret", "updatedAt", "url"]
         );
         assert!(data["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
         assert_eq!(data["url"], DOC_URL);
@@ -198,7 +198,7 @@ backend_tests! {
         let (status, body) = status_and_json(response).await;
         assert_eq!(status, 200);
         assert_eq!(keys(&body), ["data", "meta"]);
-        assert_eq!(keys(&body["data"]), ["secret"]);
+        assert_eq!(keys(&body["data"]), ["secret", "standardWebhooksSecret"]);
         let secret = body["data"]["secret"].as_str().unwrap();
         assert!(is_lower_hex_64(&body["data"]["secret"]));
         assert_ne!(secret, created["secret"].as_str().unwrap());

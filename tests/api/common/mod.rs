@@ -278,6 +278,7 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         auth_failures_per_minute: 0,
         max_webhooks_per_project: 25,
         max_alert_endpoints_per_project: 5,
+        cors_origins: Vec::new(),
         max_event_bytes: 256 * 1024,
         connections: ConnectionConfig {
             header_timeout_ms: 10_000,
