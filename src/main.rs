@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use hookrelay::clock::Clock;
-use hookrelay::config::{Cli, Command, ServeConfig};
+use hookrelay::config::{Cli, Command, LogFormat, ServeConfig};
 use hookrelay::report::error_chain;
 use hookrelay::{App, cli, telemetry, tenancy};
 
@@ -37,13 +37,25 @@ async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
             tenancy::bootstrap(app.store().as_ref(), Clock::system().now()).await?
         {
             // Printed, never logged: the key is shown this once and must not reach log storage.
-            println!(
-                "\nhookrelay created a default project and an API key with every scope.\n\
-                 This key is shown only now; store it somewhere safe.\n\n  \
-                 export HOOKRELAY_PROJECT_ID={}\n  export HOOKRELAY_API_KEY={}\n",
-                tenant.project_id,
-                tenant.key.key.expose()
-            );
+            // With JSON logs, stdout is one JSON object too, so a log pipeline can parse it.
+            match config.log.format {
+                LogFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "message": "hookrelay created a default project and an API key with \
+                                    every scope; this key is shown only now",
+                        "projectId": tenant.project_id.to_string(),
+                        "apiKey": tenant.key.key.expose(),
+                    })
+                ),
+                LogFormat::Text => println!(
+                    "\nhookrelay created a default project and an API key with every scope.\n\
+                     This key is shown only now; store it somewhere safe.\n\n  \
+                     export HOOKRELAY_PROJECT_ID={}\n  export HOOKRELAY_API_KEY={}\n",
+                    tenant.project_id,
+                    tenant.key.key.expose()
+                ),
+            }
             tracing::info!(project_id = %tenant.project_id, key_id = %tenant.key.id, "bootstrapped an empty database");
         }
     }

@@ -19,7 +19,12 @@ pub fn init(config: &LogConfig) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The current span's fields once per line, not again in a list of every open span.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -32,8 +32,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::delivery::Publisher;
@@ -305,7 +304,15 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
                 request_id,
             )
         })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
+        .on_response(
+            |response: &axum::http::Response<_>, latency: std::time::Duration, _: &tracing::Span| {
+                tracing::info!(
+                    status = response.status().as_u16(),
+                    latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                    "request finished"
+                );
+            },
+        );
     let mut app = app
         .fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed);

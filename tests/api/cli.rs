@@ -8,7 +8,16 @@ use crate::backend_tests;
 use crate::common::TestDb;
 use crate::common::process::{BIN, Server, hookrelay};
 
-fn value_after(stdout: &str, variable: &str) -> Option<String> {
+/// A field of the bootstrap banner, which is one JSON object on stdout when logs are JSON.
+fn printed(stdout: &str, field: &str) -> Option<String> {
+    stdout.lines().find_map(|line| {
+        let banner: Value = serde_json::from_str(line).ok()?;
+        banner[field].as_str().map(str::to_owned)
+    })
+}
+
+/// A value of the bootstrap banner's `export` lines, as text logs print them.
+fn exported(stdout: &str, variable: &str) -> Option<String> {
     stdout
         .lines()
         .find_map(|line| line.trim().strip_prefix(&format!("export {variable}=")))
@@ -108,14 +117,50 @@ backend_tests! {
         // The key is printed before the listening line, so stdout is complete once we stop.
         let (clean_exit, stdout) = Server::start(hookrelay(&db.url)).terminate();
         assert!(clean_exit, "SIGTERM ends the server cleanly");
-        let project = value_after(&stdout, "HOOKRELAY_PROJECT_ID").expect("the project id is printed");
-        let key = value_after(&stdout, "HOOKRELAY_API_KEY").expect("the key is printed");
+        assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+        let project = printed(&stdout, "projectId").expect("the project id is printed");
+        let key = printed(&stdout, "apiKey").expect("the key is printed");
         assert!(key.starts_with("dtk_live_"));
 
         let server = Server::start(hookrelay(&db.url));
         assert_eq!(list_status(&server.address, &project, &key).await, 200);
         let (_, stdout) = server.terminate();
-        assert!(value_after(&stdout, "HOOKRELAY_API_KEY").is_none(), "printed once only: {stdout}");
+        assert!(printed(&stdout, "apiKey").is_none(), "printed once only: {stdout}");
+    }
+
+    async fn json_logs_carry_numbers_and_each_span_once(backend) {
+        let db = TestDb::create(backend).await;
+        let server = Server::start(hookrelay(&db.url));
+        list_status(&server.address, "00000000-0000-4000-8000-000000000000", "nope").await;
+        let finished = server.next_log(|entry| entry["message"] == "request finished");
+        assert_eq!(finished["status"], 401, "{finished}");
+        assert!(finished["latency_ms"].is_u64(), "latency is a number: {finished}");
+        assert_eq!(finished["span"]["name"], "request", "{finished}");
+        assert!(finished.get("spans").is_none(), "no list repeating the span: {finished}");
+        server.terminate();
+    }
+
+    async fn text_logs_print_the_bootstrap_key_as_shell_exports(backend) {
+        let db = TestDb::create(backend).await;
+        let mut command = hookrelay(&db.url);
+        command.env("HOOKRELAY_LOG_FORMAT", "text");
+        let output = command.arg("serve").env("HOOKRELAY_LISTEN", "127.0.0.1:0");
+        let mut child = output
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut printed_lines = String::new();
+        while exported(&printed_lines, "HOOKRELAY_API_KEY").is_none() {
+            let mut line = String::new();
+            assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "{printed_lines}");
+            printed_lines.push_str(&line);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(exported(&printed_lines, "HOOKRELAY_PROJECT_ID").is_some(), "{printed_lines}");
+        assert!(exported(&printed_lines, "HOOKRELAY_API_KEY").unwrap().starts_with("dtk_live_"));
     }
 
     async fn bootstrap_false_creates_nothing(backend) {
@@ -123,7 +168,7 @@ backend_tests! {
         let mut command = hookrelay(&db.url);
         command.env("HOOKRELAY_BOOTSTRAP", "false");
         let (_, stdout) = Server::start(command).terminate();
-        assert!(value_after(&stdout, "HOOKRELAY_API_KEY").is_none(), "{stdout}");
+        assert!(printed(&stdout, "apiKey").is_none(), "{stdout}");
     }
 
     async fn the_admin_cli_provisions_keys_that_the_server_honours(backend) {

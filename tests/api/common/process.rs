@@ -47,6 +47,7 @@ pub fn provision_tenant(database_url: &str) -> (String, String) {
 pub struct Server {
     child: Option<Child>,
     pub address: String,
+    logs: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -57,10 +58,6 @@ impl Server {
             .spawn()
             .expect("the binary starts");
         let stderr = child.stderr.take().expect("piped stderr");
-        let mut server = Server {
-            child: Some(child),
-            address: String::new(),
-        };
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
             // Keep draining after the test stops listening, so the server never blocks on stderr.
@@ -68,19 +65,30 @@ impl Server {
                 let _ = lines.send(line);
             }
         });
-        while server.address.is_empty() {
-            let line = received
+        let mut server = Server {
+            child: Some(child),
+            address: String::new(),
+            logs: received,
+        };
+        let listening = server.next_log(|entry| entry["message"] == "hookrelay listening");
+        let address = listening["address"].as_str().expect("an address field");
+        server.address = format!("http://{address}");
+        server
+    }
+
+    /// The next JSON log line that `wanted` accepts, failing the test after a minute.
+    pub fn next_log(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let line = self
+                .logs
                 .recv_timeout(Duration::from_secs(60))
-                .expect("the server logs that it listens");
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if entry["message"] == "hookrelay listening" {
-                let address = entry["address"].as_str().expect("an address field");
-                server.address = format!("http://{address}");
+                .expect("the server logs the line looked for");
+            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                if wanted(&entry) {
+                    return entry;
+                }
             }
         }
-        server
     }
 
     /// Sends SIGTERM and returns (exit success, everything printed on stdout).
