@@ -8,19 +8,66 @@ use crate::config::{
 };
 use crate::domain::{AccountId, ApiKeyId, Name, ProjectId, Scopes};
 use crate::domain::{Actor, Channel};
+use crate::report::error_chain;
 use crate::store::{self, Store};
 use crate::tenancy;
 
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn open(database: &DatabaseConfig) -> Result<std::sync::Arc<dyn Store>, CliError> {
-    let store = store::connect(&database.url, &database.pool(), database.cipher()?).await?;
-    store.migrate().await?;
+/// The URL as an error may show it: without its password.
+fn shown_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// Where a SQLite URL's file is, when the URL names one.
+fn sqlite_file(raw: &str) -> Option<std::path::PathBuf> {
+    let rest = raw
+        .strip_prefix("sqlite://")
+        .or_else(|| raw.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
+}
+
+/// Opens the database and brings its schema up to date. Only `migrate` (and `serve`) may create
+/// it: the admin commands refuse a SQLite file that does not exist, naming it, rather than
+/// provisioning tenants into a new empty file nobody serves.
+async fn open(
+    database: &DatabaseConfig,
+    may_create: bool,
+) -> Result<std::sync::Arc<dyn Store>, CliError> {
+    if let Some(file) = sqlite_file(&database.url).filter(|_| !may_create) {
+        if !file.exists() {
+            return Err(format!(
+                "no database at {}: run `hookrelay migrate` (or `hookrelay serve`) with this \
+                 DATABASE_URL first, or point DATABASE_URL at the one the server uses",
+                database.url
+            )
+            .into());
+        }
+    }
+    let unreachable = |error: &dyn std::error::Error| -> CliError {
+        format!(
+            "cannot open the database at {}: {}",
+            shown_url(&database.url),
+            error_chain(error)
+        )
+        .into()
+    };
+    let store = store::connect(&database.url, &database.pool(), database.cipher()?)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    store.migrate().await.map_err(|e| unreachable(&e))?;
     Ok(store)
 }
 
 pub async fn migrate(database: &DatabaseConfig) -> Result<(), CliError> {
-    let store = open(database).await?;
+    let store = open(database, true).await?;
     store.close().await;
     Ok(())
 }
@@ -33,7 +80,7 @@ fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, CliError> 
 
 /// Runs one admin command and returns what it prints.
 pub async fn admin(args: &AdminArgs) -> Result<Value, CliError> {
-    let store = open(&args.database).await?;
+    let store = open(&args.database, false).await?;
     let now = Clock::system().now();
     let result = match &args.command {
         AdminCommand::Account(AccountCommand::Create { name }) => {

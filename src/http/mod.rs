@@ -305,7 +305,9 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
             )
         })
         .on_response(
-            |response: &axum::http::Response<_>, latency: std::time::Duration, _: &tracing::Span| {
+            |response: &axum::http::Response<_>,
+             latency: std::time::Duration,
+             _: &tracing::Span| {
                 tracing::info!(
                     status = response.status().as_u16(),
                     latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),

@@ -111,6 +111,42 @@ fn an_unknown_database_scheme_fails_with_a_clear_message() {
     assert!(stderr.contains("postgres://"), "{stderr}");
 }
 
+#[test]
+fn admin_commands_never_create_a_database_and_name_the_one_they_cannot_open() {
+    let file = std::env::temp_dir().join(format!("hookrelay-missing-{}.db", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", file.display());
+    let output = hookrelay(&url)
+        .args(["admin", "account", "create", "--name", "Acme"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("migrate"),
+        "{stderr}"
+    );
+    assert!(
+        !file.exists(),
+        "the admin command created {}",
+        file.display()
+    );
+
+    let unreachable = hookrelay("postgres://hookrelay:s3cret@127.0.0.1:1/none")
+        .env("HOOKRELAY_DB_ACQUIRE_TIMEOUT_MS", "500")
+        .args(["admin", "account", "create", "--name", "Acme"])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1/none"),
+        "names the database: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "never the password: {stderr}");
+}
+
 backend_tests! {
     async fn first_start_prints_a_working_key_once(backend) {
         let db = TestDb::create(backend).await;

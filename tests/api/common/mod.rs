@@ -191,10 +191,23 @@ impl TestDb {
                     "hookrelay-test-{}.db",
                     uuid::Uuid::new_v4().simple()
                 ));
-                TestDb {
+                let db = TestDb {
                     url: format!("sqlite://{}", path.display()),
                     cleanup: Cleanup::File(path),
+                };
+                if migrated {
+                    let pool = hookrelay::store::PoolSettings {
+                        max_connections: 1,
+                        acquire_timeout: std::time::Duration::from_secs(5),
+                    };
+                    let cipher = hookrelay::store::cipher::SecretCipher::default();
+                    let store = hookrelay::store::connect(&db.url, &pool, cipher)
+                        .await
+                        .expect("a new SQLite file");
+                    store.migrate().await.expect("the schema");
+                    store.close().await;
                 }
+                db
             }
             Backend::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL")
