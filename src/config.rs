@@ -13,7 +13,13 @@ use crate::store::cipher::SecretCipher;
 #[derive(Debug, Parser)]
 #[command(
     name = "hookrelay",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HOOKRELAY_COMMIT"), ")"),
+    // Short: what it is, the subcommands, where to read on. `serve --help` lists every setting.
+    help_template = "{about}\n\n{usage-heading} {usage}\n\nCommands:\n{subcommands}\n{after-help}",
+    after_help = "Without a subcommand hookrelay runs `serve`. Every setting is a flag of \
+        `hookrelay serve --help` and an environment variable; the README and /openapi.yaml \
+        describe the API.\n\n  -h, --help     Print help\n  -V, --version  Print the version \
+        and the git commit it was built from",
     about = "A multi-tenant webhook subscription service speaking the DevTune API v2 webhook API.",
     long_about = "A multi-tenant webhook subscription service speaking the DevTune API v2 webhook API.\n\n\
         Tenants register HTTPS endpoints for event types with `dtk_live_` API keys; hookrelay signs \
@@ -55,6 +61,7 @@ pub struct DatabaseConfig {
     #[arg(
         long = "db-max-connections",
         env = "HOOKRELAY_DB_MAX_CONNECTIONS",
+        hide_env_values = true,
         default_value_t = 10
     )]
     pub max_connections: u32,
@@ -64,6 +71,7 @@ pub struct DatabaseConfig {
     #[arg(
         long = "db-acquire-timeout-ms",
         env = "HOOKRELAY_DB_ACQUIRE_TIMEOUT_MS",
+        hide_env_values = true,
         default_value_t = 3000
     )]
     pub acquire_timeout_ms: u64,
@@ -109,89 +117,121 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
     /// Log line format.
-    #[arg(long = "log-format", env = "HOOKRELAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = "log-format", env = "HOOKRELAY_LOG_FORMAT", hide_env_values = true, value_enum, default_value_t = LogFormat::Text)]
     pub format: LogFormat,
 
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `hookrelay=debug,info`.
-    #[arg(long = "log", env = "HOOKRELAY_LOG", default_value = "info")]
+    #[arg(
+        long = "log",
+        env = "HOOKRELAY_LOG",
+        hide_env_values = true,
+        default_value = "info"
+    )]
     pub filter: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Database")]
     pub database: DatabaseConfig,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Operations")]
     pub log: LogConfig,
 
     /// Address and port to listen on.
-    #[arg(long, env = "HOOKRELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        help_heading = "Operations",
+        long,
+        env = "HOOKRELAY_LISTEN",
+        hide_env_values = true,
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// On the first start against an empty database, create a default account, project and
     /// all-scope API key, and print the project id and the key once.
-    #[arg(long, env = "HOOKRELAY_BOOTSTRAP", default_value_t = true, action = ArgAction::Set,
+    #[arg(help_heading = "Operations", long, env = "HOOKRELAY_BOOTSTRAP", hide_env_values = true, default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub bootstrap: bool,
 
     /// Enables the /admin/v1 provisioning API, guarded by this value as a bearer token.
-    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        help_heading = "Security",
+        long,
+        env = "HOOKRELAY_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     /// Accept plain http:// webhook URLs (for local development).
-    #[arg(long, env = "HOOKRELAY_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set,
+    #[arg(help_heading = "Security", long, env = "HOOKRELAY_ALLOW_HTTP", hide_env_values = true, default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_http: bool,
 
     /// Accept webhook URLs on loopback, private, link-local and similar addresses.
-    #[arg(long, env = "HOOKRELAY_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = ArgAction::Set,
+    #[arg(help_heading = "Security", long, env = "HOOKRELAY_ALLOW_PRIVATE_TARGETS", hide_env_values = true, default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_private_targets: bool,
 
     /// Accept webhook URLs on any port (otherwise 80, 443, 8443 and 1024 and above).
-    #[arg(long, env = "HOOKRELAY_ALLOW_ANY_PORT", default_value_t = false, action = ArgAction::Set,
+    #[arg(help_heading = "Security", long, env = "HOOKRELAY_ALLOW_ANY_PORT", hide_env_values = true, default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub allow_any_port: bool,
 
     /// Failed authentications (API keys and the admin token) allowed per client address and
     /// minute; beyond them the client gets 429 without a database lookup. 0 turns this off.
     #[arg(
+        help_heading = "Security",
         long,
         env = "HOOKRELAY_AUTH_FAILURES_PER_MINUTE",
+        hide_env_values = true,
         default_value_t = 120
     )]
     pub auth_failures_per_minute: u32,
 
     /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
     /// https://app.example.com; none by default.
-    #[arg(long, env = "HOOKRELAY_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    #[arg(help_heading = "Security", long, env = "HOOKRELAY_CORS_ORIGINS", hide_env_values = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
     /// Requests per minute allowed per API key; 0 turns rate limiting off.
-    #[arg(long, env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE", default_value_t = 600)]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "HOOKRELAY_RATE_LIMIT_PER_MINUTE",
+        hide_env_values = true,
+        default_value_t = 600
+    )]
     pub rate_limit_per_minute: u32,
 
     /// Most active webhooks one project may have.
-    #[arg(long, env = "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT", default_value_t = 25)]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "HOOKRELAY_MAX_WEBHOOKS_PER_PROJECT",
+        hide_env_values = true,
+        default_value_t = 25
+    )]
     pub max_webhooks_per_project: u32,
 
     /// Most active alert endpoints per project; they do not count against the webhook limit.
     #[arg(
+        help_heading = "Limits",
         long,
         env = "HOOKRELAY_MAX_ALERT_ENDPOINTS_PER_PROJECT",
+        hide_env_values = true,
         default_value_t = 5
     )]
     pub max_alert_endpoints_per_project: u32,
 
     /// Largest accepted event body in bytes; larger ones are answered 413.
-    #[arg(long, env = "HOOKRELAY_MAX_EVENT_BYTES", default_value_t = 256 * 1024)]
+    #[arg(help_heading = "Limits", long, env = "HOOKRELAY_MAX_EVENT_BYTES", hide_env_values = true, default_value_t = 256 * 1024)]
     pub max_event_bytes: usize,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Limits")]
     pub connections: ConnectionConfig,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Delivery")]
     pub delivery: DeliveryConfig,
 }
 
@@ -201,20 +241,20 @@ pub struct ServeConfig {
 pub struct ConnectionConfig {
     /// How long a client has to send a request's headers, from connecting or from the previous
     /// response; an idle keep-alive connection is closed after it too.
-    #[arg(long = "header-timeout-ms", env = "HOOKRELAY_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+    #[arg(long = "header-timeout-ms", env = "HOOKRELAY_HEADER_TIMEOUT_MS", hide_env_values = true, default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
 
     /// How long a client has to send a request's body once its headers arrived; a slower body
     /// is answered 408.
-    #[arg(long = "body-timeout-ms", env = "HOOKRELAY_BODY_TIMEOUT_MS", default_value_t = 30_000,
+    #[arg(long = "body-timeout-ms", env = "HOOKRELAY_BODY_TIMEOUT_MS", hide_env_values = true, default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout_ms: u64,
 
     /// Most client connections open at once; beyond it a new connection is closed at once.
     /// Default: what the open-file limit leaves after the database pool and deliveries, at
     /// most 10000.
-    #[arg(long = "max-connections", env = "HOOKRELAY_MAX_CONNECTIONS", value_name = "COUNT",
+    #[arg(long = "max-connections", env = "HOOKRELAY_MAX_CONNECTIONS", hide_env_values = true, value_name = "COUNT",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_open: Option<u32>,
 }
@@ -222,7 +262,7 @@ pub struct ConnectionConfig {
 #[derive(Debug, Clone, Args)]
 pub struct DeliveryConfig {
     /// Run the delivery worker in this process; false serves the API alone.
-    #[arg(long, env = "HOOKRELAY_WORKER", default_value_t = true, action = ArgAction::Set,
+    #[arg(long, env = "HOOKRELAY_WORKER", hide_env_values = true, default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub worker: bool,
 
@@ -230,6 +270,7 @@ pub struct DeliveryConfig {
     #[arg(
         long = "delivery-timeout-ms",
         env = "HOOKRELAY_DELIVERY_TIMEOUT_MS",
+        hide_env_values = true,
         default_value_t = 10_000
     )]
     pub timeout_ms: u64,
@@ -237,66 +278,102 @@ pub struct DeliveryConfig {
     /// The waits before each retry of a failed attempt, e.g. `500ms,2s,1m,10m,2h` (units ms,
     /// s, m, h, d), each plus up to 10% jitter; after the last, a failure is final. Default
     /// `1m,10m,100m`. Wins over --retry-max and --retry-base-ms.
-    #[arg(long, env = "HOOKRELAY_RETRY_SCHEDULE", value_parser = RetrySchedule::parse)]
+    #[arg(long, env = "HOOKRELAY_RETRY_SCHEDULE", hide_env_values = true, value_parser = RetrySchedule::parse)]
     pub retry_schedule: Option<RetrySchedule>,
 
     /// Retries after a failed first attempt, waiting from --retry-base-ms and doubling
     /// (the older way to set the schedule; default 3 when only the base is set).
-    #[arg(long, env = "HOOKRELAY_RETRY_MAX")]
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX", hide_env_values = true)]
     pub retry_max: Option<u32>,
 
     /// Wait before the first retry when the schedule doubles (default 30000 when only
     /// --retry-max is set).
-    #[arg(long, env = "HOOKRELAY_RETRY_BASE_MS")]
+    #[arg(long, env = "HOOKRELAY_RETRY_BASE_MS", hide_env_values = true)]
     pub retry_base_ms: Option<u64>,
 
     /// A delivery whose receiver keeps throttling (429, or 503 with Retry-After) for this long
     /// fails, e.g. `24h` or `90m`.
-    #[arg(long, env = "HOOKRELAY_THROTTLE_GIVE_UP", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "HOOKRELAY_THROTTLE_GIVE_UP", hide_env_values = true, default_value = "24h", value_parser = parse_duration)]
     pub throttle_give_up: Duration,
 
     /// Most attempts in flight at once in this process.
     #[arg(
         long = "delivery-concurrency",
         env = "HOOKRELAY_DELIVERY_CONCURRENCY",
+        hide_env_values = true,
         default_value_t = 256
     )]
     pub concurrency: usize,
 
     /// Most attempts in flight at once to one webhook.
-    #[arg(long, env = "HOOKRELAY_ENDPOINT_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_ENDPOINT_CONCURRENCY",
+        hide_env_values = true,
+        default_value_t = 16
+    )]
     pub endpoint_concurrency: usize,
 
     /// How long a claimed delivery stays with this instance before another may take it over
     /// (after a crash). Must exceed the delivery timeout.
-    #[arg(long, env = "HOOKRELAY_LEASE_MS", default_value_t = 60_000)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_LEASE_MS",
+        hide_env_values = true,
+        default_value_t = 60_000
+    )]
     pub lease_ms: u64,
 
     /// Longest pause between looks for due deliveries when nothing wakes the worker.
-    #[arg(long, env = "HOOKRELAY_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_POLL_INTERVAL_MS",
+        hide_env_values = true,
+        default_value_t = 1_000
+    )]
     pub poll_interval_ms: u64,
 
     /// On shutdown, how long attempts in flight may finish before they are abandoned.
-    #[arg(long, env = "HOOKRELAY_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_SHUTDOWN_GRACE_MS",
+        hide_env_values = true,
+        default_value_t = 10_000
+    )]
     pub shutdown_grace_ms: u64,
 
     /// Disable a webhook whose every attempt has failed for this many hours (and at least
     /// HOOKRELAY_DISABLE_MIN_FAILURES times); a 410 Gone answer disables it at once.
-    #[arg(long, env = "HOOKRELAY_DISABLE_AFTER_HOURS", default_value_t = 72)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_DISABLE_AFTER_HOURS",
+        hide_env_values = true,
+        default_value_t = 72
+    )]
     pub disable_after_hours: u32,
 
     /// The fewest failures in a row before a failing webhook is disabled.
-    #[arg(long, env = "HOOKRELAY_DISABLE_MIN_FAILURES", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_DISABLE_MIN_FAILURES",
+        hide_env_values = true,
+        default_value_t = 20
+    )]
     pub disable_min_failures: u32,
 
     /// Failures in a row after which a webhook's alert endpoints get `webhook.failing` (once
     /// per failure run; the first success after it sends `webhook.recovered`).
-    #[arg(long, env = "HOOKRELAY_FAILING_AFTER", default_value_t = 5,
+    #[arg(long, env = "HOOKRELAY_FAILING_AFTER", hide_env_values = true, default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub failing_after: u32,
 
     /// Days to keep finished deliveries and their events; 0 keeps them forever.
-    #[arg(long, env = "HOOKRELAY_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_RETENTION_DAYS",
+        hide_env_values = true,
+        default_value_t = 30
+    )]
     pub retention_days: u32,
 }
 

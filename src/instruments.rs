@@ -24,6 +24,7 @@ const CONNECTIONS_REFUSED: &str = "hookrelay_http_connections_refused_total";
 const POOL_OPEN: &str = "hookrelay_db_pool_connections_open";
 const POOL_IDLE: &str = "hookrelay_db_pool_connections_idle";
 const POOL_MAX: &str = "hookrelay_db_pool_connections_max";
+const BUILD_INFO: &str = "hookrelay_build_info";
 
 /// From 0.5 ms (a loopback receiver) to the 10 s default attempt timeout.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -44,6 +45,13 @@ pub fn handle() -> PrometheusHandle {
             // renders whatever it was given.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            crate::process_metrics::start_time();
+            gauge!(
+                BUILD_INFO,
+                "version" => env!("CARGO_PKG_VERSION"),
+                "commit" => env!("HOOKRELAY_COMMIT"),
+            )
+            .set(1.0);
             handle
         })
         .clone()
@@ -86,6 +94,10 @@ fn describe() {
     describe_gauge!(POOL_OPEN, "Open database connections");
     describe_gauge!(POOL_IDLE, "Open database connections not in use");
     describe_gauge!(POOL_MAX, "Most database connections the pool opens");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; its labels name the version and git commit of this binary"
+    );
 }
 
 pub fn attempt_started() {

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod domain;
 pub mod http;
 pub mod instruments;
+pub mod process_metrics;
 pub mod report;
 pub mod store;
 pub mod telemetry;

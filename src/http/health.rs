@@ -38,10 +38,9 @@ pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     instruments::scraped(queue, state.store.pool_usage(), now);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let mut body = state.metrics.render();
+    body.push_str(&crate::process_metrics::render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 pub async fn get_open_api() -> impl IntoResponse {

@@ -85,19 +85,44 @@ fn serve_help_lists_every_setting_with_its_variable() {
         "HOOKRELAY_ENCRYPTION_OLD_KEYS",
     ] {
         assert!(
-            help.contains(&format!("[env: {variable}")),
+            help.contains(&format!("[env: {variable}]")),
             "{variable} missing from:\n{help}"
         );
+    }
+    assert!(
+        !help.contains("=]"),
+        "no empty value after an env name:\n{help}"
+    );
+    for heading in [
+        "Database:",
+        "Delivery:",
+        "Security:",
+        "Limits:",
+        "Operations:",
+    ] {
+        assert!(help.contains(heading), "{heading} missing from:\n{help}");
     }
 }
 
 #[test]
-fn top_level_help_names_the_subcommands() {
+fn top_level_help_is_short_and_names_the_subcommands() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "migrate", "admin"] {
+    for command in ["serve", "migrate", "admin", "serve --help"] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
+    assert!(
+        !help.contains("--delivery-timeout-ms"),
+        "the settings are serve's: {help}"
+    );
+    assert!(help.lines().count() < 30, "{help}");
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(version.starts_with("hookrelay 0."), "{version}");
+    assert!(
+        version.contains('(') && version.trim_end().ends_with(')'),
+        "the commit: {version}"
+    );
 }
 
 #[test]

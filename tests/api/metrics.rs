@@ -94,6 +94,15 @@ backend_tests! {
         assert_eq!(sample(&text, &published), Some(4.0), "{text}");
         assert!(sample(&text, "hookrelay_db_pool_connections_max").is_some_and(|max| max >= 1.0), "{text}");
         assert!(text.contains("# HELP hookrelay_delivery_attempts_total"), "{text}");
+        // The standard process figures, and the build: a number each, and the version labelled.
+        assert!(sample(&text, "process_cpu_seconds_total").is_some_and(|s| s > 0.0), "{text}");
+        assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{text}");
+        assert!(sample(&text, "process_open_fds").is_some_and(|n| n >= 3.0), "{text}");
+        let started = sample(&text, "process_start_time_seconds").expect("a start time");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(started <= now && now - started < 300.0, "started {started}, now {now}");
+        let build = text.lines().find(|l| l.starts_with("hookrelay_build_info{")).expect("build info");
+        assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
 
         let unknown = client.get(format!("{}/no/such/route", server.address)).send().await.unwrap();
         assert_eq!(unknown.status(), 404);
