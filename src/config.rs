@@ -50,6 +50,7 @@ pub struct DatabaseConfig {
     /// Database to use: postgres://user@host/db, or sqlite://path/to/file.db (created if missing).
     #[arg(
         long = "database-url",
+        global = true,
         env = "DATABASE_URL",
         default_value = "sqlite://hookrelay.db",
         // The URL may carry a password.
@@ -117,7 +118,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
     /// Log line format.
-    #[arg(long = "log-format", env = "HOOKRELAY_LOG_FORMAT", hide_env_values = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = "log-format", global = true, env = "HOOKRELAY_LOG_FORMAT", hide_env_values = true, value_enum, default_value_t = LogFormat::Text)]
     pub format: LogFormat,
 
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `hookrelay=debug,info`.

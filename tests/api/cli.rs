@@ -137,6 +137,36 @@ fn an_unknown_database_scheme_fails_with_a_clear_message() {
 }
 
 #[test]
+fn the_database_and_log_settings_are_accepted_after_a_subcommand() {
+    let file = std::env::temp_dir().join(format!("hookrelay-after-{}.db", uuid::Uuid::new_v4()));
+    let url = format!("sqlite://{}", file.display());
+    // DATABASE_URL names another file: only the flag after the subcommand can be honoured.
+    let elsewhere = format!("sqlite://{}.unused", file.display());
+    let migrated = hookrelay(&elsewhere)
+        .args(["migrate", "--database-url", &url, "--log-format", "text"])
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let created = run_json(hookrelay(&elsewhere).args([
+        "admin",
+        "account",
+        "create",
+        "--name",
+        "Acme",
+        "--database-url",
+        &url,
+    ]));
+    assert!(created["id"].is_string(), "{created}");
+    assert!(file.exists());
+    assert!(!std::path::Path::new(&format!("{}.unused", file.display())).exists());
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
 fn admin_commands_never_create_a_database_and_name_the_one_they_cannot_open() {
     let file = std::env::temp_dir().join(format!("hookrelay-missing-{}.db", uuid::Uuid::new_v4()));
     let url = format!("sqlite://{}", file.display());
