@@ -129,6 +129,26 @@ pub struct LogConfig {
         default_value = "info"
     )]
     pub filter: String,
+
+    /// Export traces to this OpenTelemetry collector over OTLP/HTTP (JSON encoding), e.g.
+    /// http://127.0.0.1:4318: a span per API request and per delivery attempt, each attempt in
+    /// the trace of the publish that caused it and sending its own `traceparent`. Unset,
+    /// nothing is exported.
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        hide_env_values = true
+    )]
+    pub otlp_endpoint: Option<String>,
+
+    /// The service name exported traces carry.
+    #[arg(
+        long = "otel-service-name",
+        env = "OTEL_SERVICE_NAME",
+        hide_env_values = true,
+        default_value = "hookrelay"
+    )]
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
-    telemetry::init(&config.log);
+    let telemetry = telemetry::init(&config.log);
     let app = App::build(&config).await?;
     if config.bootstrap {
         if let Some(tenant) =
@@ -67,6 +67,7 @@ async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
     tracing::info!(address = %app.local_addr(), "hookrelay listening");
     app.run(shutdown).await;
     tracing::info!("hookrelay stopped");
+    telemetry.shutdown().await;
     Ok(())
 }
 

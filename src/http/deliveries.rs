@@ -294,6 +294,7 @@ pub(super) async fn test(
             data,
             idempotency_key: None,
             created_at: rendered.created_at,
+            trace_context: crate::telemetry::current_traceparent(),
             target: EventTarget::Webhook(webhook, kind),
             audit: Some(auth.audit(
                 match kind {

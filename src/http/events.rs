@@ -149,6 +149,7 @@ pub async fn create_event(
             data: data.clone(),
             idempotency_key: key,
             created_at: rendered.created_at,
+            trace_context: crate::telemetry::current_traceparent(),
             target: EventTarget::Subscribers,
             audit: None,
         })

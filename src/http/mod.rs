@@ -297,12 +297,15 @@ pub fn router(state: AppState, admin_token: Option<AdminToken>) -> Router {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 "request",
+                otel.kind = "server",
                 method = %req.method(),
                 path = %req.uri().path(),
                 request_id,
-            )
+            );
+            crate::telemetry::continue_request_trace(&span, req.headers());
+            span
         })
         .on_response(
             |response: &axum::http::Response<_>,

@@ -15,5 +15,6 @@ mod openapi;
 mod properties;
 mod statements;
 mod store_contract;
+mod traces;
 mod validation;
 mod webhooks;

@@ -63,6 +63,7 @@ pub(crate) fn event(project: ProjectId, data: serde_json::Value) -> NewEvent {
         data,
         idempotency_key: None,
         created_at: Utc::now(),
+        trace_context: None,
         target: EventTarget::Subscribers,
         audit: None,
     }

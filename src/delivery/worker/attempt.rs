@@ -137,7 +137,8 @@ impl Attempts {
                     event_type: &claim.event_type,
                     body: claim.payload.as_bytes(),
                 };
-                let headers = signed_headers(&message, secrets, started_at.timestamp());
+                let mut headers = signed_headers(&message, secrets, started_at.timestamp());
+                crate::telemetry::propagate(&mut headers);
                 let sent = headers_json(&headers, &secrets.headers);
                 let outcome = self
                     .client

@@ -333,11 +333,16 @@ impl Worker {
         self.holdings.hold(&claim);
         let span = tracing::info_span!(
             "attempt",
+            otel.kind = "client",
             delivery_id = %claim.id,
             webhook_id = %claim.webhook_id,
             project_id = %claim.project_id,
             attempt = claim.attempt_number,
         );
+        // The attempt continues the trace of the request that published its event.
+        if let Some(traceparent) = &claim.trace_context {
+            crate::telemetry::continue_stored_trace(&span, traceparent);
+        }
         let (shared, outcomes) = (self.attempts.clone(), outcomes.clone());
         attempts.spawn(async move { shared.run(claim, ticket, outcomes).await }.instrument(span));
         None

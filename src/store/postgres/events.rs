@@ -64,6 +64,7 @@ pub(super) struct EventColumns {
     pub event_types: Vec<String>,
     pub payloads: Vec<String>,
     pub created_at: Vec<DateTime<Utc>>,
+    pub trace_contexts: Vec<Option<String>>,
 }
 
 impl EventColumns {
@@ -73,6 +74,7 @@ impl EventColumns {
         self.event_types.push(event.event_type.clone());
         self.payloads.push(event.payload.clone());
         self.created_at.push(event.created_at);
+        self.trace_contexts.push(event.trace_context.clone());
     }
 }
 
@@ -199,7 +201,8 @@ impl AcceptWays for PostgresStore {
         }
         let inserted = sqlx::query(
             "insert into events (id, project_id, event_type, payload, idempotency_key, created_at, \
-             request_hash) values ($1, $2, $3, $4, $5, $6, $7) on conflict (project_id, idempotency_key) do nothing",
+             request_hash, trace_context) values ($1, $2, $3, $4, $5, $6, $7, $8) \
+             on conflict (project_id, idempotency_key) do nothing",
         )
         .bind(event.id.as_uuid())
         .bind(event.project_id.as_uuid())
@@ -208,6 +211,7 @@ impl AcceptWays for PostgresStore {
         .bind(&event.idempotency_key)
         .bind(event.created_at)
         .bind(event.idempotency_key.as_ref().map(|_| event.fingerprint()))
+        .bind(&event.trace_context)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -270,9 +274,10 @@ impl AcceptWays for PostgresStore {
         let sql = format!(
             "with live as (select id from webhooks where id = any($13) and is_active \
                            and disabled_at is null order by id for key share), \
-             new_events as (insert into events (id, project_id, event_type, payload, created_at) \
+             new_events as (insert into events (id, project_id, event_type, payload, created_at, \
+                                                trace_context) \
                             select * from unnest($8::uuid[], $9::uuid[], $10::text[], \
-                                                 $11::text[], $12::timestamptz[])) \
+                                                 $11::text[], $12::timestamptz[], $14::text[])) \
              {INSERT_DELIVERIES} where t.webhook_id in (select id from live) returning id"
         );
         let inserted: Vec<(Uuid,)> = deliveries_insert(&sql, &rows)
@@ -282,6 +287,7 @@ impl AcceptWays for PostgresStore {
             .bind(&columns.payloads)
             .bind(&columns.created_at)
             .bind(&webhooks)
+            .bind(&columns.trace_contexts)
             .fetch_all(&self.pool)
             .await?;
         if rows.any_unleased() && !inserted.is_empty() {

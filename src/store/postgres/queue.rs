@@ -24,7 +24,7 @@ const CLAIM_COLUMNS: &str = "d.id, d.project_id, d.webhook_id, d.event_id, e.eve
      e.payload, w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
      then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
      w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency, \
-     w.rate_limit, w.custom_headers";
+     w.rate_limit, w.custom_headers, e.trace_context";
 
 impl PostgresStore {
     /// Gives each claimed delivery of a rate-limited webhook its send slot, taking the slots

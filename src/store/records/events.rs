@@ -34,6 +34,8 @@ pub struct NewEvent {
     pub data: serde_json::Value,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The publishing request's W3C traceparent, when traces are exported.
+    pub trace_context: Option<String>,
     pub target: EventTarget,
     /// Recorded for events a person sends (test events); published events are not changes.
     pub audit: Option<AuditEntry>,
@@ -237,6 +239,7 @@ impl TargetRow {
             secret: self.secret,
             previous_secret: self.previous_secret,
             custom_headers: self.custom_headers,
+            trace_context: event.trace_context.clone(),
             attempt_count: Int(0),
             flow: self.flow,
             rate_limit: None,

@@ -210,6 +210,7 @@ fn notice_event(
         data,
         idempotency_key: None,
         created_at: notice.at,
+        trace_context: None,
         target: EventTarget::Subscribers,
         audit: None,
     }

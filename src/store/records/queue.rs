@@ -38,6 +38,8 @@ pub struct ClaimedDelivery {
     pub effective_concurrency: Option<u32>,
     /// Not to be sent before this: the slot its webhook's rate limit gave it.
     pub not_before: Option<DateTime<Utc>>,
+    /// The W3C traceparent of the request that published the event, if it was recorded.
+    pub trace_context: Option<String>,
 }
 
 /// A claimed row as both backends read it, before its secrets are opened.
@@ -53,6 +55,7 @@ pub(crate) struct ClaimRow {
     pub secret: String,
     pub previous_secret: Option<String>,
     pub custom_headers: Option<String>,
+    pub trace_context: Option<String>,
     pub attempt_count: Int,
     #[sqlx(flatten)]
     pub flow: FlowColumns,
@@ -127,6 +130,7 @@ impl ClaimRow {
             max_concurrency: self.flow.max_concurrency.map(Int::to),
             effective_concurrency: self.flow.effective_concurrency.map(Int::to),
             not_before: None,
+            trace_context: self.trace_context,
         })
     }
 }

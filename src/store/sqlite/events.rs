@@ -129,13 +129,14 @@ impl SqliteStore {
                     event.event_type,
                     event.payload,
                     millis(event.created_at),
+                    event.trace_context,
                 ])
             })
             .collect();
         sqlx::query(
-            "insert into events (id, project_id, event_type, payload, created_at) \
+            "insert into events (id, project_id, event_type, payload, created_at, trace_context) \
              select unhex(value ->> 0), unhex(value ->> 1), value ->> 2, value ->> 3, \
-                    value ->> 4 from json_each($1)",
+                    value ->> 4, value ->> 5 from json_each($1)",
         )
         .bind(json_rows(&rows))
         .execute(&mut **tx)
@@ -196,7 +197,7 @@ impl AcceptWays for SqliteStore {
         }
         sqlx::query(
             "insert into events (id, project_id, event_type, payload, idempotency_key, created_at, \
-             request_hash) values ($1, $2, $3, $4, $5, $6, $7)",
+             request_hash, trace_context) values ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(event.id.as_uuid())
         .bind(event.project_id.as_uuid())
@@ -205,6 +206,7 @@ impl AcceptWays for SqliteStore {
         .bind(&event.idempotency_key)
         .bind(millis(event.created_at))
         .bind(event.idempotency_key.as_ref().map(|_| event.fingerprint()))
+        .bind(&event.trace_context)
         .execute(&mut *tx)
         .await?;
         let targets = Self::targets(&mut tx, accepting).await?;

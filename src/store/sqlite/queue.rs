@@ -96,7 +96,8 @@ impl QueueStore for SqliteStore {
              w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $2 \
              then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
              w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
-             w.effective_concurrency, w.rate_limit, w.custom_headers from deliveries d \
+             w.effective_concurrency, w.rate_limit, w.custom_headers, e.trace_context \
+             from deliveries d \
              join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
              where d.lease_token = $1 order by d.next_attempt_at, d.id",
         )

@@ -280,6 +280,8 @@ pub fn test_config(database_url: &str) -> ServeConfig {
         log: LogConfig {
             format: LogFormat::Text,
             filter: "warn".into(),
+            otlp_endpoint: None,
+            service_name: "hookrelay".into(),
         },
         listen: "127.0.0.1:0".parse().expect("a literal socket address"),
         bootstrap: false,
