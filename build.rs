@@ -25,7 +25,10 @@ fn main() {
         commit
     };
     println!("cargo:rustc-env=HOOKRELAY_COMMIT={commit}");
-    // A new commit or checkout changes HEAD or the branch it points to.
+    // Printing any rerun line limits reruns to these paths: the migrations sqlx embeds are one
+    // (a new file there must rebuild the crate), and a new commit or checkout changes HEAD or
+    // the branch it points to.
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
     if let Ok(head) = std::fs::read_to_string(".git/HEAD") {

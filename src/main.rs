@@ -37,7 +37,8 @@ async fn serve(config: ServeConfig) -> Result<(), cli::CliError> {
             tenancy::bootstrap(app.store().as_ref(), Clock::system().now()).await?
         {
             // Printed, never logged: the key is shown this once and must not reach log storage.
-            // With JSON logs, stdout is one JSON object too, so a log pipeline can parse it.
+            // With JSON logs stdout is one JSON object too, for tools that read it; like the
+            // text form it goes to stdout, never into the log stream on stderr.
             match config.log.format {
                 LogFormat::Json => println!(
                     "{}",

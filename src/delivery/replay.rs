@@ -10,7 +10,7 @@ use super::signer::{Message, signed_headers};
 use crate::clock::Clock;
 use crate::domain::{DeliveryId, EventId, ProjectId, WebhookKind};
 use crate::store::cipher::SigningSecrets;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// What a replay sent and got back.
 pub struct Replayed {
@@ -46,14 +46,23 @@ impl Replayer {
         }
     }
 
-    /// Reads the delivery and its webhook's current secret; `NotFound` when either is not the
-    /// project's.
+    /// Reads the delivery and the current secret of its webhook (or alert endpoint); `NotFound`
+    /// when the delivery is not the project's.
     pub async fn prepare(&self, project: ProjectId, delivery: DeliveryId) -> StoreResult<Replay> {
         let details = self.store.get_delivery(project, delivery).await?;
-        let webhook = self
+        let id = details.summary.webhook_id;
+        let webhook = match self
             .store
-            .get_webhook(project, WebhookKind::Webhook, details.summary.webhook_id)
-            .await?;
+            .get_webhook(project, WebhookKind::Webhook, id)
+            .await
+        {
+            Err(StoreError::NotFound(_)) => {
+                self.store
+                    .get_webhook(project, WebhookKind::AlertEndpoint, id)
+                    .await?
+            }
+            found => found?,
+        };
         Ok(Replay {
             delivery,
             event_id: details.summary.event_id,

@@ -60,6 +60,9 @@ pub struct HealthBefore {
     pub run: FailureRun,
     /// Whether changes in its health are announced (see `WebhookKind::raises_notices`).
     pub raises_notices: bool,
+    /// Health already disabled it: test events and manual retries still reach it, but they
+    /// neither disable it again nor announce anything until a PATCH re-enables it.
+    pub disabled: bool,
     /// The effective in-flight limit; `None` is the maximum.
     pub concurrency: Option<u32>,
     /// The current backoff for throttling without `Retry-After`.
@@ -106,6 +109,7 @@ pub struct WebhookTally {
     /// What the batch changed that the project's alert endpoints are told, in order.
     pub notices: Vec<Notice>,
     raises_notices: bool,
+    already_disabled: bool,
 }
 
 impl WebhookTally {
@@ -123,13 +127,14 @@ impl WebhookTally {
             backoff: before.backoff,
             notices: Vec::new(),
             raises_notices: before.raises_notices,
+            already_disabled: before.disabled,
         }
     }
 
     /// Records a notice about the current run, raised by `attempt`, if this webhook's health
     /// is announced.
     fn announce(&mut self, event: EventType, attempt: &AttemptFacts, reason: Option<String>) {
-        if !self.raises_notices {
+        if !self.raises_notices || self.already_disabled {
             return;
         }
         self.notices.push(Notice {
@@ -175,7 +180,7 @@ impl WebhookTally {
         if !self.run.announced && self.run.consecutive >= attempt.policy.failing_after {
             self.announce(EventType::WebhookFailing, attempt, None);
         }
-        if self.disable.is_none() {
+        if self.disable.is_none() && !self.already_disabled {
             self.disable = attempt
                 .policy
                 .reason(
@@ -491,5 +496,30 @@ mod tests {
             silent[0].notices.is_empty(),
             "alert endpoints raise no notices"
         );
+    }
+
+    #[test]
+    fn a_webhook_already_disabled_is_neither_disabled_again_nor_announced() {
+        let webhook = WebhookId::generate();
+        let before = HashMap::from([(
+            webhook,
+            HealthBefore {
+                disabled: true,
+                ..announced(run_before(30, at(0)))
+            },
+        )]);
+        let gone = AttemptFacts {
+            gone: true,
+            ..attempt(webhook, AttemptResult::Failed, 100)
+        };
+        let tallies = tally_attempts(
+            [gone, attempt(webhook, AttemptResult::Succeeded, 101)],
+            &before,
+        );
+        assert_eq!(
+            tallies[0].disable, None,
+            "a test event to it does not disable it again"
+        );
+        assert!(tallies[0].notices.is_empty(), "{:?}", tallies[0].notices);
     }
 }

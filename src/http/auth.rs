@@ -200,8 +200,12 @@ where
             .ok_or_else(|| {
                 ApiError::Internal("route is not behind the authentication layer".into())
             })?;
-        let ApiPath(path) = ApiPath::<ProjectPath>::from_request_parts(parts, state).await?;
-        let project = Uuid::parse_str(&path.project_id).ok().map(ProjectId::from);
+        // A projectId that does not even decode is not the key's project either.
+        let path = ApiPath::<ProjectPath>::from_request_parts(parts, state)
+            .await
+            .map(|ApiPath(path)| path)
+            .ok();
+        let project = path.and_then(|p| Uuid::parse_str(&p.project_id).ok().map(ProjectId::from));
         if project != Some(principal.project_id) {
             return Err(ApiError::Forbidden(
                 "this API key does not belong to that project".into(),

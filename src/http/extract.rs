@@ -196,6 +196,10 @@ fn path_error(rejection: PathRejection) -> ApiError {
                     "path parameter {key} must be a UUID, got \"{value}\""
                 )),
             },
+            ErrorKind::InvalidUtf8InPathParam { key } => match resource(key) {
+                Some(entity) => StoreError::NotFound(entity).into(),
+                None => ApiError::BadRequest(format!("path parameter {key} is not valid UTF-8")),
+            },
             _ => ApiError::BadRequest(format!("invalid path parameter: {}", inner.body_text())),
         },
         other => ApiError::Internal(Box::new(other)),

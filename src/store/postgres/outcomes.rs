@@ -163,11 +163,16 @@ impl PostgresStore {
         }
         let notices = Self::queue_notices(&mut tx, &tallies, &runs, &kept).await?;
         tx.commit().await?;
+        // Committed already: a failed notify only leaves the other instances to their next
+        // poll, and must not make the batch look unrecorded.
         if !notices.deliveries.ids.is_empty() {
-            sqlx::query("select pg_notify($1, '')")
+            if let Err(error) = sqlx::query("select pg_notify($1, '')")
                 .bind(WORK_CHANNEL)
                 .execute(&self.pool)
-                .await?;
+                .await
+            {
+                tracing::warn!(%error, "cannot announce queued notices to other instances");
+            }
         }
         Ok(RecordedBatch {
             outcomes: recorded_outcomes(records, &held, &tallies),

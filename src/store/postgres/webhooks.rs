@@ -197,10 +197,14 @@ impl WebhookStore for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // A full row lock waits for events being published to this webhook (they hold a key
         // share), so the cancellation below sees every delivery they queue.
-        sqlx::query("select id from webhooks where id = $1 for update")
-            .bind(id.as_uuid())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "select id from webhooks where id = $1 and project_id = $2 and kind = $3 for update",
+        )
+        .bind(id.as_uuid())
+        .bind(project.as_uuid())
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await?;
         let deleted = sqlx::query(
             "update webhooks set is_active = false, deleted_at = $3, updated_at = $3, \
              last_modified_by = $4, last_modified_via = $5 \

@@ -18,8 +18,9 @@ use crate::store::{StoreError, StoreResult};
 /// What `RunRow` reads, from `webhooks` as `w` joined to its project as `p`; each backend adds
 /// its `where` (and Postgres its row lock).
 pub(crate) const RUN_SELECT: &str = "select w.id, w.consecutive_failures, w.failing_since, \
-     w.failure_announced, w.effective_concurrency, w.throttle_backoff_ms, w.kind, w.url, \
-     w.project_id, p.account_id from webhooks w join projects p on p.id = w.project_id";
+     w.failure_announced, w.disabled_at is not null as disabled, w.effective_concurrency, \
+     w.throttle_backoff_ms, w.kind, w.url, w.project_id, p.account_id \
+     from webhooks w join projects p on p.id = w.project_id";
 
 /// A webhook's health and flow as both backends read it before recording a batch.
 #[derive(sqlx::FromRow)]
@@ -28,6 +29,7 @@ pub(crate) struct RunRow {
     consecutive_failures: Int,
     failing_since: Option<Time>,
     failure_announced: bool,
+    disabled: bool,
     effective_concurrency: Option<Int>,
     throttle_backoff_ms: Option<Int>,
     kind: String,
@@ -68,6 +70,7 @@ impl Runs {
                     announced: row.failure_announced,
                 },
                 raises_notices: kind.raises_notices(),
+                disabled: row.disabled,
                 concurrency: row.effective_concurrency.map(Int::to),
                 backoff: row
                     .throttle_backoff_ms

@@ -94,6 +94,12 @@ backend_tests! {
         assert_eq!(disabled["data"]["consecutiveFailures"], 6);
         app.delivery_when(&second["deliveryIds"][0], "failed").await;
 
+        // A test event still reaches the disabled webhook; its failure disables nothing again.
+        receiver.script([Reply::Status(410)]);
+        let test = app.project_path(&format!("/webhooks/{}/test?wait=true", webhook["id"].as_str().unwrap()));
+        let (status, tested) = status_and_json(app.call(Method::POST, &test, Some(&app.key), None).await).await;
+        assert_eq!((status, &tested["data"]["result"]["outcome"]), (200, &json!("failed")), "{tested}");
+
         receiver.reply_by_default(Reply::Status(200));
         let path = app.project_path(&format!("/webhooks/{}", webhook["id"].as_str().unwrap()));
         let (status, body) = status_and_json(
@@ -103,7 +109,7 @@ backend_tests! {
         assert_eq!(status, 200, "{body}");
         let third = app.publish("action.created", json!({})).await;
         let recovered = expect_notice(&mut alerts, &secret, "webhook.recovered", &webhook).await;
-        assert_eq!(recovered["data"]["consecutiveFailures"], 6, "the run the success ended");
+        assert_eq!(recovered["data"]["consecutiveFailures"], 7, "the run the success ended, the test included");
         assert_eq!(recovered["data"]["lastError"], Value::Null);
         app.delivery_when(&third["deliveryIds"][0], "succeeded").await;
         let fourth = app.publish("action.created", json!({})).await;
@@ -215,6 +221,10 @@ backend_tests! {
         let (status, tested) = status_and_json(app.call(Method::POST, &test, Some(&app.key), None).await).await;
         assert_eq!(status, 200, "{tested}");
         assert_eq!(tested["data"]["result"]["outcome"], "succeeded", "{tested}");
+        // Its deliveries replay like any other.
+        let replay = app.project_path(&format!("/deliveries/{}/replay", tested["data"]["deliveryId"].as_str().unwrap()));
+        let (status, replayed) = status_and_json(app.post(&replay, json!({ "url": alerts.url("/elsewhere") })).await).await;
+        assert_eq!((status, &replayed["data"]["result"]["outcome"]), (200, &json!("succeeded")), "{replayed}");
 
         let (status, deleted) = status_and_json(app.call(Method::DELETE, &one, Some(&app.key), None).await).await;
         assert_eq!((status, deleted), (200, json!({ "deleted": true })));
