@@ -16,6 +16,7 @@ mod report;
 mod scenarios;
 mod server;
 mod stats;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

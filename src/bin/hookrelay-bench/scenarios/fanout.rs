@@ -16,12 +16,14 @@ const PUBLISHERS: usize = 16;
 /// Enough queued deliveries to keep every delivery slot of the server busy, few enough to
 /// drain in seconds once publishing stops.
 const MAX_QUEUED: u64 = 2_000;
-const COLUMNS: [&str; 5] = [
+const COLUMNS: [&str; 7] = [
     "endpoints per event",
     "deliveries/s",
     "accepted events/s",
     "service CPU ms/delivery",
     "Postgres CPU ms/delivery",
+    "Postgres commits/delivery",
+    "WAL bytes/delivery",
 ];
 
 pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
@@ -74,12 +76,15 @@ fn add_row(section: &mut Section, bench: &Bench, hooks: &[u32], measured: Measur
     let deliveries_per_sec = measured.deliveries_per_sec(hooks);
     let accepted_per_sec = measured.accepted_per_sec();
     let cpu = measured.cpu(bench.ticks_per_second);
+    let writes = measured.writes();
     section.rows.push(vec![
         fanout.to_string(),
         num(deliveries_per_sec),
         num(accepted_per_sec),
         opt(cpu.service_ms_per_delivery),
         opt(cpu.postgres_ms_per_delivery),
+        opt(writes.commits_per_delivery),
+        opt(writes.wal_bytes_per_delivery),
     ]);
     if let Some(error) = &measured.load.first_error {
         section
@@ -92,5 +97,6 @@ fn add_row(section: &mut Section, bench: &Bench, hooks: &[u32], measured: Measur
         "deliveries_per_sec": deliveries_per_sec,
         "accepted_per_sec": accepted_per_sec,
         "cpu": cpu,
+        "writes": writes,
     })
 }

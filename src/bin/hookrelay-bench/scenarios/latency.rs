@@ -16,7 +16,7 @@ use crate::report::{Section, num, opt};
 const FIXED_RATES: [f64; 2] = [100.0, 350.0];
 /// In-flight publishes of the probe that stands in for saturation when it did not run.
 const PROBE_IN_FLIGHT: usize = 64;
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "offered events/s",
     "accepted events/s",
     "deliveries/s",
@@ -27,6 +27,8 @@ const COLUMNS: [&str; 10] = [
     "max ms",
     "service CPU ms/delivery",
     "Postgres CPU ms/delivery",
+    "Postgres commits/delivery",
+    "WAL bytes/delivery",
 ];
 
 pub async fn run(bench: &Bench, db: &FreshDb) -> BenchResult<Section> {
@@ -65,6 +67,7 @@ fn add_row(section: &mut Section, bench: &Bench, rate: f64, measured: Measured) 
     let accepted_per_sec = measured.accepted_per_sec();
     let deliveries_per_sec = measured.deliveries_per_sec(&[0]);
     let cpu = measured.cpu(bench.ticks_per_second);
+    let writes = measured.writes();
     section.rows.push(vec![
         num(rate),
         num(accepted_per_sec),
@@ -76,6 +79,8 @@ fn add_row(section: &mut Section, bench: &Bench, rate: f64, measured: Measured) 
         opt(latency.map(|l| l.max_ms)),
         opt(cpu.service_ms_per_delivery),
         opt(cpu.postgres_ms_per_delivery),
+        opt(writes.commits_per_delivery),
+        opt(writes.wal_bytes_per_delivery),
     ]);
     if let Some(error) = &measured.load.first_error {
         section
@@ -89,6 +94,7 @@ fn add_row(section: &mut Section, bench: &Bench, rate: f64, measured: Measured) 
         "deliveries_per_sec": deliveries_per_sec,
         "publish_to_arrival": latency,
         "cpu": cpu,
+        "writes": writes,
     })
 }
 

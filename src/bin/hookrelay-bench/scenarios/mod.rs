@@ -26,6 +26,7 @@ use crate::load::Target;
 use crate::receiver::Receiver;
 use crate::report::Section;
 use crate::server::Server;
+use crate::writes::WriteMeter;
 use phase::PhaseTimes;
 
 /// What every scenario may use.
@@ -116,6 +117,8 @@ pub struct Stage {
     pub projects: Vec<Project>,
     scenario: &'static str,
     backend: Backend,
+    /// The scenario's database, for the write meter (Postgres only).
+    database_url: String,
 }
 
 impl Stage {
@@ -138,6 +141,7 @@ impl Stage {
             projects,
             scenario,
             backend: db.backend,
+            database_url: db.url.clone(),
         })
     }
 
@@ -175,6 +179,14 @@ impl Stage {
 
     pub fn cpu_meter(&self) -> CpuMeter {
         CpuMeter::start(self.server.pid(), self.backend == Backend::Postgres)
+    }
+
+    /// Commits and WAL bytes from now on; on SQLite there is nothing to read.
+    pub async fn write_meter(&self) -> BenchResult<Option<WriteMeter>> {
+        match self.backend {
+            Backend::Postgres => Ok(Some(WriteMeter::start(&self.database_url).await?)),
+            Backend::Sqlite => Ok(None),
+        }
     }
 
     /// Receiver-wide counts of bad requests, for the section.

@@ -11,6 +11,7 @@ use crate::balance::{Settled, settle};
 use crate::cpu::{CpuCost, CpuSpent};
 use crate::load::{Load, Published, Target};
 use crate::stats::{Percentiles, micros, percentiles, rate_within};
+use crate::writes::{WriteCost, WritesSpent};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PhaseTimes {
@@ -30,6 +31,7 @@ pub struct Measured {
     pub load: Load,
     pub settled: Settled,
     spent: CpuSpent,
+    writes: Option<WritesSpent>,
 }
 
 /// Runs `load` (which must follow `times`), measures it and settles its accounting.
@@ -46,8 +48,13 @@ where
     let load = tokio::spawn(load);
     sleep_until(times.measured_from).await;
     let meter = stage.cpu_meter();
+    let write_meter = stage.write_meter().await?;
     sleep_until(times.end).await;
     let spent = meter.stop();
+    let writes = match write_meter {
+        Some(meter) => Some(meter.stop().await?),
+        None => None,
+    };
     let load = load.await?;
     let settled = settle(stage.receiver.ledger(), targets, &load, phase).await;
     Ok(Measured {
@@ -55,6 +62,7 @@ where
         load,
         settled,
         spent,
+        writes,
     })
 }
 
@@ -109,11 +117,25 @@ impl Measured {
         owed.saturating_sub(arrived.count() as u64)
     }
 
+    /// Arrivals inside the window, whichever hook.
+    fn delivered_in_window(&self) -> u64 {
+        let arrivals = self.settled.arrivals.iter();
+        arrivals
+            .filter(|a| self.times.window().contains(&a.at))
+            .count() as u64
+    }
+
     /// CPU over the window divided by every arrival in it, whichever hook.
     pub fn cpu(&self, ticks_per_second: u64) -> CpuCost {
-        let arrivals = self.settled.arrivals.iter();
-        let in_window = arrivals.filter(|a| self.times.window().contains(&a.at));
         self.spent
-            .per_delivery(in_window.count() as u64, ticks_per_second)
+            .per_delivery(self.delivered_in_window(), ticks_per_second)
+    }
+
+    /// Postgres commits and WAL bytes over the window per arrival in it; empty on SQLite.
+    pub fn writes(&self) -> WriteCost {
+        self.writes
+            .as_ref()
+            .map(|w| w.per_delivery(self.delivered_in_window()))
+            .unwrap_or_default()
     }
 }

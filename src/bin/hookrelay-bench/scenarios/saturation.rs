@@ -13,7 +13,7 @@ use crate::load::{Stop, Target, closed_loop};
 use crate::report::{Section, num, opt};
 
 const LEVELS: [usize; 3] = [16, 32, 64];
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 11] = [
     "in flight",
     "accepted events/s",
     "deliveries/s",
@@ -22,6 +22,8 @@ const COLUMNS: [&str; 9] = [
     "queued at end",
     "service CPU ms/delivery",
     "Postgres CPU ms/delivery",
+    "Postgres commits/delivery",
+    "WAL bytes/delivery",
     "refused",
 ];
 
@@ -71,6 +73,7 @@ fn add_row(section: &mut Section, bench: &Bench, in_flight: usize, measured: Mea
     let answer = measured.answer_latency();
     let queued = measured.queued_at_end(&[0]);
     let cpu = measured.cpu(bench.ticks_per_second);
+    let writes = measured.writes();
     section.rows.push(vec![
         in_flight.to_string(),
         num(accepted_per_sec),
@@ -80,6 +83,8 @@ fn add_row(section: &mut Section, bench: &Bench, in_flight: usize, measured: Mea
         queued.to_string(),
         opt(cpu.service_ms_per_delivery),
         opt(cpu.postgres_ms_per_delivery),
+        opt(writes.commits_per_delivery),
+        opt(writes.wal_bytes_per_delivery),
         measured.settled.balance.refused.to_string(),
     ]);
     if let Some(error) = &measured.load.first_error {
@@ -95,5 +100,6 @@ fn add_row(section: &mut Section, bench: &Bench, in_flight: usize, measured: Mea
         "answer_202": answer,
         "queued_at_end": queued,
         "cpu": cpu,
+        "writes": writes,
     })
 }
