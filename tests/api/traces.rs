@@ -93,7 +93,8 @@ fn traced_command(url: &str, collector: &str) -> std::process::Command {
     command
 }
 
-#[tokio::test]
+// Multi-threaded: the collector must keep answering while a test thread waits for the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_and_its_attempt_are_exported_in_the_callers_trace() {
     let db = TestDb::create(crate::common::Backend::Sqlite).await;
     let (project, key) = provision_tenant(&db.url);
@@ -164,7 +165,7 @@ async fn a_publish_and_its_attempt_are_exported_in_the_callers_trace() {
     server.terminate();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_and_no_traceparent_is_sent() {
     let db = TestDb::create(crate::common::Backend::Sqlite).await;
     let (project, key) = provision_tenant(&db.url);
@@ -185,9 +186,10 @@ async fn without_an_endpoint_nothing_is_exported_and_no_traceparent_is_sent() {
     assert!(collector.spans().is_empty());
 }
 
-/// The trace survives the queue: stored with the event, read back by the instance that sends.
-#[tokio::test]
-async fn on_postgres_the_attempt_continues_the_publish_trace_too() {
+/// The trace survives the queue on Postgres too, and spans still buffered at SIGTERM are
+/// exported before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_trace_survives_and_shutdown_exports_what_is_buffered() {
     if skip_postgres() {
         return;
     }
@@ -195,10 +197,27 @@ async fn on_postgres_the_attempt_continues_the_publish_trace_too() {
     let (project, key) = provision_tenant(&db.url);
     let collector = Collector::default();
     let endpoint = collector.start().await;
-    let server = Server::start(traced_command(&db.url, &endpoint));
+    let mut command = traced_command(&db.url, &endpoint);
+    // No scheduled export within the test: only the shutdown flush can deliver the spans.
+    command.env("OTEL_BSP_SCHEDULE_DELAY", "600000");
+    let server = Server::start(command);
     let mut receiver = Receiver::start().await;
     publish_through(&server, &project, &key, &receiver.url("/hook"), true).await;
     let request = receiver.expect(Duration::from_secs(15)).await;
-    assert!(request.header("traceparent").contains(CALLER_TRACE));
-    server.terminate();
+    let traceparent = request.header("traceparent").to_owned();
+    assert!(traceparent.contains(CALLER_TRACE), "{traceparent}");
+    assert!(
+        collector.spans().is_empty(),
+        "nothing exported before the flush"
+    );
+    let (clean_exit, _) = server.terminate();
+    assert!(clean_exit);
+    let attempt_span = traceparent.split('-').nth(2).unwrap();
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["spanId"] == attempt_span && s["traceId"] == CALLER_TRACE),
+        "the attempt's span was exported at shutdown: {spans:?}"
+    );
 }
