@@ -46,21 +46,6 @@ pub struct AlertEndpointInput {
     events: Option<Value>,
 }
 
-fn check_events(events: Option<&Value>) -> Result<Option<EventTypes>, String> {
-    const SHAPE: &str = "must be an array of notice type strings";
-    let items = match events {
-        None => return Err("is required".into()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err(SHAPE.into()),
-    };
-    let names: Vec<&str> = items
-        .iter()
-        .map(Value::as_str)
-        .collect::<Option<_>>()
-        .ok_or(SHAPE)?;
-    EventTypes::parse_notices(&names).map(Some)
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertEndpointList {
@@ -83,7 +68,10 @@ pub async fn create_alert_endpoint(
     let mut errors: Vec<FieldError> = Vec::new();
     let url = webhooks::check_url(&state, input.url.as_ref(), false).await;
     let url = keep_field("url", url, &mut errors).flatten();
-    let events = keep_field("events", check_events(input.events.as_ref()), &mut errors).flatten();
+    let events = webhooks::check_events(input.events.as_ref(), false, |names| {
+        EventTypes::parse_notices(names)
+    });
+    let events = keep_field("events", events, &mut errors).flatten();
     let (Some(url), Some(events)) = (url, events) else {
         return Err(ApiError::Validation(errors));
     };

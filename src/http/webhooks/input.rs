@@ -167,7 +167,13 @@ pub(crate) async fn check_url(
     Ok(Some(url))
 }
 
-fn check_events(events: Option<&Value>, partial: bool) -> FieldCheck<EventTypes> {
+/// An `events` list, each name checked by `parse` (DevTune's types for webhooks, notice types
+/// for alert endpoints).
+pub(crate) fn check_events(
+    events: Option<&Value>,
+    partial: bool,
+    parse: fn(&[&str]) -> Result<EventTypes, String>,
+) -> FieldCheck<EventTypes> {
     const SHAPE: &str = "must be an array of event type strings";
     match events {
         None if !partial => Err("is required".into()),
@@ -178,7 +184,7 @@ fn check_events(events: Option<&Value>, partial: bool) -> FieldCheck<EventTypes>
                 .map(Value::as_str)
                 .collect::<Option<_>>()
                 .ok_or(SHAPE)?;
-            EventTypes::parse(&names).map(Some)
+            parse(&names).map(Some)
         }
         Some(_) => Err(SHAPE.into()),
     }
@@ -238,7 +244,9 @@ pub(super) async fn check_input(
         url: keep("url", url, &mut errors),
         events: keep(
             "events",
-            check_events(input.events.as_ref(), partial),
+            check_events(input.events.as_ref(), partial, |names| {
+                EventTypes::parse(names)
+            }),
             &mut errors,
         ),
         filters: keep(

@@ -24,7 +24,7 @@ use super::wire::Envelope;
 use crate::domain::{FieldError, WebhookId, WebhookKind, WebhookSecret, redact_query};
 use crate::store::{NewWebhook, SecretRotation, WebhookChanges, WebhookLabels};
 pub use input::WebhookInput;
-pub(super) use input::check_url;
+pub(super) use input::{check_events, check_url};
 use input::{check_input, requested};
 pub use views::{
     CreatedWebhook, Deleted, ListedWebhook, RotatedSecret, SecretForms, WebhookDetails,

@@ -11,8 +11,8 @@ use super::events::{EventColumns, INSERT_DELIVERIES, deliveries_insert};
 use super::{PostgresStore, WORK_CHANNEL};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
 use crate::store::records::{
-    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
-    recorded_outcomes, storable,
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, SUBJECT_SELECT,
+    SubjectRow, Subjects, announcing, notice_rows, recorded_outcomes, runs_before, storable,
 };
 use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
@@ -133,12 +133,12 @@ impl PostgresStore {
         webhook_ids.sort_unstable();
         webhook_ids.dedup();
         let runs: Vec<RunRow> = sqlx::query_as(&format!(
-            "{RUN_SELECT} where w.id = any($1) order by w.id for no key update of w"
+            "{RUN_SELECT} where id = any($1) order by id for no key update"
         ))
         .bind(&webhook_ids)
         .fetch_all(&mut *tx)
         .await?;
-        let runs = Runs::read(runs)?;
+        let runs_before = runs_before(runs)?;
 
         let held = Self::update_deliveries(&mut tx, records).await?;
         let kept: Vec<&AttemptRecord> = records
@@ -153,7 +153,7 @@ impl PostgresStore {
             });
         }
         Self::insert_attempts(&mut tx, &kept).await?;
-        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs.before);
+        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
         Self::update_stats(&mut tx, &tallies).await?;
         for tally in &tallies {
             if let Some(disable) = &tally.disable {
@@ -161,7 +161,7 @@ impl PostgresStore {
                     .await?;
             }
         }
-        let notices = Self::queue_notices(&mut tx, &tallies, &runs, &kept).await?;
+        let notices = Self::queue_notices(&mut tx, &tallies, &kept).await?;
         tx.commit().await?;
         // Committed already: a failed notify only leaves the other instances to their next
         // poll, and must not make the batch look unrecorded.
@@ -186,20 +186,25 @@ impl PostgresStore {
     async fn queue_notices(
         tx: &mut Transaction<'_, Postgres>,
         tallies: &[WebhookTally],
-        runs: &Runs,
         kept: &[&AttemptRecord],
     ) -> StoreResult<NoticeRows> {
-        let projects = runs.notice_projects(tallies);
-        if projects.is_empty() {
+        let webhooks = announcing(tallies);
+        if webhooks.is_empty() {
             return Ok(NoticeRows::default());
         }
+        let subjects: Vec<SubjectRow> = sqlx::query_as(&format!("{SUBJECT_SELECT} = any($1)"))
+            .bind(&webhooks)
+            .fetch_all(&mut **tx)
+            .await?;
+        let subjects = Subjects::read(subjects);
+        let projects = subjects.projects();
         let endpoints: Vec<AlertEndpointRow> = sqlx::query_as(&format!(
             "{ALERT_ENDPOINTS_SELECT} = any($1) order by id for key share"
         ))
         .bind(&projects)
         .fetch_all(&mut **tx)
         .await?;
-        let rows = notice_rows(tallies, runs, kept, &endpoints);
+        let rows = notice_rows(tallies, &subjects, kept, &endpoints);
         if rows.events.is_empty() {
             return Ok(rows);
         }

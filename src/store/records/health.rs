@@ -15,12 +15,11 @@ use crate::domain::{
 use crate::store::decode::{Int, TextList, Time};
 use crate::store::{StoreError, StoreResult};
 
-/// What `RunRow` reads, from `webhooks` as `w` joined to its project as `p`; each backend adds
-/// its `where` (and Postgres its row lock).
-pub(crate) const RUN_SELECT: &str = "select w.id, w.consecutive_failures, w.failing_since, \
-     w.failure_announced, w.disabled_at is not null as disabled, w.effective_concurrency, \
-     w.throttle_backoff_ms, w.kind, w.url, w.project_id, p.account_id \
-     from webhooks w join projects p on p.id = w.project_id";
+/// What `RunRow` reads from `webhooks`; each backend adds its `where` (and Postgres its row
+/// lock).
+pub(crate) const RUN_SELECT: &str = "select id, consecutive_failures, failing_since, \
+     failure_announced, disabled_at is not null as disabled, effective_concurrency, \
+     throttle_backoff_ms, kind from webhooks";
 
 /// A webhook's health and flow as both backends read it before recording a batch.
 #[derive(sqlx::FromRow)]
@@ -33,36 +32,15 @@ pub(crate) struct RunRow {
     effective_concurrency: Option<Int>,
     throttle_backoff_ms: Option<Int>,
     kind: String,
-    url: String,
-    project_id: Uuid,
-    account_id: Uuid,
 }
 
-/// Who a webhook belongs to and where it points, as its notices name it.
-struct Subject {
-    project: ProjectId,
-    account: AccountId,
-    url: String,
-}
-
-/// The webhooks of a batch before it: the health the tally starts from, and what their notices
-/// say about them.
-pub(crate) struct Runs {
-    pub before: HashMap<WebhookId, HealthBefore>,
-    subjects: HashMap<WebhookId, Subject>,
-}
-
-impl Runs {
-    pub(crate) fn read(rows: Vec<RunRow>) -> StoreResult<Self> {
-        let mut runs = Runs {
-            before: HashMap::with_capacity(rows.len()),
-            subjects: HashMap::with_capacity(rows.len()),
-        };
-        for row in rows {
+/// Each webhook's health and flow, as the tally starts from them.
+pub(crate) fn runs_before(rows: Vec<RunRow>) -> StoreResult<HashMap<WebhookId, HealthBefore>> {
+    rows.into_iter()
+        .map(|row| {
             let kind = WebhookKind::parse(&row.kind).ok_or_else(|| {
                 StoreError::corrupt(format!("stored webhook kind {:?}", row.kind))
             })?;
-            let id = WebhookId::from(row.id);
             let before = HealthBefore {
                 run: FailureRun {
                     consecutive: row.consecutive_failures.0,
@@ -76,27 +54,52 @@ impl Runs {
                     .throttle_backoff_ms
                     .map(|ms| Duration::from_millis(ms.to())),
             };
-            runs.before.insert(id, before);
-            runs.subjects.insert(
-                id,
-                Subject {
-                    project: row.project_id.into(),
-                    account: row.account_id.into(),
-                    url: row.url,
-                },
-            );
-        }
-        Ok(runs)
+            Ok((WebhookId::from(row.id), before))
+        })
+        .collect()
+}
+
+/// The webhooks whose tallies raised a notice, in id order; most batches have none, and then
+/// nothing more is read.
+pub(crate) fn announcing(tallies: &[WebhookTally]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = tallies
+        .iter()
+        .filter(|t| !t.notices.is_empty())
+        .map(|t| t.webhook_id.as_uuid())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Selects who the webhooks bound as `$1` belong to and where they point; each backend adds how
+/// it binds the list.
+pub(crate) const SUBJECT_SELECT: &str = "select w.id, w.url, w.project_id, p.account_id \
+     from webhooks w join projects p on p.id = w.project_id where w.id";
+
+/// Who a webhook belongs to and where it points, as its notices name it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SubjectRow {
+    id: Uuid,
+    url: String,
+    project_id: Uuid,
+    account_id: Uuid,
+}
+
+/// The subjects of a batch's notices, by webhook.
+pub(crate) struct Subjects(HashMap<WebhookId, SubjectRow>);
+
+impl Subjects {
+    pub(crate) fn read(rows: Vec<SubjectRow>) -> Self {
+        Self(
+            rows.into_iter()
+                .map(|r| (WebhookId::from(r.id), r))
+                .collect(),
+        )
     }
 
-    /// The projects whose alert endpoints the tallies' notices go to.
-    pub(crate) fn notice_projects(&self, tallies: &[WebhookTally]) -> Vec<Uuid> {
-        let mut projects: Vec<Uuid> = tallies
-            .iter()
-            .filter(|t| !t.notices.is_empty())
-            .filter_map(|t| self.subjects.get(&t.webhook_id))
-            .map(|s| s.project.as_uuid())
-            .collect();
+    /// The projects whose alert endpoints the notices go to.
+    pub(crate) fn projects(&self) -> Vec<Uuid> {
+        let mut projects: Vec<Uuid> = self.0.values().map(|s| s.project_id).collect();
         projects.sort_unstable();
         projects.dedup();
         projects
@@ -145,19 +148,20 @@ fn attempt_error(record: &AttemptRecord) -> Option<String> {
 /// alert endpoint wants writes nothing.
 pub(crate) fn notice_rows(
     tallies: &[WebhookTally],
-    runs: &Runs,
+    subjects: &Subjects,
     kept: &[&AttemptRecord],
     endpoints: &[AlertEndpointRow],
 ) -> NoticeRows {
     let mut rows = NoticeRows::default();
     for tally in tallies {
-        let Some(subject) = runs.subjects.get(&tally.webhook_id) else {
+        let Some(subject) = subjects.0.get(&tally.webhook_id) else {
             continue;
         };
+        let project = ProjectId::from(subject.project_id);
         for notice in &tally.notices {
             let targets: Vec<&AlertEndpointRow> = endpoints
                 .iter()
-                .filter(|e| e.wants(subject.project, notice.event))
+                .filter(|e| e.wants(project, notice.event))
                 .collect();
             if targets.is_empty() {
                 continue;
@@ -165,7 +169,7 @@ pub(crate) fn notice_rows(
             let event = notice_event(tally.webhook_id, notice, subject, kept);
             for target in &targets {
                 rows.deliveries.ids.push(DeliveryId::generate().as_uuid());
-                rows.deliveries.project_ids.push(subject.project.as_uuid());
+                rows.deliveries.project_ids.push(subject.project_id);
                 rows.deliveries.webhook_ids.push(target.id);
                 rows.deliveries.event_ids.push(event.id.as_uuid());
                 rows.deliveries.created_at.push(notice.at);
@@ -186,7 +190,7 @@ pub(crate) fn notice_rows(
 fn notice_event(
     webhook_id: WebhookId,
     notice: &Notice,
-    subject: &Subject,
+    subject: &SubjectRow,
     kept: &[&AttemptRecord],
 ) -> NewEvent {
     let last_error = kept
@@ -199,14 +203,15 @@ fn notice_event(
         url: &subject.url,
         last_error,
     });
+    let project = ProjectId::from(subject.project_id);
     NewEvent {
         id: EventId::generate(),
-        project_id: subject.project,
+        project_id: project,
         event_type: notice.event.as_str().to_owned(),
         payload: render_payload(
             notice.event.as_str(),
-            subject.project,
-            subject.account,
+            project,
+            AccountId::from(subject.account_id),
             notice.at,
             &data,
         ),

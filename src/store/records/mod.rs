@@ -28,7 +28,8 @@ pub(crate) use events::{
     BatchCandidate, DeliveryRows, TargetCandidate, TargetRow, batch_targets, queue_deliveries,
 };
 pub(crate) use health::{
-    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, SUBJECT_SELECT,
+    SubjectRow, Subjects, announcing, notice_rows, runs_before,
 };
 pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow};
 pub(crate) use queue::{

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::{SqliteStore, hex_uuid, json_rows, millis};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
 use crate::store::records::{
-    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, Runs, notice_rows,
-    recorded_outcomes, storable,
+    ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, SUBJECT_SELECT,
+    SubjectRow, Subjects, announcing, notice_rows, recorded_outcomes, runs_before, storable,
 };
 use crate::store::{AttemptRecord, FlowChange, RecordedBatch, StoreResult};
 
@@ -42,13 +42,12 @@ impl SqliteStore {
             .map(|r| hex_uuid(r.webhook_id.as_uuid()))
             .collect();
         let runs: Vec<RunRow> = sqlx::query_as(&format!(
-            "{RUN_SELECT} where w.id in (select unhex(value) from json_each($1))"
+            "{RUN_SELECT} where id in (select unhex(value) from json_each($1))"
         ))
         .bind(json_rows(&webhook_ids))
         .fetch_all(&mut *tx)
         .await?;
-        let runs = Runs::read(runs)?;
-        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs.before);
+        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before(runs)?);
         Self::update_stats(&mut tx, &tallies).await?;
         for tally in &tallies {
             if let Some(disable) = &tally.disable {
@@ -56,7 +55,7 @@ impl SqliteStore {
                     .await?;
             }
         }
-        let notices = Self::queue_notices(&mut tx, &tallies, &runs, &kept).await?;
+        let notices = Self::queue_notices(&mut tx, &tallies, &kept).await?;
         tx.commit().await?;
         Ok(RecordedBatch {
             outcomes: recorded_outcomes(records, &held, &tallies),
@@ -69,24 +68,27 @@ impl SqliteStore {
     async fn queue_notices(
         tx: &mut Transaction<'_, Sqlite>,
         tallies: &[WebhookTally],
-        runs: &Runs,
         kept: &[&AttemptRecord],
     ) -> StoreResult<NoticeRows> {
-        let projects: Vec<String> = runs
-            .notice_projects(tallies)
-            .into_iter()
-            .map(hex_uuid)
-            .collect();
-        if projects.is_empty() {
+        let webhooks: Vec<String> = announcing(tallies).into_iter().map(hex_uuid).collect();
+        if webhooks.is_empty() {
             return Ok(NoticeRows::default());
         }
+        let subjects: Vec<SubjectRow> = sqlx::query_as(&format!(
+            "{SUBJECT_SELECT} in (select unhex(value) from json_each($1))"
+        ))
+        .bind(json_rows(&webhooks))
+        .fetch_all(&mut **tx)
+        .await?;
+        let subjects = Subjects::read(subjects);
+        let projects: Vec<String> = subjects.projects().into_iter().map(hex_uuid).collect();
         let endpoints: Vec<AlertEndpointRow> = sqlx::query_as(&format!(
             "{ALERT_ENDPOINTS_SELECT} in (select unhex(value) from json_each($1))"
         ))
         .bind(json_rows(&projects))
         .fetch_all(&mut **tx)
         .await?;
-        let rows = notice_rows(tallies, runs, kept, &endpoints);
+        let rows = notice_rows(tallies, &subjects, kept, &endpoints);
         Self::insert_events(tx, rows.events.iter()).await?;
         Self::insert_deliveries(tx, &rows.deliveries).await?;
         Ok(rows)
