@@ -43,6 +43,95 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Provision accounts, projects and API keys; prints JSON on stdout.
     Admin(AdminArgs),
+    /// Forward a pull webhook's deliveries to a local URL, signed as pushed webhooks are: real
+    /// webhooks on a laptop, with no public URL and no tunnel.
+    Listen(ListenArgs),
+    /// Publish events through the API.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Read the project's webhooks through the API.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// Where the API client commands call, and with which key.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// The hookrelay server to call.
+    #[arg(
+        long = "api",
+        env = "HOOKRELAY_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// An API key of the project (`dtk_live_…`); the project is the key's.
+    #[arg(long, env = "HOOKRELAY_API_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Prints one line per delivery (time, event type, delivery id, the local \
+    answer, milliseconds); --json prints one JSON object per line instead. Ctrl-C forwards what \
+    is held, acknowledges it and deletes the webhook listen created (never one given with \
+    --webhook). Killed hard, nothing is lost: what was not acknowledged is delivered again once \
+    its lease ends."
+)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Comma-separated event types for the pull webhook listen creates.
+    #[arg(long, value_delimiter = ',', required_unless_present = "webhook")]
+    pub events: Vec<String>,
+    /// Where to POST each delivery, e.g. http://localhost:3000/webhooks (loopback and private
+    /// addresses are fine: it is your machine).
+    #[arg(long)]
+    pub forward_to: String,
+    /// Use this existing pull webhook instead of creating one.
+    #[arg(long, conflicts_with = "events")]
+    pub webhook: Option<String>,
+    /// One JSON object per delivery on stdout instead of a line of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long each leased delivery is held before it is delivered again, in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub lease: u64,
+    /// Most deliveries taken per poll.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub limit: u64,
+    /// How long the local receiver may take to answer, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub forward_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Publish an event to every subscribed webhook; prints the API's answer as JSON.
+    Send {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The event type, e.g. action.created.
+        #[arg(long)]
+        event: String,
+        /// The event's data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Publish at most once for this key (the API's Idempotency-Key header).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List the project's webhooks: id, mode, URL, events and whether attempts are made.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's answer as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

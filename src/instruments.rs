@@ -25,6 +25,7 @@ const POOL_OPEN: &str = "hookrelay_db_pool_connections_open";
 const POOL_IDLE: &str = "hookrelay_db_pool_connections_idle";
 const POOL_MAX: &str = "hookrelay_db_pool_connections_max";
 const BUILD_INFO: &str = "hookrelay_build_info";
+const PULL_LEASED: &str = "hookrelay_pull_deliveries_leased_total";
 
 /// From 0.5 ms (a loopback receiver) to the 10 s default attempt timeout.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -60,7 +61,11 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     describe_counter!(
         ATTEMPTS,
-        "Delivery attempts by outcome: succeeded, retrying (failed, another attempt is scheduled), throttled (the receiver asked us to slow down; no retry used) or failed (no attempt left)"
+        "Delivery attempts by mode (push: sent by a worker; pull: acknowledged by a poller) and outcome: succeeded, retrying (failed, another attempt is scheduled), throttled (the receiver asked us to slow down; no retry used) or failed (no attempt left)"
+    );
+    describe_counter!(
+        PULL_LEASED,
+        "Deliveries of pull webhooks leased to pollers (a delivery leased again after its lease ran out counts again)"
     );
     describe_gauge!(
         THROTTLED,
@@ -73,15 +78,15 @@ fn describe() {
     describe_gauge!(IN_FLIGHT, "Delivery attempts under way in this process");
     describe_gauge!(
         QUEUE_DUE,
-        "Pending deliveries due now that no instance is attempting"
+        "Pending deliveries due now that nobody holds, by mode: push ones wait for a worker, pull ones for their webhook's poller"
     );
     describe_gauge!(
         QUEUE_SCHEDULED,
-        "Pending deliveries waiting for a later retry time"
+        "Pending deliveries waiting for a later retry time, by mode"
     );
     describe_gauge!(
         OLDEST_DUE,
-        "How long the oldest due delivery has been waiting (0 when none is due)"
+        "How long the oldest due push delivery has been waiting for a worker (0 when none is due)"
     );
     describe_counter!(EVENTS, "Events accepted (202) by this process");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
@@ -107,8 +112,17 @@ pub fn attempt_started() {
 /// `outcome` is `succeeded`, `retrying` or `failed`.
 pub fn attempt_finished(outcome: &'static str, took: Duration) {
     gauge!(IN_FLIGHT).decrement(1.0);
-    counter!(ATTEMPTS, "outcome" => outcome).increment(1);
+    counter!(ATTEMPTS, "mode" => "push", "outcome" => outcome).increment(1);
     histogram!(ATTEMPT_SECONDS).record(took.as_secs_f64());
+}
+
+/// A pull webhook's poller acknowledged an attempt; `outcome` as for `attempt_finished`.
+pub fn attempt_acknowledged(outcome: &'static str) {
+    counter!(ATTEMPTS, "mode" => "pull", "outcome" => outcome).increment(1);
+}
+
+pub fn deliveries_pulled(count: usize) {
+    counter!(PULL_LEASED).increment(count as u64);
 }
 
 pub fn events_accepted() {
@@ -137,8 +151,10 @@ pub fn connection_refused() {
 /// Values read at scrape time, from the database and the pool.
 pub fn scraped(queue: Option<QueueDepth>, pool: PoolUsage, now: chrono::DateTime<chrono::Utc>) {
     if let Some(queue) = queue {
-        gauge!(QUEUE_DUE).set(queue.due as f64);
-        gauge!(QUEUE_SCHEDULED).set(queue.scheduled as f64);
+        gauge!(QUEUE_DUE, "mode" => "push").set(queue.due as f64);
+        gauge!(QUEUE_SCHEDULED, "mode" => "push").set(queue.scheduled as f64);
+        gauge!(QUEUE_DUE, "mode" => "pull").set(queue.pull_due as f64);
+        gauge!(QUEUE_SCHEDULED, "mode" => "pull").set(queue.pull_scheduled as f64);
         let age = queue.oldest_due_at.map_or(0.0, |at| {
             (now - at).to_std().unwrap_or_default().as_secs_f64()
         });

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod http;
 pub mod instruments;
 pub mod process_metrics;
+pub mod remote;
 pub mod report;
 pub mod store;
 pub mod telemetry;
@@ -28,7 +29,7 @@ use crate::clock::Clock;
 use crate::config::{DeliveryConfig, ServeConfig};
 use crate::delivery::client::DeliveryClient;
 use crate::delivery::replay::Replayer;
-use crate::delivery::{Publisher, Queue, Worker, WorkerOptions};
+use crate::delivery::{Publisher, Puller, Queue, Worker, WorkerOptions, WorkerSettings};
 use crate::domain::UrlPolicy;
 use crate::http::auth::AdminToken;
 use crate::http::key_usage::{self, KeyUsage};
@@ -136,7 +137,10 @@ pub struct App {
     router: Router,
     connection_limits: ConnectionLimits,
     store: Arc<dyn Store>,
+    queue: Arc<Queue>,
     worker: Option<Worker>,
+    /// Cancelled once shutdown begins, so waiting polls answer at once.
+    stopping: CancellationToken,
     retention_days: u32,
     clock: Clock,
     key_usage: Arc<KeyUsage>,
@@ -181,13 +185,17 @@ impl App {
             config.allow_private_targets,
         );
         let replayer = Replayer::new(store.clone(), client.clone(), clock.clone());
-        let worker = config.delivery.worker.then(|| {
-            Worker::new(
-                queue.clone(),
-                client,
-                worker_options(&config.delivery).into(),
-            )
-        });
+        let settings: WorkerSettings = worker_options(&config.delivery).into();
+        let stopping = CancellationToken::new();
+        let puller = Arc::new(Puller::new(
+            queue.clone(),
+            settings.verdicts(),
+            stopping.clone(),
+        ));
+        let worker = config
+            .delivery
+            .worker
+            .then(|| Worker::new(queue.clone(), client, settings));
         let state = AppState {
             store: store.clone(),
             settings: Arc::new(api_settings(config)),
@@ -196,8 +204,9 @@ impl App {
             auth_failures: (config.auth_failures_per_minute > 0)
                 .then(|| Arc::new(RateLimiter::new(config.auth_failures_per_minute))),
             clock: clock.clone(),
-            publisher: Publisher::new(queue, worker.as_ref().map(Worker::handover)),
+            publisher: Publisher::new(queue.clone(), worker.as_ref().map(Worker::handover)),
             replayer,
+            puller,
             metrics: instruments::handle(),
             key_usage: key_usage.clone(),
         };
@@ -218,7 +227,9 @@ impl App {
             router,
             connection_limits: connection_limits(config),
             store,
+            queue,
             worker,
+            stopping,
             retention_days: config.delivery.retention_days,
             clock: clock.clone(),
             key_usage,
@@ -240,6 +251,13 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut background = tokio::task::JoinSet::new();
         background.spawn(metrics_upkeep(shutdown.clone()));
+        // Workers and pollers alike hear what other instances queue.
+        let listener = self.queue.listen(shutdown.clone());
+        let (stopping, stop) = (self.stopping.clone(), shutdown.clone());
+        background.spawn(async move {
+            stop.cancelled().await;
+            stopping.cancel();
+        });
         background.spawn(key_usage::flush_periodically(
             self.key_usage.clone(),
             self.store.clone(),
@@ -266,6 +284,7 @@ impl App {
         )
         .await;
         while background.join_next().await.is_some() {}
+        let _ = listener.await;
         self.store.close().await;
     }
 }

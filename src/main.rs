@@ -6,9 +6,9 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use hookrelay::clock::Clock;
-use hookrelay::config::{Cli, Command, LogFormat, ServeConfig};
+use hookrelay::config::{Cli, Command, EventsCommand, LogFormat, ServeConfig, WebhooksCommand};
 use hookrelay::report::error_chain;
-use hookrelay::{App, cli, telemetry, tenancy};
+use hookrelay::{App, cli, remote, telemetry, tenancy};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,6 +19,18 @@ async fn main() -> ExitCode {
             .await
             .map(|()| eprintln!("migrations applied")),
         Command::Admin(args) => cli::admin(&args).await.map(|out| println!("{out}")),
+        Command::Listen(args) => remote::listen(&args).await,
+        Command::Events(EventsCommand::Send {
+            api,
+            event,
+            data,
+            idempotency_key,
+        }) => remote::send_event(&api, &event, &data, idempotency_key.as_deref())
+            .await
+            .map(|answer| println!("{answer}")),
+        Command::Webhooks(WebhooksCommand::List { api, json }) => remote::list_webhooks(&api, json)
+            .await
+            .map(|listed| println!("{listed}")),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use crate::domain::{CustomHeaders, forbidden_reason, mask};
 /// At most this much of a response body is read; the rest is dropped with the connection.
 const MAX_READ_BYTES: usize = 64 * 1024;
 /// This much of it is kept for the delivery log.
-const KEPT_BYTES: usize = 1024;
+pub(crate) const KEPT_BYTES: usize = 1024;
 
 /// What one attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,7 +50,11 @@ impl Publisher {
             .filter(|w| w.handover.is_open() && w.admission.has_room_for(event.project_id));
         let lease = local.map(|_| self.queue.mint_lease(event.created_at));
         let accepted = self.events.accept(Accepting { event, lease }).await?;
-        let queued = accepted.event.delivery_ids.len() - accepted.claims.len();
+        let queued = accepted
+            .event
+            .delivery_ids
+            .len()
+            .saturating_sub(accepted.claims.len() + accepted.pulled.len());
         if let Some(worker) = local.filter(|_| !accepted.claims.is_empty()) {
             let refused = worker.handover.give(accepted.claims);
             // The worker is stopping: put the deliveries back in the queue for the next one.
@@ -60,11 +64,12 @@ impl Publisher {
         if !accepted.event.replayed && queued > 0 {
             self.queue.wake();
         }
+        self.queue.wake_pollers(&accepted.pulled);
         Ok(accepted.event)
     }
 
-    /// Makes a delivery due now and wakes a worker for it.
-    /// Queues again the finished deliveries `filter` matches, and wakes the worker for them.
+    /// Queues again the finished deliveries `filter` matches, and wakes the worker and pollers
+    /// for them.
     pub async fn recover(
         &self,
         project: ProjectId,
@@ -78,10 +83,12 @@ impl Publisher {
             .await?;
         if recovery.queued > 0 {
             self.queue.wake();
+            self.queue.wake_every_poller();
         }
         Ok(recovery)
     }
 
+    /// Makes a delivery due now and wakes a worker (or its pollers) for it.
     pub async fn retry(
         &self,
         project: ProjectId,
@@ -94,6 +101,7 @@ impl Publisher {
             .retry_delivery(project, id, audit)
             .await?;
         self.queue.wake();
+        self.queue.wake_every_poller();
         Ok(summary)
     }
 }

@@ -3,7 +3,7 @@
 //! and never build a lease or a claim query themselves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::domain::{DeliveryId, ProjectId, WebhookId, after};
-use crate::store::{AttemptRecord, ClaimedDelivery, Lease, RecordedBatch, Store, StoreResult};
+use crate::store::{
+    Announcement, Announcements, AttemptRecord, ClaimedDelivery, Lease, QueuedNotice,
+    RecordedBatch, Store, StoreResult,
+};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -22,13 +25,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The durable queue as this instance sees it: the store's deliveries table, the lease period
-/// and the wake-up that tells the local worker work may be due.
+/// The durable queue as this instance sees it: the store's deliveries table, the lease period,
+/// the wake-up that tells the local worker work may be due, and those of the pollers waiting
+/// on pull webhooks.
 pub struct Queue {
     store: Arc<dyn Store>,
     lease: Duration,
     clock: Clock,
     wake: Arc<Notify>,
+    pollers: Arc<Pollers>,
 }
 
 impl Queue {
@@ -38,6 +43,7 @@ impl Queue {
             lease,
             clock,
             wake: Arc::new(Notify::new()),
+            pollers: Arc::new(Pollers::default()),
         })
     }
 
@@ -117,6 +123,22 @@ impl Queue {
         Ok(due.map(|due| (due - self.clock.now()).to_std().unwrap_or_default()))
     }
 
+    /// Logs the notices a recorded batch queued and wakes the worker for them, since they were
+    /// written unleased.
+    pub fn announce_notices(&self, notices: &[QueuedNotice]) {
+        for notice in notices {
+            tracing::info!(
+                webhook_id = %notice.webhook_id,
+                notice = notice.event.as_str(),
+                alert_endpoints = notice.deliveries,
+                "notice queued for the project's alert endpoints"
+            );
+        }
+        if !notices.is_empty() {
+            self.wake();
+        }
+    }
+
     /// Wake: tells the local worker that work may be due.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -127,10 +149,66 @@ impl Queue {
         self.wake.notified().await;
     }
 
-    /// Listen: wakes the local worker whenever another instance queues work, until `shutdown`.
+    /// What wakes the pollers of `webhook`: they take it before looking at the queue, so a
+    /// wake that comes while they look is not lost.
+    pub fn poller_wake(&self, webhook: WebhookId) -> Arc<Notify> {
+        self.pollers.wake_for(webhook)
+    }
+
+    /// Wakes the local pollers of these pull webhooks.
+    pub fn wake_pollers(&self, webhooks: &[WebhookId]) {
+        for webhook in webhooks {
+            self.pollers.wake(*webhook);
+        }
+    }
+
+    /// Wakes every local poller, for deliveries made due again whose webhooks are not known.
+    pub fn wake_every_poller(&self) {
+        self.pollers.wake_all();
+    }
+
+    /// Listen: wakes the local worker and pollers whenever another instance queues work for
+    /// them, until `shutdown`.
     pub fn listen(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (store, wake) = (self.store.clone(), self.wake.clone());
-        tokio::spawn(async move { store.listen_for_work(wake, shutdown).await })
+        let (store, wake, pollers) = (self.store.clone(), self.wake.clone(), self.pollers.clone());
+        let heard: Announcements = Arc::new(move |announced| match announced {
+            Announcement::Work => wake.notify_one(),
+            Announcement::Pull(webhook) => pollers.wake(webhook),
+            Announcement::AnyPull => pollers.wake_all(),
+        });
+        tokio::spawn(async move { store.listen_for_work(heard, shutdown).await })
+    }
+}
+
+/// The wake-ups of the pull webhooks that pollers of this instance are waiting on; an entry
+/// lives as long as one of its pollers holds it.
+#[derive(Default)]
+struct Pollers(Mutex<HashMap<WebhookId, Weak<Notify>>>);
+
+impl Pollers {
+    fn wake_for(&self, webhook: WebhookId) -> Arc<Notify> {
+        let mut waiting = lock(&self.0);
+        if let Some(wake) = waiting.get(&webhook).and_then(Weak::upgrade) {
+            return wake;
+        }
+        waiting.retain(|_, wake| wake.strong_count() > 0);
+        let wake = Arc::new(Notify::new());
+        waiting.insert(webhook, Arc::downgrade(&wake));
+        wake
+    }
+
+    fn wake(&self, webhook: WebhookId) {
+        let wake = lock(&self.0).get(&webhook).and_then(Weak::upgrade);
+        if let Some(wake) = wake {
+            wake.notify_waiters();
+        }
+    }
+
+    fn wake_all(&self) {
+        let waiting: Vec<Arc<Notify>> = lock(&self.0).values().filter_map(Weak::upgrade).collect();
+        for wake in waiting {
+            wake.notify_waiters();
+        }
     }
 }
 

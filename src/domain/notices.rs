@@ -53,7 +53,8 @@ pub struct Notice {
 /// The webhook a notice is about, as its payload names it.
 pub struct NoticeSubject<'a> {
     pub webhook_id: WebhookId,
-    pub url: &'a str,
+    /// `None` for a pull webhook, which has no URL.
+    pub url: Option<&'a str>,
     /// What went wrong with the attempt that raised the notice, if it failed.
     pub last_error: Option<String>,
 }
@@ -63,7 +64,7 @@ pub struct NoticeSubject<'a> {
 #[serde(rename_all = "camelCase")]
 struct NoticeData<'a> {
     webhook_id: String,
-    url: String,
+    url: Option<String>,
     reason: &'a str,
     consecutive_failures: i64,
     failing_since: Option<String>,
@@ -93,7 +94,7 @@ impl Notice {
         let reason = self.reason();
         let data = NoticeData {
             webhook_id: subject.webhook_id.to_string(),
-            url: redact_query(subject.url),
+            url: subject.url.map(redact_query),
             reason: &reason,
             consecutive_failures: self.consecutive_failures,
             failing_since: self.failing_since.map(api_time),
@@ -124,7 +125,7 @@ mod tests {
         let webhook_id = WebhookId::generate();
         let subject = NoticeSubject {
             webhook_id,
-            url: "https://hooks.example.com/in?token=abc",
+            url: Some("https://hooks.example.com/in?token=abc"),
             last_error: Some("HTTP 500".into()),
         };
         let data = notice(

@@ -21,7 +21,7 @@ use super::webhooks::{
     self, CreatedWebhook, Deleted, ListedWebhook, RotateInput, RotatedSecret, WebhookDetails,
 };
 use super::wire::Envelope;
-use crate::domain::{EventTypes, FieldError, WebhookId, WebhookKind, WebhookSecret};
+use crate::domain::{Destination, EventTypes, FieldError, WebhookId, WebhookKind, WebhookSecret};
 use crate::store::{NewWebhook, WebhookLabels, WebhookLimits};
 
 const KIND: WebhookKind = WebhookKind::AlertEndpoint;
@@ -78,7 +78,7 @@ pub async fn create_alert_endpoint(
     let new = NewWebhook {
         id: WebhookId::generate(),
         kind: KIND,
-        url,
+        destination: Destination::Push(url),
         events,
         filters: Default::default(),
         secret: WebhookSecret::generate(),

@@ -205,6 +205,10 @@ fn conflict(reason: Reason) -> &'static str {
             "the webhook was disabled by its endpoint's health; fix the endpoint, then \
              re-enable it (PATCH with {\"enabled\": true})"
         }
+        Reason::PushWebhook => {
+            "the webhook pushes its deliveries to its URL, so it has no queue to poll; create \
+             one with {\"mode\": \"pull\"} to poll for deliveries"
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod headers;
 pub mod health;
 pub mod key_usage;
 pub mod keys;
+pub mod pull;
 pub mod rate_limit;
 pub mod recover;
 pub mod replay;
@@ -35,8 +36,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
-use crate::delivery::Publisher;
 use crate::delivery::replay::Replayer;
+use crate::delivery::{Publisher, Puller};
 use crate::domain::UrlPolicy;
 use crate::store::Store;
 use auth::AdminToken;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Sends a delivery once to another URL.
     pub replayer: Replayer,
+    /// Leases pull webhooks' deliveries to pollers and records their acknowledgements.
+    pub puller: Arc<Puller>,
     pub metrics: PrometheusHandle,
     pub key_usage: Arc<key_usage::KeyUsage>,
 }
@@ -131,6 +134,16 @@ fn api_routes() -> Vec<Route> {
             Method::POST,
             "/api/v2/projects/{projectId}/webhooks/{webhookId}/recover",
             recover::recover_webhook_deliveries,
+        ),
+        route(
+            Method::GET,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/poll",
+            pull::poll_webhook,
+        ),
+        route(
+            Method::POST,
+            "/api/v2/projects/{projectId}/webhooks/{webhookId}/poll/ack",
+            pull::ack_webhook_deliveries,
         ),
         route(
             Method::POST,

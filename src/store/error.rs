@@ -60,6 +60,8 @@ pub enum Reason {
     WebhookPaused,
     /// Endpoint health disabled the webhook; re-enable it first.
     WebhookDisabled,
+    /// The webhook pushes its deliveries, so it has no queue to poll.
+    PushWebhook,
 }
 
 /// What can go wrong in storage, in terms the API can answer with.

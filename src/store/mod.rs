@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -27,18 +26,18 @@ pub use postgres::PostgresStore;
 pub use records::{
     Accepted, AcceptedEvent, Accepting, ApiKeyInfo, ApiKeyRecord, Attempt, AttemptRecord,
     AuditRecord, BootstrapTenant, ClaimedDelivery, DeliveryDetails, DeliveryQuery, DeliverySummary,
-    Disabled, EventTarget, FlowChange, Lease, NewAccount, NewApiKey, NewEvent, NewProject,
-    NewWebhook, ProjectNames, QueueDepth, QueuedNotice, Recorded, RecordedBatch, RecoverFilter,
-    Recovery, SecretRotation, Webhook, WebhookChanges, WebhookLabels, WebhookLimits, WebhookStats,
-    WebhookTarget,
+    Disabled, EventTarget, FlowChange, HeldPull, Lease, NewAccount, NewApiKey, NewEvent,
+    NewProject, NewWebhook, ProjectNames, PullQueue, QueueDepth, QueuedNotice, Recorded,
+    RecordedBatch, RecoverFilter, Recovery, SecretRotation, Webhook, WebhookChanges, WebhookLabels,
+    WebhookLimits, WebhookStats, WebhookTarget,
 };
 pub use sqlite::SqliteStore;
 
 /// Tenancy and the store's own lifecycle. `Store` is the whole interface: this plus the
-/// webhook, event, queue and delivery log use cases.
+/// webhook, event, queue, pull and delivery log use cases.
 #[async_trait]
 pub trait Store:
-    WebhookStore + EventStore + QueueStore + DeliveryLogStore + Send + Sync + 'static
+    WebhookStore + EventStore + QueueStore + PullStore + DeliveryLogStore + Send + Sync + 'static
 {
     /// Applies the embedded migrations of this backend.
     async fn migrate(&self) -> StoreResult<()>;
@@ -180,11 +179,56 @@ pub trait QueueStore: Send + Sync {
         claims: &[(DeliveryId, Uuid)],
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// When the earliest pending delivery is due (or its lease ends).
+    /// When the earliest pending delivery a worker sends is due (or its lease ends).
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Wakes `wake` whenever another instance queues work, until `shutdown`. Backends without
-    /// other instances return at once.
-    async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken);
+    /// Tells `heard` whatever another instance announces, until `shutdown`; after any gap in
+    /// listening it hears `Work` and `AnyPull`, since announcements may have been missed.
+    /// Backends without other instances return at once.
+    async fn listen_for_work(&self, heard: Announcements, shutdown: CancellationToken);
+}
+
+/// What another instance announced when its commit queued deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// Deliveries for the workers.
+    Work,
+    /// Deliveries for this pull webhook's pollers.
+    Pull(WebhookId),
+    /// Deliveries any pull webhook's pollers may be waiting for.
+    AnyPull,
+}
+
+/// Where a listener reports what it hears.
+pub type Announcements = Arc<dyn Fn(Announcement) + Send + Sync>;
+
+/// Pull webhooks' queues: their deliveries are leased to pollers over the API and come back as
+/// the pollers' acknowledgements, which are recorded as attempts (`record_attempts`).
+#[async_trait]
+pub trait PullStore: Send + Sync {
+    /// Checks that the project has this active pull webhook (`NotFound` when it has not,
+    /// `Conflict(PushWebhook)` for a push webhook); true while endpoint health has it disabled.
+    async fn pull_webhook(&self, project: ProjectId, webhook: WebhookId) -> StoreResult<bool>;
+    /// Leases up to `limit` of the webhook's due deliveries until `lease_until` under a fresh
+    /// token, skipping rows other pollers hold; none while the webhook is paused (its test
+    /// events excepted) or a throttling hold lasts. Returned oldest first.
+    async fn lease_pulled(
+        &self,
+        webhook: WebhookId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// When the webhook's earliest pending delivery is due, or a lease on one ends.
+    async fn next_pull_due(&self, webhook: WebhookId) -> StoreResult<Option<DateTime<Utc>>>;
+    /// The webhook's deliveries among `leases` still held under those tokens at `now`.
+    async fn held_pulls(
+        &self,
+        webhook: WebhookId,
+        leases: &[(DeliveryId, Uuid)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<HeldPull>>;
+    /// The webhook's pending deliveries: due, scheduled for later, and leased.
+    async fn pull_queue(&self, webhook: WebhookId, now: DateTime<Utc>) -> StoreResult<PullQueue>;
 }
 
 /// The delivery log: what was sent, and the controls a tenant has over it.

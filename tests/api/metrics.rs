@@ -76,17 +76,18 @@ backend_tests! {
 
         let text = eventually(Duration::from_secs(10), "the four outcomes are counted", || async {
             let text = scrape(&client, &server).await;
-            (sample(&text, "hookrelay_deliveries_scheduled") == Some(2.0)).then_some(text)
+            (sample(&text, "hookrelay_deliveries_scheduled{mode=\"push\"}") == Some(2.0)).then_some(text)
         })
         .await;
-        let outcome = |o: &str| sample(&text, &format!("hookrelay_delivery_attempts_total{{outcome=\"{o}\"}}"));
+        let outcome = |o: &str| sample(&text, &format!("hookrelay_delivery_attempts_total{{mode=\"push\",outcome=\"{o}\"}}"));
         assert_eq!(outcome("succeeded"), Some(2.0), "{text}");
         assert_eq!(outcome("retrying"), Some(1.0), "{text}");
         assert_eq!(outcome("throttled"), Some(1.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_webhooks_throttled"), Some(1.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_delivery_attempt_duration_seconds_count"), Some(4.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_delivery_attempts_in_flight"), Some(0.0), "{text}");
-        assert_eq!(sample(&text, "hookrelay_deliveries_due"), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_deliveries_due{mode=\"push\"}"), Some(0.0), "{text}");
+        assert_eq!(sample(&text, "hookrelay_deliveries_due{mode=\"pull\"}"), Some(0.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_oldest_due_delivery_age_seconds"), Some(0.0), "{text}");
         assert_eq!(sample(&text, "hookrelay_events_accepted_total"), Some(4.0), "{text}");
         let events_route = "route=\"/api/v2/projects/{projectId}/events\"";

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookrelay::domain::{
-    AccountId, ApiKey, ApiKeyId, EndpointUrl, EventId, EventTypes, Filters, HealthPolicy, Name,
-    ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
+    AccountId, ApiKey, ApiKeyId, Destination, EndpointUrl, EventId, EventTypes, Filters,
+    HealthPolicy, Name, ProjectId, Scope, Scopes, UrlPolicy, WebhookId, WebhookSecret,
 };
 use hookrelay::domain::{AttemptResult, DeliveryStatus};
 use hookrelay::store::cipher::SecretCipher;
@@ -125,7 +125,9 @@ pub(crate) fn new_webhook(events: &[&str]) -> NewWebhook {
     NewWebhook {
         id: WebhookId::generate(),
         kind: WebhookKind::Webhook,
-        url: EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
+        destination: Destination::Push(
+            EndpointUrl::parse("https://example.com/hook", UrlPolicy::default()).unwrap(),
+        ),
         events: EventTypes::parse(events).unwrap(),
         filters: Filters::default(),
         secret: WebhookSecret::generate(),

@@ -30,10 +30,11 @@ backend_tests! {
         let data = &body["data"];
         assert_eq!(
             keys(data),
-            ["createdAt", "description", "events", "id", "isActive", "metadata", "secret", "standardWebhooksSecret", "updatedAt", "url"]
+            ["createdAt", "description", "events", "id", "isActive", "metadata", "mode", "secret", "standardWebhooksSecret", "updatedAt", "url"]
         );
         assert!(data["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
         assert_eq!(data["url"], DOC_URL);
+        assert_eq!(data["mode"], "push", "a webhook pushes unless asked otherwise");
         assert_eq!(data["events"], json!(DOC_EVENTS));
         assert_eq!(data["isActive"], true);
         assert!(is_lower_hex_64(&data["secret"]), "secret {}", data["secret"]);
@@ -87,7 +88,7 @@ backend_tests! {
                 keys(item),
                 [
                     "createdAt", "description", "enabled", "events", "id", "isActive", "metadata",
-                    "pausedAt", "updatedAt", "url"
+                    "mode", "pausedAt", "updatedAt", "url"
                 ]
             );
             assert_eq!((&item["enabled"], &item["pausedAt"]), (&json!(true), &Value::Null));
@@ -255,7 +256,7 @@ backend_tests! {
             [
                 "createdAt", "deletedAt", "description", "disabledAt", "disabledReason",
                 "effectiveConcurrency", "enabled", "events", "filters", "headers", "id", "isActive",
-                "lastModifiedBy", "lastModifiedVia", "maxConcurrency", "metadata", "pausedAt",
+                "lastModifiedBy", "lastModifiedVia", "maxConcurrency", "metadata", "mode", "pausedAt",
                 "rateLimit", "retrySchedule", "secretPreview", "stats", "throttledUntil",
                 "updatedAt", "url"
             ]
@@ -297,7 +298,9 @@ backend_tests! {
             hookrelay::store::NewWebhook {
                 id: hookrelay::domain::WebhookId::generate(),
                 kind: WebhookKind::Webhook,
-                url: hookrelay::domain::EndpointUrl::parse(DOC_URL, Default::default()).unwrap(),
+                destination: hookrelay::domain::Destination::Push(
+                    hookrelay::domain::EndpointUrl::parse(DOC_URL, Default::default()).unwrap(),
+                ),
                 events: hookrelay::domain::EventTypes::parse(&DOC_EVENTS).unwrap(),
                 filters: Default::default(),
                 secret: hookrelay::domain::WebhookSecret::generate(),

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::delivery::client::{DeliveryClient, SendOutcome, headers_json};
 use crate::delivery::queue::{Holdings, Queue};
 use crate::delivery::signer::{Message, signed_headers};
-use crate::domain::{Answer, HealthPolicy, RetryAfter, RetrySchedule, decide};
+use crate::delivery::verdict::{Attempted, Exchange, Verdicts};
 use crate::instruments;
 use crate::store::cipher::MissingKey;
 use crate::store::{AttemptRecord, ClaimedDelivery};
@@ -25,30 +25,16 @@ pub(super) struct Attempts {
     pub queue: Arc<Queue>,
     pub holdings: Arc<Holdings>,
     pub client: DeliveryClient,
-    /// The service's schedule, for webhooks without their own.
-    pub retry: RetrySchedule,
-    pub throttle_give_up: Duration,
-    /// An endpoint's concurrency when its webhook sets none.
-    pub per_endpoint: usize,
-    pub health_policy: HealthPolicy,
+    pub verdicts: Verdicts,
     pub lease: Duration,
     pub clock: Clock,
-    /// A uniform sample from [0, 1) for retry jitter.
-    pub jitter: fn() -> f64,
 }
 
 impl Attempts {
-    /// The most attempts in flight a claim's webhook allows.
-    fn max_concurrency_of(&self, claim: &ClaimedDelivery) -> u32 {
-        claim
-            .max_concurrency
-            .unwrap_or(u32::try_from(self.per_endpoint).unwrap_or(u32::MAX))
-    }
-
     /// The attempts in flight a claim's webhook allows now: its maximum, adapted to its
     /// receiver.
     pub(super) fn concurrency_of(&self, claim: &ClaimedDelivery) -> usize {
-        let max = self.max_concurrency_of(claim);
+        let max = self.verdicts.max_concurrency(claim.max_concurrency);
         let now = claim
             .effective_concurrency
             .unwrap_or(max)
@@ -148,41 +134,18 @@ impl Attempts {
             }
             Err(missing) => (unsigned(claim, missing), None),
         };
-        let duration_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        let finished_at = self.clock.now();
-        let answer = Answer {
-            status: outcome.status,
-            transport_error: outcome.error.is_some(),
-            timed_out: outcome.timed_out,
-            retry_after: outcome.retry_after.as_deref().and_then(RetryAfter::parse),
-        };
-        let decision = decide(
-            answer,
-            claim.before,
-            claim.retry_schedule.as_ref().unwrap_or(&self.retry),
-            self.throttle_give_up,
-            (self.jitter)(),
-            finished_at,
-        );
-        let record = AttemptRecord {
-            delivery_id: claim.id,
-            webhook_id: claim.webhook_id,
-            lease_token: claim.lease_token,
-            attempt_number: claim.attempt_number,
+        let exchange = Exchange {
             started_at,
-            duration_ms,
-            response_status: outcome.status,
-            response_body: outcome.body_excerpt,
-            error: decision.reason.or(outcome.error),
-            result: decision.result,
-            finished_at,
-            health_policy: self.health_policy,
-            hold: decision.hold,
+            finished_at: self.clock.now(),
+            duration_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+            status: outcome.status,
+            body_excerpt: outcome.body_excerpt,
+            error: outcome.error,
+            timed_out: outcome.timed_out,
             retry_after: outcome.retry_after,
             request_headers,
-            pressure: answer.pressure(),
-            max_concurrency: self.max_concurrency_of(claim),
         };
+        let record = self.verdicts.judge(&Attempted::claim(claim), exchange);
         (record, outcome.detail)
     }
 }

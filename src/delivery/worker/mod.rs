@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::client::DeliveryClient;
 use super::queue::{Handover, Holdings, Queue, handover};
+use super::verdict::Verdicts;
 use crate::domain::{DeliveryId, HealthPolicy, RetrySchedule};
 use crate::store::{AttemptRecord, ClaimedDelivery, StoreError};
 pub use admission::Admission;
@@ -61,6 +62,19 @@ pub struct WorkerOptions {
     pub disable_after_hours: u32,
     pub disable_min_failures: u32,
     pub failing_after: u32,
+}
+
+impl WorkerSettings {
+    /// The rules a receiver's answers are judged by, pushed or pulled alike.
+    pub fn verdicts(&self) -> Verdicts {
+        Verdicts {
+            retry: self.retry.clone(),
+            throttle_give_up: self.throttle_give_up,
+            per_endpoint: self.per_endpoint,
+            health_policy: self.health_policy,
+            jitter: rand::random::<f64>,
+        }
+    }
 }
 
 impl From<WorkerOptions> for WorkerSettings {
@@ -167,13 +181,9 @@ impl Worker {
             queue: queue.clone(),
             holdings: holdings.clone(),
             client,
-            retry: settings.retry.clone(),
-            throttle_give_up: settings.throttle_give_up,
-            per_endpoint: settings.per_endpoint,
-            health_policy: settings.health_policy,
+            verdicts: settings.verdicts(),
             lease: settings.lease,
             clock: queue.clock().clone(),
-            jitter: rand::random::<f64>,
         });
         Self {
             queue,
@@ -195,7 +205,6 @@ impl Worker {
     /// Runs until `shutdown`, then lets attempts finish within the grace period and releases
     /// every claim it still holds.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let listener = self.queue.listen(shutdown.clone());
         let (outcomes, finished) = unbounded_channel();
         let recorder = tokio::spawn(recorder::record_outcomes(
             self.queue.clone(),
@@ -252,7 +261,6 @@ impl Worker {
             self.holdings.hold(&claim);
         }
         self.drain(attempts, outcomes, recorder).await;
-        let _ = listener.await;
     }
 
     /// Notes the attempts that ended and starts the claims handed over meanwhile.

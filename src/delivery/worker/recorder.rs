@@ -8,7 +8,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::admission::Admission;
 use crate::delivery::queue::{Holdings, Queue};
-use crate::store::{AttemptRecord, FlowChange, QueuedNotice, Recorded};
+use crate::store::{AttemptRecord, FlowChange, Recorded};
 
 /// Most attempt outcomes written by one transaction.
 const RECORD_BATCH: usize = 512;
@@ -29,7 +29,7 @@ pub(super) async fn record_outcomes(
                 for flow in &recorded.flows {
                     follow(&admission, &queue, flow);
                 }
-                announce(&queue, &recorded.notices);
+                queue.announce_notices(&recorded.notices);
             }
             Err(error) => tracing::warn!(
                 %error,
@@ -52,22 +52,6 @@ fn follow(admission: &Arc<Admission>, queue: &Queue, flow: &FlowChange) {
         .filter(|wait| !wait.is_zero());
     let limit = usize::try_from(flow.concurrency).unwrap_or(usize::MAX);
     admission.update_flow(flow.webhook_id, limit, held_for);
-}
-
-/// Logs the notices a batch queued and wakes the worker for them, since they were written
-/// unleased.
-fn announce(queue: &Queue, notices: &[QueuedNotice]) {
-    for notice in notices {
-        tracing::info!(
-            webhook_id = %notice.webhook_id,
-            notice = notice.event.as_str(),
-            alert_endpoints = notice.deliveries,
-            "notice queued for the project's alert endpoints"
-        );
-    }
-    if !notices.is_empty() {
-        queue.wake();
-    }
 }
 
 fn log_outcome(record: &AttemptRecord, outcome: Recorded) {

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::limits::{LimitsInput, check_limits};
 use crate::domain::{
-    CustomHeaders, EndpointUrl, EventTypes, FieldError, Filters, Metadata, forbidden_reason,
-    redact_query,
+    CustomHeaders, DeliveryMode, EndpointUrl, EventTypes, FieldError, Filters, Metadata,
+    forbidden_reason, redact_query,
 };
 use crate::http::AppState;
 use crate::http::errors::ApiError;
@@ -19,6 +19,9 @@ use crate::http::extract::{keep_field, present};
 
 #[derive(Deserialize)]
 pub struct WebhookInput {
+    /// Only on create: `"push"` (the default) or `"pull"`.
+    #[serde(default, deserialize_with = "present")]
+    mode: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     url: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -64,8 +67,18 @@ pub(super) fn requested(checked: &CheckedInput) -> Value {
     requested.into()
 }
 
+impl WebhookInput {
+    /// Whether the body sets a field that only a push webhook has, so an update must know the
+    /// webhook's mode to check it.
+    pub(super) fn sets_push_fields(&self) -> bool {
+        self.url.is_some() || self.rate_limit.is_some() || self.max_concurrency.is_some()
+    }
+}
+
 /// The validated parts of a `WebhookInput`; absent fields stay `None`.
 pub(super) struct CheckedInput {
+    /// On create, the mode asked for; on update, the webhook's.
+    pub mode: DeliveryMode,
     pub url: Option<EndpointUrl>,
     pub events: Option<EventTypes>,
     pub filters: Option<Filters>,
@@ -141,6 +154,30 @@ fn check_headers(value: Option<&Value>) -> FieldCheck<CustomHeaders> {
 /// Each field's check gives `Ok(None)` when the field is absent and allowed to be.
 type FieldCheck<T> = Result<Option<T>, String>;
 
+/// The mode a create asks for; an update cannot change it.
+fn check_mode(mode: Option<&Value>, partial: bool) -> FieldCheck<DeliveryMode> {
+    match (mode, partial) {
+        (None, _) => Ok(None),
+        (Some(_), true) => Err(
+            "cannot be changed once the webhook exists; create a webhook with the mode you want"
+                .into(),
+        ),
+        (Some(value), false) => value
+            .as_str()
+            .and_then(DeliveryMode::parse)
+            .map(Some)
+            .ok_or_else(|| "must be \"push\" or \"pull\"".into()),
+    }
+}
+
+/// A field a pull webhook does not have.
+fn refuse_for_pull<T>(value: Option<&Value>, why: &str) -> FieldCheck<T> {
+    match value {
+        None => Ok(None),
+        Some(_) => Err(why.into()),
+    }
+}
+
 fn check_enabled(enabled: Option<&Value>, partial: bool) -> FieldCheck<bool> {
     match (enabled, partial) {
         (None, _) => Ok(None),
@@ -210,19 +247,53 @@ fn keep<T>(field: &str, checked: FieldCheck<T>, errors: &mut Vec<FieldError>) ->
 }
 
 /// Checks every field of a create (`partial == false`) or update body, reporting all at once.
+/// An update passes the webhook's `mode`; a create's comes from the body.
 pub(super) async fn check_input(
     state: &AppState,
     input: &WebhookInput,
     partial: bool,
+    mode: DeliveryMode,
 ) -> Result<CheckedInput, ApiError> {
     let mut errors = Vec::new();
+    let mode = keep(
+        "mode",
+        check_mode(input.mode.as_ref(), partial),
+        &mut errors,
+    )
+    .unwrap_or(mode);
+    let pull = mode == DeliveryMode::Pull;
+    let url = if pull {
+        refuse_for_pull(
+            input.url.as_ref(),
+            "must be left out: a pull webhook has no URL; pollers fetch its deliveries from \
+             GET …/webhooks/{webhookId}/poll",
+        )
+    } else {
+        check_url(state, input.url.as_ref(), partial).await
+    };
+    let url = keep("url", url, &mut errors);
+    if pull {
+        const PUSH_ONLY: &str =
+            "applies to push webhooks only: a pull webhook's pollers decide how fast they take";
+        keep::<u32>(
+            "rateLimit",
+            refuse_for_pull(input.rate_limit.as_ref(), PUSH_ONLY),
+            &mut errors,
+        );
+        keep::<u32>(
+            "maxConcurrency",
+            refuse_for_pull(input.max_concurrency.as_ref(), PUSH_ONLY),
+            &mut errors,
+        );
+    }
     let limits = check_limits(
         input.retry_schedule.as_ref(),
-        input.rate_limit.as_ref(),
-        input.max_concurrency.as_ref(),
+        input.rate_limit.as_ref().filter(|_| !pull),
+        input.max_concurrency.as_ref().filter(|_| !pull),
         &mut errors,
     );
-    let changes_nothing = input.url.is_none()
+    let changes_nothing = input.mode.is_none()
+        && input.url.is_none()
         && input.events.is_none()
         && input.filters.is_none()
         && input.enabled.is_none()
@@ -239,9 +310,9 @@ pub(super) async fn check_input(
              description, metadata or headers to change",
         ));
     }
-    let url = check_url(state, input.url.as_ref(), partial).await;
     let checked = CheckedInput {
-        url: keep("url", url, &mut errors),
+        mode,
+        url,
         events: keep(
             "events",
             check_events(input.events.as_ref(), partial, |names| {

@@ -21,8 +21,10 @@ use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
 use super::wire::Envelope;
-use crate::domain::{FieldError, WebhookId, WebhookKind, WebhookSecret, redact_query};
-use crate::store::{NewWebhook, SecretRotation, WebhookChanges, WebhookLabels};
+use crate::domain::{
+    DeliveryMode, Destination, FieldError, WebhookId, WebhookKind, WebhookSecret, redact_query,
+};
+use crate::store::{NewWebhook, PullQueue, SecretRotation, Webhook, WebhookChanges, WebhookLabels};
 pub use input::WebhookInput;
 pub(super) use input::{check_events, check_url};
 use input::{check_input, requested};
@@ -32,10 +34,30 @@ pub use views::{
 };
 
 /// A webhook as GET and PATCH answer with it.
-fn details(state: &AppState, webhook: &crate::store::Webhook) -> WebhookDetails {
+async fn details(state: &AppState, webhook: &Webhook) -> Result<WebhookDetails, ApiError> {
     let default_concurrency =
         u32::try_from(state.settings.endpoint_concurrency).unwrap_or(u32::MAX);
-    WebhookDetails::new(webhook, default_concurrency, state.clock.now())
+    let now = state.clock.now();
+    let queue = pull_queue(state, webhook).await?;
+    Ok(WebhookDetails::new(
+        webhook,
+        default_concurrency,
+        now,
+        queue,
+    ))
+}
+
+/// The queue of an active pull webhook, which reads show; push webhooks have none to show.
+async fn pull_queue(state: &AppState, webhook: &Webhook) -> Result<Option<PullQueue>, ApiError> {
+    if webhook.mode != DeliveryMode::Pull || !webhook.is_active {
+        return Ok(None);
+    }
+    Ok(Some(
+        state
+            .store
+            .pull_queue(webhook.id, state.clock.now())
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -57,8 +79,13 @@ pub async fn create_webhook(
     auth: Authorized<WebhooksWrite>,
     ApiJson(input): ApiJson<WebhookInput>,
 ) -> Result<(StatusCode, Json<Envelope<CreatedWebhook>>), ApiError> {
-    let checked = check_input(&state, &input, false).await?;
-    let (Some(url), Some(events)) = (checked.url, checked.events) else {
+    let checked = check_input(&state, &input, false, DeliveryMode::Push).await?;
+    let destination = match (checked.mode, checked.url) {
+        (DeliveryMode::Push, Some(url)) => Some(Destination::Push(url)),
+        (DeliveryMode::Pull, None) => Some(Destination::Pull),
+        _ => None,
+    };
+    let (Some(destination), Some(events)) = (destination, checked.events) else {
         return Err(ApiError::Internal(
             "validated input lost a required field".into(),
         ));
@@ -67,7 +94,7 @@ pub async fn create_webhook(
     let new = NewWebhook {
         id: WebhookId::generate(),
         kind: WebhookKind::Webhook,
-        url,
+        destination,
         events,
         filters: checked.filters.unwrap_or_default(),
         secret: WebhookSecret::generate(),
@@ -100,7 +127,12 @@ pub(super) async fn register(
     mut changes: Value,
 ) -> Result<(StatusCode, Json<Envelope<CreatedWebhook>>), ApiError> {
     if let Some(changes) = changes.as_object_mut() {
-        changes.insert("url".into(), json!(redact_query(new.url.as_str())));
+        match &new.destination {
+            Destination::Push(url) => {
+                changes.insert("url".into(), json!(redact_query(url.as_str())))
+            }
+            Destination::Pull => changes.insert("mode".into(), json!(DeliveryMode::Pull.as_str())),
+        };
         changes.insert("events".into(), json!(new.events.to_strings()));
     }
     let now = new.created_at;
@@ -147,10 +179,12 @@ pub(super) async fn listed(
         .store
         .list_webhooks(auth.project_id, kind, include_inactive)
         .await?;
-    Ok(webhooks
-        .iter()
-        .map(|webhook| ListedWebhook::new(webhook).for_reader(auth.writes_webhooks))
-        .collect())
+    let mut listed = Vec::with_capacity(webhooks.len());
+    for webhook in &webhooks {
+        let queue = pull_queue(state, webhook).await?;
+        listed.push(ListedWebhook::new(webhook, queue).for_reader(auth.writes_webhooks));
+    }
+    Ok(listed)
 }
 
 #[instrument(skip_all, fields(project_id = %auth.project_id, webhook_id = %path.webhook_id))]
@@ -170,7 +204,9 @@ pub(super) async fn read_one(
     id: WebhookId,
 ) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
     let webhook = state.store.get_webhook(auth.project_id, kind, id).await?;
-    let details = details(state, &webhook).for_reader(auth.writes_webhooks);
+    let details = details(state, &webhook)
+        .await?
+        .for_reader(auth.writes_webhooks);
     Ok(Json(Envelope::new(
         details,
         auth.project_id,
@@ -185,7 +221,18 @@ pub async fn update_webhook(
     ApiPath(path): ApiPath<WebhookPath>,
     ApiJson(input): ApiJson<WebhookInput>,
 ) -> Result<Json<Envelope<WebhookDetails>>, ApiError> {
-    let checked = check_input(&state, &input, true).await?;
+    let id = WebhookId::from(path.webhook_id);
+    // Only a body that sets a push webhook's own fields needs to know which mode this one has.
+    let mode = if input.sets_push_fields() {
+        let webhook = state
+            .store
+            .get_webhook(auth.project_id, WebhookKind::Webhook, id)
+            .await?;
+        webhook.mode
+    } else {
+        DeliveryMode::Push
+    };
+    let checked = check_input(&state, &input, true, mode).await?;
     let now = state.clock.now();
     let audit = auth.audit("webhook.updated", path.webhook_id, requested(&checked), now);
     let changes = WebhookChanges {
@@ -203,11 +250,11 @@ pub async fn update_webhook(
     };
     let webhook = state
         .store
-        .update_webhook(auth.project_id, path.webhook_id.into(), changes, audit)
+        .update_webhook(auth.project_id, id, changes, audit)
         .await?;
     tracing::info!("webhook updated");
     Ok(Json(Envelope::new(
-        details(&state, &webhook),
+        details(&state, &webhook).await?,
         auth.project_id,
         now,
     )))

@@ -7,13 +7,16 @@ use serde::Serialize;
 
 use crate::domain::{WebhookSecret, redact_query};
 use crate::http::wire::ApiTime;
-use crate::store::{Webhook, WebhookStats};
+use crate::store::{PullQueue, Webhook, WebhookStats};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookView {
     id: String,
-    url: String,
+    mode: &'static str,
+    /// Left out for a pull webhook, which has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
     events: Vec<&'static str>,
     is_active: bool,
     created_at: ApiTime,
@@ -27,7 +30,7 @@ impl WebhookView {
     /// since query strings may carry credentials.
     pub fn for_reader(mut self, writes_webhooks: bool) -> Self {
         if !writes_webhooks {
-            self.url = redact_query(&self.url);
+            self.url = self.url.as_deref().map(redact_query);
         }
         self
     }
@@ -37,6 +40,7 @@ impl From<&Webhook> for WebhookView {
     fn from(webhook: &Webhook) -> Self {
         Self {
             id: webhook.id.to_string(),
+            mode: webhook.mode.as_str(),
             url: webhook.url.clone(),
             events: webhook.events.iter().map(|e| e.as_str()).collect(),
             is_active: webhook.is_active,
@@ -66,6 +70,24 @@ impl From<&Webhook> for Running {
     }
 }
 
+/// A pull webhook's pending deliveries.
+#[derive(Serialize)]
+pub struct QueueView {
+    due: u64,
+    scheduled: u64,
+    leased: u64,
+}
+
+impl From<PullQueue> for QueueView {
+    fn from(queue: PullQueue) -> Self {
+        Self {
+            due: queue.due,
+            scheduled: queue.scheduled,
+            leased: queue.leased,
+        }
+    }
+}
+
 /// One webhook of a list.
 #[derive(Serialize)]
 pub struct ListedWebhook {
@@ -73,13 +95,17 @@ pub struct ListedWebhook {
     webhook: WebhookView,
     #[serde(flatten)]
     running: Running,
+    /// A pull webhook's queue; left out for push webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<QueueView>,
 }
 
 impl ListedWebhook {
-    pub fn new(webhook: &Webhook) -> Self {
+    pub fn new(webhook: &Webhook, queue: Option<PullQueue>) -> Self {
         Self {
             webhook: webhook.into(),
             running: webhook.into(),
+            queue: queue.map(QueueView::from),
         }
     }
 
@@ -152,6 +178,9 @@ pub struct WebhookDetails {
     effective_concurrency: u32,
     /// Until when a throttling receiver holds back every attempt; null when none does.
     throttled_until: Option<ApiTime>,
+    /// A pull webhook's queue; left out for push webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<QueueView>,
 }
 
 #[derive(Serialize)]
@@ -185,8 +214,14 @@ impl WebhookDetails {
         self
     }
 
-    /// The webhook as read at `now`, with `default_concurrency` where it sets none.
-    pub fn new(webhook: &Webhook, default_concurrency: u32, now: DateTime<Utc>) -> Self {
+    /// The webhook as read at `now`, with `default_concurrency` where it sets none, and its
+    /// queue when it is a pull webhook.
+    pub fn new(
+        webhook: &Webhook,
+        default_concurrency: u32,
+        now: DateTime<Utc>,
+        queue: Option<PullQueue>,
+    ) -> Self {
         let limits = &webhook.limits;
         let max = limits.max_concurrency.unwrap_or(default_concurrency);
         Self {
@@ -209,6 +244,7 @@ impl WebhookDetails {
                 .throttled_until
                 .filter(|until| *until > now)
                 .map(ApiTime),
+            queue: queue.map(QueueView::from),
         }
     }
 }

@@ -11,7 +11,7 @@ use sqlx::query::QueryAs;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{PostgresStore, WORK_CHANNEL, insert_audit};
+use super::{PostgresStore, announce_rows, insert_audit};
 use crate::domain::{DeliveryId, subscription_pairs};
 use crate::store::accept::{AcceptWays, accept_events};
 use crate::store::records::{
@@ -30,17 +30,19 @@ const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 const TARGET_COLUMNS: &str = "w.id, w.url, w.secret, case when w.previous_secret_until > $3 \
      then w.previous_secret end as previous_secret, w.custom_headers, w.filters::text as filters, \
      w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= $3) as direct, \
-     w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency";
+     w.paused_at is not null as paused, w.mode = 'pull' as pull, w.throttle_backoff_ms, \
+     w.retry_schedule, w.max_concurrency, w.effective_concurrency";
 
-/// Inserts `DeliveryRows`, bound as `$1` to `$7`; callers add a filter and `returning id`.
+/// Inserts `DeliveryRows`, bound as `$1` to `$8`; callers add a filter and `returning id`.
 pub(super) const INSERT_DELIVERIES: &str = "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at, pull) \
              select t.id, t.project_id, t.webhook_id, t.event_id, 'pending', \
                     coalesce(t.lease_until, t.created_at), t.lease_until, t.lease_token, \
-                    t.created_at, t.created_at \
+                    t.created_at, t.created_at, t.pull \
              from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], \
-                         $6::timestamptz[], $7::uuid[]) \
-                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token)";
+                         $6::timestamptz[], $7::uuid[], $8::bool[]) \
+                  as t(id, project_id, webhook_id, event_id, created_at, lease_until, lease_token, \
+                       pull)";
 
 pub(super) fn deliveries_insert<'q>(
     sql: &'q str,
@@ -54,6 +56,7 @@ pub(super) fn deliveries_insert<'q>(
         .bind(&rows.created_at)
         .bind(&rows.lease_until)
         .bind(&rows.lease_tokens)
+        .bind(&rows.pull)
 }
 
 /// A batch of events as the insert's `unnest` columns.
@@ -161,8 +164,8 @@ impl PostgresStore {
         Ok(batch_targets(&[accepting], candidates)?.remove(0))
     }
 
-    /// Inserts new deliveries in one statement; rows without a lease wake the other instances
-    /// when the transaction commits, which is exactly when they can see them.
+    /// Inserts new deliveries in one statement; rows without a lease wake the other instances'
+    /// workers or pollers when the transaction commits, which is exactly when they can see them.
     async fn insert_deliveries(
         tx: &mut Transaction<'_, Postgres>,
         rows: &DeliveryRows,
@@ -173,13 +176,7 @@ impl PostgresStore {
         deliveries_insert(&format!("{INSERT_DELIVERIES} returning id"), rows)
             .fetch_all(&mut **tx)
             .await?;
-        if rows.any_unleased() {
-            sqlx::query("select pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        announce_rows(&mut **tx, rows).await
     }
 }
 
@@ -272,12 +269,12 @@ impl AcceptWays for PostgresStore {
         // A delete waits for the key share, then cancels what these events queued; outcome stats
         // updates do not conflict with it, so publishing never queues behind them.
         let sql = format!(
-            "with live as (select id from webhooks where id = any($13) and is_active \
+            "with live as (select id from webhooks where id = any($14) and is_active \
                            and disabled_at is null order by id for key share), \
              new_events as (insert into events (id, project_id, event_type, payload, created_at, \
                                                 trace_context) \
-                            select * from unnest($8::uuid[], $9::uuid[], $10::text[], \
-                                                 $11::text[], $12::timestamptz[], $14::text[])) \
+                            select * from unnest($9::uuid[], $10::uuid[], $11::text[], \
+                                                 $12::text[], $13::timestamptz[], $15::text[])) \
              {INSERT_DELIVERIES} where t.webhook_id in (select id from live) returning id"
         );
         let inserted: Vec<(Uuid,)> = deliveries_insert(&sql, &rows)
@@ -290,12 +287,9 @@ impl AcceptWays for PostgresStore {
             .bind(&columns.trace_contexts)
             .fetch_all(&self.pool)
             .await?;
-        if rows.any_unleased() && !inserted.is_empty() {
-            // Committed already, so other workers can see the rows when they wake.
-            sqlx::query("select pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&self.pool)
-                .await?;
+        if !inserted.is_empty() {
+            // Committed already, so other workers and pollers can see the rows when they wake.
+            announce_rows(&self.pool, &rows).await?;
         }
         if inserted.len() == rows.ids.len() {
             return Ok(accepted);

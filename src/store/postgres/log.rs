@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{PostgresStore, WORK_CHANNEL, insert_audit};
+use super::{PostgresStore, announce_requeued, insert_audit};
 use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId, WebhookKind};
 use crate::store::records::{
-    ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
+    ATTEMPT_COLUMNS, AttemptRow, DEPTH_SELECT, DepthRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow,
+    recoverable,
 };
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
@@ -133,10 +134,7 @@ impl DeliveryLogStore for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("select pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        announce_requeued(&mut *tx).await?;
         insert_audit(&mut tx, project, &audit).await?;
         tx.commit().await?;
         self.summary(project, id).await
@@ -197,37 +195,23 @@ impl DeliveryLogStore for PostgresStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("select pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        announce_requeued(&mut *tx).await?;
         insert_audit(&mut tx, project, &recovery.audited(audit)).await?;
         tx.commit().await?;
         Ok(recovery)
     }
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {
-        let (due, scheduled, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            // A live lease is an attempt in flight, not queued work; an expired one is due.
-            "select count(*) filter (where next_attempt_at <= $1), \
-             count(*) filter (where next_attempt_at > $1 and lease_token is null), \
-             min(next_attempt_at) filter (where next_attempt_at <= $1) \
-             from deliveries where status = 'pending'",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
+        let rows: Vec<DepthRow<DateTime<Utc>>> = sqlx::query_as(DEPTH_SELECT)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         let (throttled,): (i64,) =
             sqlx::query_as("select count(*) from webhooks where throttled_until > $1")
                 .bind(now)
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(QueueDepth {
-            due: u64::try_from(due).unwrap_or_default(),
-            scheduled: u64::try_from(scheduled).unwrap_or_default(),
-            throttled_webhooks: u64::try_from(throttled).unwrap_or_default(),
-            oldest_due_at: oldest,
-        })
+        Ok(QueueDepth::of(rows, throttled))
     }
 
     async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64> {

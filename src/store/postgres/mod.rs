@@ -3,6 +3,7 @@
 mod events;
 mod log;
 mod outcomes;
+mod pull;
 mod queue;
 mod webhooks;
 
@@ -16,7 +17,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::cipher::SecretCipher;
-use super::records::{KeyInfoRow, KeyRecordRow};
+use super::records::{DeliveryRows, KeyInfoRow, KeyRecordRow};
 use super::{
     ApiKeyInfo, ApiKeyRecord, BootstrapTenant, Entity, NewAccount, NewApiKey, NewProject,
     PoolSettings, PoolUsage, ProjectNames, Store, StoreError, StoreResult,
@@ -25,8 +26,48 @@ use crate::domain::{ApiKeyId, AuditEntry, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// The channel a committed event announces new deliveries on.
+/// The channel a commit announces deliveries for the workers on.
 const WORK_CHANNEL: &str = "hookrelay_work";
+/// The channel a commit announces pull webhooks' deliveries on: the payload names the webhook,
+/// or is empty when any poller may have work.
+const PULL_CHANNEL: &str = "hookrelay_pull";
+
+/// Announces, once committed, what `rows` queued: work for the workers, and each pull webhook's
+/// new deliveries to its pollers; one statement, or none when nobody needs waking.
+pub(super) async fn announce_rows<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    rows: &DeliveryRows,
+) -> StoreResult<()> {
+    let (mut channels, mut payloads) = (Vec::new(), Vec::new());
+    if rows.any_for_workers() {
+        channels.push(WORK_CHANNEL);
+        payloads.push(String::new());
+    }
+    for webhook in rows.pull_webhooks() {
+        channels.push(PULL_CHANNEL);
+        payloads.push(webhook.to_string());
+    }
+    if channels.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("select pg_notify(c, p) from unnest($1::text[], $2::text[]) as t(c, p)")
+        .bind(&channels)
+        .bind(&payloads)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Announces, once committed, deliveries made due again (a retry, a recovery): to the workers
+/// and to every poller, since either may own them.
+pub(super) async fn announce_requeued<'e>(executor: impl sqlx::PgExecutor<'e>) -> StoreResult<()> {
+    sqlx::query("select pg_notify($1, ''), pg_notify($2, '')")
+        .bind(WORK_CHANNEL)
+        .bind(PULL_CHANNEL)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
 
 pub struct PostgresStore {
     pool: PgPool,

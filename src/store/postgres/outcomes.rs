@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::events::{EventColumns, INSERT_DELIVERIES, deliveries_insert};
-use super::{PostgresStore, WORK_CHANNEL};
+use super::{PostgresStore, announce_rows};
 use crate::domain::{DeliveryId, WebhookId, WebhookTally, tally_attempts};
 use crate::store::records::{
     ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, SUBJECT_SELECT,
@@ -165,14 +165,8 @@ impl PostgresStore {
         tx.commit().await?;
         // Committed already: a failed notify only leaves the other instances to their next
         // poll, and must not make the batch look unrecorded.
-        if !notices.deliveries.ids.is_empty() {
-            if let Err(error) = sqlx::query("select pg_notify($1, '')")
-                .bind(WORK_CHANNEL)
-                .execute(&self.pool)
-                .await
-            {
-                tracing::warn!(%error, "cannot announce queued notices to other instances");
-            }
+        if let Err(error) = announce_rows(&self.pool, &notices.deliveries).await {
+            tracing::warn!(%error, "cannot announce queued notices to other instances");
         }
         Ok(RecordedBatch {
             outcomes: recorded_outcomes(records, &held, &tallies),

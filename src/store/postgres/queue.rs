@@ -2,29 +2,21 @@
 //! it, and LISTEN wakes a worker when another instance queues work.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{PostgresStore, WORK_CHANNEL};
+use super::{PULL_CHANNEL, PostgresStore, WORK_CHANNEL};
 use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
-use crate::store::records::{ClaimRow, into_claims, rate_limited};
+use crate::store::records::{CLAIM_COLUMNS, ClaimRow, into_claims, rate_limited};
 use crate::store::{
-    AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
+    Announcement, Announcements, AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch,
+    StoreResult, WebhookTarget,
 };
-
-/// What a claim returns of each delivery (`d`), its event (`e`) and webhook (`w`); `$1` is now.
-const CLAIM_COLUMNS: &str = "d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, \
-     e.payload, w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $1 \
-     then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
-     w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency, \
-     w.rate_limit, w.custom_headers, e.trace_context";
 
 impl PostgresStore {
     /// Gives each claimed delivery of a rate-limited webhook its send slot, taking the slots
@@ -70,6 +62,18 @@ impl PostgresStore {
     }
 }
 
+/// What a notification on one of our channels announces.
+fn announcement(channel: &str, payload: &str) -> Announcement {
+    if channel != PULL_CHANNEL {
+        return Announcement::Work;
+    }
+    payload
+        .parse::<Uuid>()
+        .map_or(Announcement::AnyPull, |webhook| {
+            Announcement::Pull(webhook.into())
+        })
+}
+
 #[async_trait]
 impl QueueStore for PostgresStore {
     async fn claim_due(
@@ -91,7 +95,7 @@ impl QueueStore for PostgresStore {
                                                     order by next_attempt_at) as nth \
                       from (select q.id, q.webhook_id, q.next_attempt_at, h.rate_limit \
                             from deliveries q join webhooks h on h.id = q.webhook_id \
-                            where q.status = 'pending' and q.next_attempt_at <= $1 \
+                            where q.status = 'pending' and not q.pull and q.next_attempt_at <= $1 \
                             and not (q.webhook_id = any($5)) and not (q.project_id = any($7)) \
                             and (h.throttled_until is null or h.throttled_until <= $1) \
                             and (h.paused_at is null or q.ignores_pause) \
@@ -172,31 +176,36 @@ impl QueueStore for PostgresStore {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let (next,): (Option<DateTime<Utc>>,) =
-            sqlx::query_as("select min(next_attempt_at) from deliveries where status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
+        let (next,): (Option<DateTime<Utc>>,) = sqlx::query_as(
+            "select min(next_attempt_at) from deliveries where status = 'pending' and not pull",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(next)
     }
 
-    async fn listen_for_work(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+    async fn listen_for_work(&self, heard: Announcements, shutdown: CancellationToken) {
         let mut retry_in = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let listener = async {
                 let mut listener = PgListener::connect_with(&self.pool).await?;
-                listener.listen(WORK_CHANNEL).await?;
+                listener.listen_all([WORK_CHANNEL, PULL_CHANNEL]).await?;
                 Ok::<_, sqlx::Error>(listener)
             };
             match listener.await {
                 Ok(mut listener) => {
                     retry_in = Duration::from_millis(100);
                     // Work may have been queued while we were not listening.
-                    wake.notify_one();
+                    heard(Announcement::Work);
+                    heard(Announcement::AnyPull);
                     loop {
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             received = listener.recv() => match received {
-                                Ok(_) => wake.notify_one(),
+                                Ok(notification) => heard(announcement(
+                                    notification.channel(),
+                                    notification.payload(),
+                                )),
                                 Err(error) => {
                                     tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
                                     break;

@@ -93,6 +93,8 @@ pub struct AcceptedEvent {
 pub struct Accepted {
     pub event: AcceptedEvent,
     pub claims: Vec<ClaimedDelivery>,
+    /// The pull webhook of each new delivery that waits for a poller rather than a worker.
+    pub pulled: Vec<WebhookId>,
 }
 
 impl Accepted {
@@ -106,6 +108,7 @@ impl Accepted {
                 replayed: true,
             },
             claims: Vec::new(),
+            pulled: Vec::new(),
         }
     }
 
@@ -132,6 +135,8 @@ pub(crate) struct TargetCandidate {
     direct: bool,
     /// The tenant paused the webhook: its deliveries wait in the queue until it resumes.
     paused: bool,
+    /// A pull webhook: its deliveries wait for a poller, never for a worker.
+    pull: bool,
     throttle_backoff_ms: Option<Int>,
     retry_schedule: Option<String>,
     max_concurrency: Option<Int>,
@@ -148,7 +153,8 @@ impl TargetCandidate {
             secret: self.secret,
             previous_secret: self.previous_secret,
             custom_headers: self.custom_headers,
-            direct: self.direct,
+            direct: self.direct && !self.pull,
+            pull: self.pull,
             flow: FlowColumns {
                 failures: Int(0),
                 throttled_since: None,
@@ -185,9 +191,13 @@ impl BatchCandidate {
             project: self.project_id.into(),
             event_type: self.event_type,
             filters: filters_from_json(&self.candidate.filters)?,
-            target: TargetRow {
-                direct: self.candidate.direct && !self.candidate.paused,
-                ..self.candidate.into_target()
+            target: {
+                let paused = self.candidate.paused;
+                let target = self.candidate.into_target();
+                TargetRow {
+                    direct: target.direct && !paused,
+                    ..target
+                }
             },
         })
     }
@@ -216,6 +226,7 @@ pub(crate) struct TargetRow {
     previous_secret: Option<String>,
     custom_headers: Option<String>,
     direct: bool,
+    pull: bool,
     flow: FlowColumns,
 }
 
@@ -258,12 +269,51 @@ pub(crate) struct DeliveryRows {
     pub created_at: Vec<DateTime<Utc>>,
     pub lease_until: Vec<Option<DateTime<Utc>>>,
     pub lease_tokens: Vec<Option<Uuid>>,
+    /// Whether each row waits for a poller of its pull webhook.
+    pub pull: Vec<bool>,
 }
 
 impl DeliveryRows {
-    /// True when a row is queued for any worker rather than leased to this instance's.
-    pub(crate) fn any_unleased(&self) -> bool {
-        self.lease_tokens.iter().any(Option::is_none)
+    /// Adds a push delivery (of a notice, say) due at `created_at`, leased to nobody.
+    pub(crate) fn push_unleased(
+        &mut self,
+        id: Uuid,
+        project: Uuid,
+        webhook: Uuid,
+        event: Uuid,
+        created_at: DateTime<Utc>,
+    ) {
+        self.ids.push(id);
+        self.project_ids.push(project);
+        self.webhook_ids.push(webhook);
+        self.event_ids.push(event);
+        self.created_at.push(created_at);
+        self.lease_until.push(None);
+        self.lease_tokens.push(None);
+        self.pull.push(false);
+    }
+
+    /// True when a row is queued for any worker rather than leased to this instance's or
+    /// waiting for a poller.
+    pub(crate) fn any_for_workers(&self) -> bool {
+        self.lease_tokens
+            .iter()
+            .zip(&self.pull)
+            .any(|(lease, pull)| lease.is_none() && !pull)
+    }
+
+    /// The pull webhooks rows were queued for, each once, for waking their pollers.
+    pub(crate) fn pull_webhooks(&self) -> Vec<Uuid> {
+        let mut webhooks: Vec<Uuid> = self
+            .webhook_ids
+            .iter()
+            .zip(&self.pull)
+            .filter(|(_, pull)| **pull)
+            .map(|(webhook, _)| *webhook)
+            .collect();
+        webhooks.sort_unstable();
+        webhooks.dedup();
+        webhooks
     }
 }
 
@@ -280,9 +330,13 @@ pub(crate) fn queue_deliveries(
         let (event, lease) = (&accepting.event, accepting.lease);
         let delivery_ids: Vec<DeliveryId> =
             targets.iter().map(|_| DeliveryId::generate()).collect();
-        let mut claims = Vec::new();
+        let (mut claims, mut pulled) = (Vec::new(), Vec::new());
         for (target, id) in targets.into_iter().zip(&delivery_ids) {
             let lease = lease.filter(|_| target.direct);
+            if target.pull {
+                pulled.push(WebhookId::from(target.id));
+            }
+            rows.pull.push(target.pull);
             rows.ids.push(id.as_uuid());
             rows.project_ids.push(event.project_id.as_uuid());
             rows.webhook_ids.push(target.id);
@@ -302,6 +356,7 @@ pub(crate) fn queue_deliveries(
                 replayed: false,
             },
             claims,
+            pulled,
         });
     }
     Ok((rows, accepted))

@@ -71,16 +71,17 @@ pub(crate) fn announcing(tallies: &[WebhookTally]) -> Vec<Uuid> {
     ids
 }
 
-/// Selects who the webhooks bound as `$1` belong to and where they point; each backend adds how
-/// it binds the list.
-pub(crate) const SUBJECT_SELECT: &str = "select w.id, w.url, w.project_id, p.account_id \
-     from webhooks w join projects p on p.id = w.project_id where w.id";
+/// Selects who the webhooks bound as `$1` belong to and where they point (a pull webhook points
+/// nowhere); each backend adds how it binds the list.
+pub(crate) const SUBJECT_SELECT: &str = "select w.id, case when w.mode = 'push' then w.url end \
+     as url, w.project_id, p.account_id from webhooks w join projects p on p.id = w.project_id \
+     where w.id";
 
 /// Who a webhook belongs to and where it points, as its notices name it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct SubjectRow {
     id: Uuid,
-    url: String,
+    url: Option<String>,
     project_id: Uuid,
     account_id: Uuid,
 }
@@ -168,13 +169,13 @@ pub(crate) fn notice_rows(
             }
             let event = notice_event(tally.webhook_id, notice, subject, kept);
             for target in &targets {
-                rows.deliveries.ids.push(DeliveryId::generate().as_uuid());
-                rows.deliveries.project_ids.push(subject.project_id);
-                rows.deliveries.webhook_ids.push(target.id);
-                rows.deliveries.event_ids.push(event.id.as_uuid());
-                rows.deliveries.created_at.push(notice.at);
-                rows.deliveries.lease_until.push(None);
-                rows.deliveries.lease_tokens.push(None);
+                rows.deliveries.push_unleased(
+                    DeliveryId::generate().as_uuid(),
+                    subject.project_id,
+                    target.id,
+                    event.id.as_uuid(),
+                    notice.at,
+                );
             }
             rows.queued.push(QueuedNotice {
                 webhook_id: tally.webhook_id,
@@ -200,7 +201,7 @@ fn notice_event(
         .filter(|_| notice.event != EventType::WebhookRecovered);
     let data = notice.data(&NoticeSubject {
         webhook_id,
-        url: &subject.url,
+        url: subject.url.as_deref(),
         last_error,
     });
     let project = ProjectId::from(subject.project_id);

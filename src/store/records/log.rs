@@ -147,14 +147,49 @@ fn check_recoverable(named: &[WebhookId], found: &[(Uuid, bool, bool, bool)]) ->
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The pending deliveries nobody holds: push webhooks' (for the workers) apart from pull
+/// webhooks' (for their pollers), which wait on the tenant rather than on the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueDepth {
     pub due: u64,
     pub scheduled: u64,
     pub oldest_due_at: Option<DateTime<Utc>>,
     /// Webhooks a throttling receiver holds back now.
     pub throttled_webhooks: u64,
+    pub pull_due: u64,
+    pub pull_scheduled: u64,
 }
+
+/// One `queue_depth` group as both backends read it: pull or not, due, scheduled, oldest due.
+pub(crate) type DepthRow<T> = (bool, i64, i64, Option<T>);
+
+impl QueueDepth {
+    /// The depth from its groups' rows (times already decoded) and the throttled count.
+    pub(crate) fn of(rows: Vec<DepthRow<DateTime<Utc>>>, throttled: i64) -> Self {
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        let mut depth = QueueDepth {
+            throttled_webhooks: count(throttled),
+            ..QueueDepth::default()
+        };
+        for (pull, due, scheduled, oldest) in rows {
+            if pull {
+                (depth.pull_due, depth.pull_scheduled) = (count(due), count(scheduled));
+            } else {
+                (depth.due, depth.scheduled) = (count(due), count(scheduled));
+                depth.oldest_due_at = oldest;
+            }
+        }
+        depth
+    }
+}
+
+/// Counts `QueueDepth`'s groups; `$1` is now. A live lease is an attempt in flight (or a
+/// delivery a poller holds), not queued work; an expired one is due.
+pub(crate) const DEPTH_SELECT: &str = "select pull, \
+     count(*) filter (where next_attempt_at <= $1), \
+     count(*) filter (where next_attempt_at > $1 and lease_token is null), \
+     min(next_attempt_at) filter (where next_attempt_at <= $1) \
+     from deliveries where status = 'pending' group by pull";
 
 /// The columns `SummaryRow` reads, from `deliveries d join events e`. A leased delivery is
 /// being attempted: its next_attempt_at is a lease end, not a schedule.

@@ -3,6 +3,7 @@
 mod events;
 mod health;
 mod log;
+mod pull;
 mod queue;
 mod tenants;
 mod webhooks;
@@ -12,6 +13,7 @@ pub(crate) use log::recoverable;
 pub use log::{
     Attempt, DeliveryDetails, DeliveryQuery, DeliverySummary, QueueDepth, RecoverFilter, Recovery,
 };
+pub use pull::{HeldPull, PullQueue};
 pub use queue::{
     AttemptRecord, ClaimedDelivery, FlowChange, QueuedNotice, Recorded, RecordedBatch,
     WebhookTarget,
@@ -31,9 +33,13 @@ pub(crate) use health::{
     ALERT_ENDPOINTS_SELECT, AlertEndpointRow, NoticeRows, RUN_SELECT, RunRow, SUBJECT_SELECT,
     SubjectRow, Subjects, announcing, notice_rows, runs_before,
 };
-pub(crate) use log::{ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow};
+pub(crate) use log::{
+    ATTEMPT_COLUMNS, AttemptRow, DEPTH_SELECT, DepthRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow,
+};
+pub(crate) use pull::{HELD_PULL_COLUMNS, HeldPullRow};
 pub(crate) use queue::{
-    ClaimRow, into_claims, rate_limited, recorded_outcomes, schedule_to_json, storable,
+    CLAIM_COLUMNS, ClaimRow, into_claims, rate_limited, recorded_outcomes, schedule_to_json,
+    storable,
 };
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
 pub(crate) use webhooks::{

@@ -42,6 +42,14 @@ pub struct ClaimedDelivery {
     pub trace_context: Option<String>,
 }
 
+/// What a claim returns of each delivery (`d`), its event (`e`) and webhook (`w`), as a
+/// `ClaimRow`; `$1` is now.
+pub(crate) const CLAIM_COLUMNS: &str = "d.id, d.project_id, d.webhook_id, d.event_id, \
+     e.event_type, e.payload, w.url, w.secret, d.attempt_count, case when \
+     w.previous_secret_until > $1 then w.previous_secret end as previous_secret, d.failures, \
+     d.throttled_since, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
+     w.effective_concurrency, w.rate_limit, w.custom_headers, e.trace_context";
+
 /// A claimed row as both backends read it, before its secrets are opened.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ClaimRow {
@@ -75,7 +83,7 @@ pub(crate) struct FlowColumns {
 }
 
 impl FlowColumns {
-    fn before(&self) -> Before {
+    pub(crate) fn before(&self) -> Before {
         Before {
             failures: self.failures.to(),
             throttled_since: self.throttled_since.map(|t| t.0),

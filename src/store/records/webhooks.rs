@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::queue::schedule_from_json;
 use crate::domain::{
-    CustomHeaders, EndpointUrl, EventType, EventTypes, Filters, Metadata, ProjectId, RetrySchedule,
-    WebhookId, WebhookKind, WebhookSecret,
+    CustomHeaders, DeliveryMode, Destination, EndpointUrl, EventType, EventTypes, Filters,
+    Metadata, ProjectId, RetrySchedule, WebhookId, WebhookKind, WebhookSecret,
 };
 use crate::store::cipher::SecretCipher;
 use crate::store::decode::{Int, TextList, Time};
@@ -16,7 +16,7 @@ use crate::store::{StoreError, StoreResult};
 pub struct NewWebhook {
     pub id: WebhookId,
     pub kind: WebhookKind,
-    pub url: EndpointUrl,
+    pub destination: Destination,
     pub events: EventTypes,
     pub filters: Filters,
     pub secret: WebhookSecret,
@@ -84,7 +84,9 @@ pub struct Webhook {
     pub id: WebhookId,
     pub kind: WebhookKind,
     pub project_id: ProjectId,
-    pub url: String,
+    pub mode: DeliveryMode,
+    /// The URL deliveries are sent to; `None` for a pull webhook.
+    pub url: Option<String>,
     pub events: Vec<EventType>,
     pub filters: Filters,
     pub secret: WebhookSecret,
@@ -120,6 +122,7 @@ pub(crate) struct WebhookRow {
     id: Uuid,
     kind: String,
     project_id: Uuid,
+    mode: String,
     url: String,
     events: TextList,
     filters: String,
@@ -161,13 +164,16 @@ impl WebhookRow {
                     .ok_or_else(|| StoreError::corrupt(format!("stored event type {e:?}")))
             })
             .collect::<Result<_, _>>()?;
+        let mode = DeliveryMode::parse(&row.mode)
+            .ok_or_else(|| StoreError::corrupt(format!("stored webhook mode {:?}", row.mode)))?;
         Ok(Webhook {
             id: row.id.into(),
             kind: WebhookKind::parse(&row.kind).ok_or_else(|| {
                 StoreError::corrupt(format!("stored webhook kind {:?}", row.kind))
             })?,
             project_id: row.project_id.into(),
-            url: row.url,
+            mode,
+            url: (mode == DeliveryMode::Push).then_some(row.url),
             events,
             filters: filters_from_json(&row.filters)?,
             secret: cipher.open(&row.secret)?,

@@ -27,8 +27,8 @@ fn target_columns(at: &str) -> String {
         "w.id, w.url, w.secret, case when w.previous_secret_until > {at} \
          then w.previous_secret end as previous_secret, w.custom_headers, w.filters, \
          w.rate_limit is null and (w.throttled_until is null or w.throttled_until <= {at}) \
-         as direct, w.paused_at is not null as paused, w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
-         w.effective_concurrency"
+         as direct, w.paused_at is not null as paused, w.mode = 'pull' as pull, \
+         w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, w.effective_concurrency"
     )
 }
 
@@ -115,7 +115,6 @@ impl SqliteStore {
         Ok(batch_targets(&[accepting], candidates)?.remove(0))
     }
 
-    /// Inserts new deliveries in one statement.
     /// Inserts events without an idempotency key, as one statement.
     pub(super) async fn insert_events(
         tx: &mut Transaction<'_, Sqlite>,
@@ -144,6 +143,7 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Inserts new deliveries in one statement.
     pub(super) async fn insert_deliveries(
         tx: &mut Transaction<'_, Sqlite>,
         rows: &DeliveryRows,
@@ -161,15 +161,16 @@ impl SqliteStore {
                     millis(rows.created_at[n]),
                     rows.lease_until[n].map(millis),
                     rows.lease_tokens[n].map(hex_uuid),
+                    rows.pull[n],
                 ])
             })
             .collect();
         sqlx::query(
             "insert into deliveries (id, project_id, webhook_id, event_id, status, \
-             next_attempt_at, lease_until, lease_token, created_at, updated_at) \
+             next_attempt_at, lease_until, lease_token, created_at, updated_at, pull) \
              select unhex(value ->> 0), unhex(value ->> 1), unhex(value ->> 2), \
                     unhex(value ->> 3), 'pending', coalesce(value ->> 5, value ->> 4), \
-                    value ->> 5, unhex(value ->> 6), value ->> 4, value ->> 4 \
+                    value ->> 5, unhex(value ->> 6), value ->> 4, value ->> 4, value ->> 7 \
              from json_each($1)",
         )
         .bind(json_rows(&rows))

@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::{SqliteStore, from_millis, hex_uuid, insert_audit, millis};
 use crate::domain::{AuditEntry, DeliveryId, DeliveryStatus, ProjectId, WebhookId, WebhookKind};
 use crate::store::records::{
-    ATTEMPT_COLUMNS, AttemptRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow, recoverable,
+    ATTEMPT_COLUMNS, AttemptRow, DEPTH_SELECT, DepthRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow,
+    recoverable,
 };
 use crate::store::{
     Attempt, DeliveryDetails, DeliveryLogStore, DeliveryQuery, DeliverySummary, Entity, QueueDepth,
@@ -194,27 +195,22 @@ impl DeliveryLogStore for SqliteStore {
     }
 
     async fn queue_depth(&self, now: DateTime<Utc>) -> StoreResult<QueueDepth> {
-        let (due, scheduled, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
-            // A live lease is an attempt in flight, not queued work; an expired one is due.
-            "select count(*) filter (where next_attempt_at <= $1), \
-             count(*) filter (where next_attempt_at > $1 and lease_token is null), \
-             min(next_attempt_at) filter (where next_attempt_at <= $1) \
-             from deliveries where status = 'pending'",
-        )
-        .bind(millis(now))
-        .fetch_one(&self.reader)
-        .await?;
+        let rows: Vec<DepthRow<i64>> = sqlx::query_as(DEPTH_SELECT)
+            .bind(millis(now))
+            .fetch_all(&self.reader)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(pull, due, scheduled, oldest)| {
+                Ok((pull, due, scheduled, oldest.map(from_millis).transpose()?))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         let (throttled,): (i64,) =
             sqlx::query_as("select count(*) from webhooks where throttled_until > $1")
                 .bind(millis(now))
                 .fetch_one(&self.reader)
                 .await?;
-        Ok(QueueDepth {
-            due: u64::try_from(due).unwrap_or_default(),
-            scheduled: u64::try_from(scheduled).unwrap_or_default(),
-            throttled_webhooks: u64::try_from(throttled).unwrap_or_default(),
-            oldest_due_at: oldest.map(from_millis).transpose()?,
-        })
+        Ok(QueueDepth::of(rows, throttled))
     }
 
     async fn purge_finished(&self, before: DateTime<Utc>) -> StoreResult<u64> {

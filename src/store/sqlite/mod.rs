@@ -3,6 +3,7 @@
 mod events;
 mod log;
 mod outcomes;
+mod pull;
 mod queue;
 mod webhooks;
 

@@ -2,20 +2,19 @@
 //! an immediate transaction, and the worker is woken in-process by whoever queued the work.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, hex_uuid, millis};
 use crate::domain::{DeliveryId, ProjectId, RATE_LOOKAHEAD, WebhookId, rate_slots};
-use crate::store::records::{ClaimRow, into_claims, rate_limited};
+use crate::store::records::{CLAIM_COLUMNS, ClaimRow, into_claims, rate_limited};
 use crate::store::{
-    AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult, WebhookTarget,
+    Announcements, AttemptRecord, ClaimedDelivery, QueueStore, RecordedBatch, StoreResult,
+    WebhookTarget,
 };
 
 impl SqliteStore {
@@ -72,7 +71,7 @@ impl QueueStore for SqliteStore {
                                                            order by next_attempt_at) as nth \
                              from (select q.id, q.webhook_id, q.next_attempt_at, h.rate_limit \
                                    from deliveries q join webhooks h on h.id = q.webhook_id \
-                                   where q.status = 'pending' and q.next_attempt_at <= $1 \
+                                   where q.status = 'pending' and q.pull = 0 and q.next_attempt_at <= $1 \
                                    and hex(q.webhook_id) not in (select value from json_each($5)) \
                                    and hex(q.project_id) not in (select value from json_each($7)) \
                                    and (h.throttled_until is null or h.throttled_until <= $1) \
@@ -91,18 +90,13 @@ impl QueueStore for SqliteStore {
         .bind(millis(now + RATE_LOOKAHEAD))
         .execute(&mut *tx)
         .await?;
-        let rows: Vec<ClaimRow> = sqlx::query_as(
-            "select d.id, d.project_id, d.webhook_id, d.event_id, e.event_type, e.payload, \
-             w.url, w.secret, d.attempt_count, case when w.previous_secret_until > $2 \
-             then w.previous_secret end as previous_secret, d.failures, d.throttled_since, \
-             w.throttle_backoff_ms, w.retry_schedule, w.max_concurrency, \
-             w.effective_concurrency, w.rate_limit, w.custom_headers, e.trace_context \
-             from deliveries d \
+        let rows: Vec<ClaimRow> = sqlx::query_as(&format!(
+            "select {CLAIM_COLUMNS} from deliveries d \
              join events e on e.id = d.event_id join webhooks w on w.id = d.webhook_id \
-             where d.lease_token = $1 order by d.next_attempt_at, d.id",
-        )
-        .bind(token)
+             where d.lease_token = $2 order by d.next_attempt_at, d.id"
+        ))
         .bind(millis(now))
+        .bind(token)
         .fetch_all(&mut *tx)
         .await?;
         let slots = Self::take_rate_slots(&mut tx, &rows, now).await?;
@@ -184,14 +178,16 @@ impl QueueStore for SqliteStore {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let (next,): (Option<i64>,) =
-            sqlx::query_as("select min(next_attempt_at) from deliveries where status = 'pending'")
-                .fetch_one(&self.reader)
-                .await?;
+        let (next,): (Option<i64>,) = sqlx::query_as(
+            "select min(next_attempt_at) from deliveries where status = 'pending' and pull = 0",
+        )
+        .fetch_one(&self.reader)
+        .await?;
         next.map(from_millis).transpose()
     }
 
-    async fn listen_for_work(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {
-        // One instance per file: the worker is woken in-process by whoever queued the work.
+    async fn listen_for_work(&self, _heard: Announcements, _shutdown: CancellationToken) {
+        // One instance per file: workers and pollers are woken in-process by whoever queued
+        // the work.
     }
 }

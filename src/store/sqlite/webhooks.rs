@@ -14,7 +14,7 @@ use crate::store::{
     WebhookChanges, WebhookStore,
 };
 
-const WEBHOOK_COLUMNS: &str = "id, kind, project_id, url, events, filters, secret, is_active, \
+const WEBHOOK_COLUMNS: &str = "id, kind, mode, project_id, url, events, filters, secret, is_active, \
      created_at, updated_at, deleted_at, total_deliveries, successful_deliveries, \
      failed_deliveries, last_success_at, last_failure_at, consecutive_failures, disabled_at, \
      disabled_reason, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
@@ -47,13 +47,13 @@ impl WebhookStore for SqliteStore {
         let row: WebhookRow = sqlx::query_as(&format!(
             "insert into webhooks (id, project_id, url, events, filters, secret, created_at, \
              updated_at, last_modified_by, last_modified_via, retry_schedule, rate_limit, \
-             max_concurrency, description, metadata, custom_headers, kind) \
-             values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             max_concurrency, description, metadata, custom_headers, kind, mode) \
+             values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              returning {WEBHOOK_COLUMNS}"
         ))
         .bind(new.id.as_uuid())
         .bind(project.as_uuid())
-        .bind(new.url.as_str())
+        .bind(new.destination.url().map_or("", |url| url.as_str()))
         .bind(to_json_list(new.events.to_strings()))
         .bind(filters_to_json(&new.filters))
         .bind(self.cipher.seal(&new.secret))
@@ -67,6 +67,7 @@ impl WebhookStore for SqliteStore {
         .bind(new.labels.metadata.to_json())
         .bind(stored_headers(&self.cipher, &new.labels.headers))
         .bind(new.kind.as_str())
+        .bind(new.destination.mode().as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::missing_parent(e, Entity::Project))?;

@@ -86,11 +86,13 @@ backend_tests! {
                 hookrelay::store::NewWebhook {
                     id: hookrelay::domain::WebhookId::generate(),
                     kind: hookrelay::domain::WebhookKind::Webhook,
-                    url: hookrelay::domain::EndpointUrl::parse(
-                        &receiver.url("/internal"),
-                        hookrelay::domain::UrlPolicy { allow_http: true, allow_private: true, allow_any_port: false },
-                    )
-                    .unwrap(),
+                    destination: hookrelay::domain::Destination::Push(
+                        hookrelay::domain::EndpointUrl::parse(
+                            &receiver.url("/internal"),
+                            hookrelay::domain::UrlPolicy { allow_http: true, allow_private: true, allow_any_port: false },
+                        )
+                        .unwrap(),
+                    ),
                     events: hookrelay::domain::EventTypes::parse(&["action.created"]).unwrap(),
                     filters: hookrelay::domain::Filters::default(),
                     secret: hookrelay::domain::WebhookSecret::generate(),
