@@ -9,6 +9,7 @@ mod limits;
 mod log;
 mod pause;
 mod pressure;
+mod pull;
 mod recover;
 mod retries;
 mod signing;
