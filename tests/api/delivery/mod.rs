@@ -6,6 +6,7 @@ mod fanout;
 mod health;
 mod labels;
 mod limits;
+mod listen;
 mod log;
 mod pause;
 mod pressure;
@@ -99,6 +100,19 @@ impl TestApp {
             (delivery["status"] == status).then_some(delivery)
         })
         .await
+    }
+
+    /// Creates a pull webhook and returns the 201 body's `data`.
+    async fn create_pull_webhook(&self, events: &[&str]) -> Value {
+        let response = self
+            .post(
+                &self.project_path("/webhooks"),
+                json!({ "mode": "pull", "events": events }),
+            )
+            .await;
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, 201, "{body}");
+        body["data"].clone()
     }
 
     async fn webhook_details(&self, id: &Value) -> Value {

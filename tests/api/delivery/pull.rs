@@ -98,20 +98,6 @@ fn as_request(item: &Value) -> Received {
     }
 }
 
-impl TestApp {
-    async fn create_pull_webhook(&self, events: &[&str]) -> Value {
-        let response = self
-            .post(
-                &self.project_path("/webhooks"),
-                json!({ "mode": "pull", "events": events }),
-            )
-            .await;
-        let (status, body) = status_and_json(response).await;
-        assert_eq!(status, 201, "{body}");
-        body["data"].clone()
-    }
-}
-
 backend_tests! {
     async fn fifty_events_reach_a_poller_signed_as_pushes_and_acknowledged_into_the_stats(backend) {
         let app = spawn(backend, |_| {}).await;
