@@ -353,6 +353,16 @@ $('alert-form').addEventListener('submit', async (event) => {
 
 $('alert-create-button').addEventListener('click', openAlertForm);
 
+/** What names a webhook to a person: its URL, or, for a pull webhook, that it has none. */
+function webhookName(webhook) {
+  return webhook.url ? shownUrl(webhook.url) : `Pull webhook …${webhook.id.slice(-8)}`;
+}
+
+/** A pull webhook's queue in words. */
+function queueText(queue) {
+  return `${queue.due} due, ${queue.scheduled} scheduled, ${queue.leased} leased`;
+}
+
 function renderWebhooks(webhooks) {
   const rows = $('webhook-rows');
   rows.replaceChildren();
@@ -363,19 +373,23 @@ function renderWebhooks(webhooks) {
       ? [
         el('button', {
           type: 'button', class: 'icon', title: 'Rotate secret',
-          'aria-label': `Rotate secret of ${webhook.url}`, 'data-action': 'rotate',
+          'aria-label': `Rotate secret of ${webhookName(webhook)}`, 'data-action': 'rotate',
           onclick: () => rotate(webhook),
         }, icon('rotate'), el('span', { class: 'label' }, 'Rotate secret')),
         el('button', {
           type: 'button', class: 'icon danger', title: 'Delete',
-          'aria-label': `Delete ${webhook.url}`, 'data-action': 'delete',
+          'aria-label': `Delete ${webhookName(webhook)}`, 'data-action': 'delete',
           onclick: () => remove(webhook),
         }, icon('trash')),
       ]
       : [];
     rows.append(el('tr', { 'data-id': webhook.id },
       el('td', { class: 'url', 'data-label': 'Endpoint URL' },
-        el('a', { href: `#/webhooks/${webhook.id}` }, breakable(shownUrl(webhook.url)))),
+        el('a', { href: `#/webhooks/${webhook.id}` }, breakable(webhookName(webhook))),
+        ...(webhook.mode === 'pull'
+          ? [el('div', { class: 'tags' }, el('span', { class: 'tag', 'data-mode': 'pull' }, 'pull'),
+            el('span', { class: 'queue' }, queueText(webhook.queue)))]
+          : [])),
       el('td', { 'data-label': 'Events' },
         el('div', { class: 'tags' }, webhook.events.map((e) => el('span', { class: 'tag' }, breakable(e))))),
       el('td', { 'data-label': 'Status' }, statusBadge(webhook)),
@@ -474,7 +488,12 @@ function openWebhookForm(webhook) {
   state.editing = webhook;
   $('webhook-dialog-title').textContent = webhook ? 'Edit webhook' : 'Create Webhook';
   $('webhook-submit').textContent = webhook ? 'Save changes' : 'Create Webhook';
-  $('webhook-url').value = webhook ? webhook.url : '';
+  $('webhook-url').value = webhook && webhook.url ? webhook.url : '';
+  // The mode is chosen at creation; a pull webhook has no URL or push limits to edit.
+  const mode = webhook ? webhook.mode : 'push';
+  for (const input of document.querySelectorAll('input[name="mode"]')) input.checked = input.value === mode;
+  $('mode-choices').hidden = Boolean(webhook);
+  showModeFields(mode);
   $('webhook-description').value = webhook && webhook.description ? webhook.description : '';
   $('webhook-rate-limit').value = webhook && webhook.rateLimit != null ? String(webhook.rateLimit) : '';
   $('webhook-max-concurrency').value =
@@ -494,7 +513,20 @@ function openWebhookForm(webhook) {
   renderEventChoices(webhook ? webhook.events : []);
   for (const id of FORM_ERRORS) $(id).textContent = '';
   openDialog($('webhook-dialog'));
-  $('webhook-url').focus();
+  (mode === 'pull' ? document.querySelector('#event-choices input') : $('webhook-url')).focus();
+}
+
+function chosenMode() {
+  return document.querySelector('input[name="mode"]:checked').value;
+}
+
+function showModeFields(mode) {
+  $('push-url').hidden = mode === 'pull';
+  $('push-limits').hidden = mode === 'pull';
+}
+
+for (const input of document.querySelectorAll('input[name="mode"]')) {
+  input.addEventListener('change', () => showModeFields(chosenMode()));
 }
 
 const FORM_ERRORS = ['url-error', 'events-error', 'filters-error', 'description-error', 'metadata-error', 'headers-error', 'rate-limit-error', 'max-concurrency-error', 'form-error'];
@@ -523,8 +555,12 @@ function optionalWhole(text, low, high) {
 }
 
 /** Mirrors the API's rules, so most mistakes are caught before a round trip. */
-function checkWebhookForm(url, events, limits) {
+function checkWebhookForm(url, events, limits, mode = 'push') {
   const errors = {};
+  if (mode === 'pull') {
+    if (events.length === 0) errors.events = 'Choose at least one event.';
+    return errors;
+  }
   if (!url) errors.url = 'Enter the endpoint URL.';
   else if (url.length > 2048) errors.url = 'The URL must be at most 2048 characters.';
   else {
@@ -547,7 +583,9 @@ $('webhook-form').addEventListener('submit', async (event) => {
     rateLimit: optionalWhole($('webhook-rate-limit').value, 1, 10000),
     maxConcurrency: optionalWhole($('webhook-max-concurrency').value, 1, 256),
   };
-  const errors = checkWebhookForm(url, events, limits);
+  const editing = state.editing;
+  const mode = editing ? editing.mode : chosenMode();
+  const errors = checkWebhookForm(url, events, limits, mode);
   const filters = pairs($('webhook-filters').value, '=', 'filter');
   const metadata = pairs($('webhook-metadata').value, '=', 'metadata entry');
   if (filters.error) errors.filters = filters.error;
@@ -563,14 +601,14 @@ $('webhook-form').addEventListener('submit', async (event) => {
   if (errors.headers) { $('webhook-headers').focus(); return; }
   if (errors.rateLimit) { $('webhook-rate-limit').focus(); return; }
   if (errors.maxConcurrency) { $('webhook-max-concurrency').focus(); return; }
-  const editing = state.editing;
   const description = $('webhook-description').value.trim();
   const newHeaders = Object.keys(headers.value).length !== 0;
   const clearHeaders = Boolean(editing) && $('webhook-headers-clear').checked;
   // On an edit, an emptied field removes the description or metadata; on a create it is left
   // out. Headers change only when new ones are typed or the removal is ticked.
   const body = {
-    url, events, ...limits,
+    ...(mode === 'pull' ? (editing ? {} : { mode }) : { url, ...limits }),
+    events,
     ...(description || editing ? { description: description || null } : {}),
     ...(Object.keys(filters.value).length || editing ? { filters: filters.value } : {}),
     ...(Object.keys(metadata.value).length || editing ? { metadata: metadata.value } : {}),
@@ -605,7 +643,7 @@ $('edit-button').addEventListener('click', () => openWebhookForm(state.webhook))
 async function rotate(webhook, kind = 'webhooks') {
   const sure = await confirmAction(
     'Rotate the signing secret?',
-    `A new secret is generated for ${webhook.url}. The old secret stops working at once: deliveries signed from now on verify only with the new one.`,
+    `A new secret is generated for ${webhookName(webhook)}. The old secret stops working at once: deliveries signed from now on verify only with the new one.`,
     'Rotate secret',
   );
   if (!sure) return;
@@ -623,7 +661,7 @@ async function remove(webhook, kind = 'webhooks') {
   const what = kind === 'webhooks' ? 'webhook' : 'alert endpoint';
   const sure = await confirmAction(
     `Delete this ${what}?`,
-    `${webhook.url} will receive no more ${kind === 'webhooks' ? 'events' : 'notices'} and its pending deliveries are cancelled.`,
+    `${webhookName(webhook)} will receive no more ${kind === 'webhooks' ? 'events' : 'notices'} and its pending deliveries are cancelled.`,
     `Delete ${what}`,
   );
   if (!sure) return;
@@ -656,7 +694,7 @@ async function openWebhook(id, { keepLog = false } = {}) {
     return;
   }
   const w = state.webhook;
-  $('detail-title').replaceChildren(...breakable(shownUrl(w.url)));
+  $('detail-title').replaceChildren(...breakable(webhookName(w)));
   const facts = [
     ['Status', w.disabledAt && w.isActive
       ? [statusBadge(w), ` since ${formatTime(w.disabledAt)}: ${w.disabledReason}. Saving an edit re-enables it.`]
@@ -664,6 +702,10 @@ async function openWebhook(id, { keepLog = false } = {}) {
         ? [statusBadge(w), ` since ${formatTime(w.pausedAt)}: events queue up and go out, oldest first, when it resumes.`]
         : statusBadge(w)],
     ...(w.description ? [['Description', w.description]] : []),
+    ...(w.mode === 'pull'
+      ? [['Mode', 'Pull: deliveries wait for a poller (hookrelay listen, or GET …/poll)'],
+        ['Queue', w.queue ? queueText(w.queue) : '—']]
+      : []),
     ['Events', w.events.join(', ')],
     ['Filters', Object.keys(w.filters || {}).length
       ? Object.entries(w.filters).map(([k, v]) => `${k} = ${v}`).join('; ') : 'none'],

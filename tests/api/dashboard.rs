@@ -694,3 +694,88 @@ async fn a_person_adds_an_alert_endpoint_and_tries_it_in_the_dashboard() {
         .await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_person_creates_a_pull_webhook_and_watches_its_queue() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    browser.goto(&app.url("/dashboard")).await;
+    browser
+        .wait_until(&visible("sign-in-view"), "the sign-in form")
+        .await;
+    browser.type_into("#api-key", &app.key).await;
+    browser.click("#sign-in-form button[type=submit]").await;
+    browser
+        .wait_until(&visible("empty-state"), "the empty list")
+        .await;
+
+    // Choosing pull hides the URL and the push limits; the webhook is created without them.
+    browser.click("#create-button").await;
+    browser
+        .wait_until(&dialog_open("webhook-dialog"), "the webhook dialog")
+        .await;
+    browser.click("input[name=mode][value=pull]").await;
+    browser
+        .wait_until(
+            "document.getElementById('push-url').hidden && document.getElementById('push-limits').hidden",
+            "the push-only fields hidden",
+        )
+        .await;
+    browser.click("#event-2").await;
+    browser.click("#webhook-form button[type=submit]").await;
+    browser
+        .wait_until(&dialog_open("secret-dialog"), "the secret dialog")
+        .await;
+    let stored = app
+        .store
+        .list_webhooks(app.project_id, WebhookKind::Webhook, false)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].mode.as_str(), "pull");
+    assert_eq!(stored[0].url, None);
+    assert_eq!(
+        browser.value("#secret-value").await,
+        stored[0].secret.expose()
+    );
+    browser.click("#secret-dialog [data-close]").await;
+
+    // The list says what it is and how much waits for its poller.
+    let event = stored[0].events[0].as_str();
+    let published = app
+        .post(
+            &app.project_path("/events"),
+            json!({ "event": event, "data": {} }),
+        )
+        .await;
+    assert_eq!(published.status(), 202);
+    browser.goto(&app.url("/dashboard")).await;
+    browser
+        .wait_until(
+            "document.querySelector('#webhook-rows .queue')?.textContent === '1 due, 0 scheduled, 0 leased'",
+            "the pull webhook's queue in the list",
+        )
+        .await;
+    assert_eq!(browser.text("#webhook-rows [data-mode=pull]").await, "pull");
+    browser.screenshot("09-pull-webhook").await;
+
+    browser.click("#webhook-rows a").await;
+    browser
+        .wait_until(&visible("detail-view"), "the webhook's page")
+        .await;
+    browser
+        .wait_until(
+            "document.getElementById('detail-facts').textContent.includes('1 due, 0 scheduled, 0 leased')",
+            "the queue among the facts",
+        )
+        .await;
+    assert!(
+        browser
+            .text("#detail-title")
+            .await
+            .starts_with("Pull webhook")
+    );
+    browser.close().await;
+}
