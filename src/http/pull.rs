@@ -202,6 +202,17 @@ impl AckResultView {
             },
         }
     }
+
+    /// A later result for a delivery the same body already answered for.
+    fn repeated(delivery_id: DeliveryId) -> Self {
+        Self {
+            delivery_id: delivery_id.to_string(),
+            recorded: false,
+            outcome: None,
+            next_attempt_at: None,
+            reason: Some("repeated"),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -219,26 +230,34 @@ pub async fn ack_webhook_deliveries(
     request: Request,
 ) -> Result<Json<Envelope<AckResults>>, ApiError> {
     let body: Value = json_body(request, ACK_BODY_BYTES).await?;
-    let acks = check_acks(&body)?;
-    let acked = state
+    let checked = check_acks(&body)?;
+    let firsts: Vec<Ack> = checked
+        .iter()
+        .filter(|c| !c.repeated)
+        .map(|c| c.ack.clone())
+        .collect();
+    let mut acked = state
         .puller
-        .ack(auth.project_id, path.webhook_id.into(), &acks)
-        .await?;
-    let recorded = acked.iter().filter(|a| **a != Acked::NotHeld).count();
+        .ack(auth.project_id, path.webhook_id.into(), &firsts)
+        .await?
+        .into_iter();
+    let results: Vec<AckResultView> = checked
+        .iter()
+        .map(|c| match c.repeated {
+            true => AckResultView::repeated(c.ack.delivery_id),
+            false => AckResultView::new(c.ack.delivery_id, acked.next().unwrap_or(Acked::NotHeld)),
+        })
+        .collect();
+    let recorded = results.iter().filter(|r| r.recorded).count();
     tracing::info!(
         recorded,
-        ignored = acked.len() - recorded,
+        ignored = results.len() - recorded,
         "acknowledgements"
     );
-    let results = acks
-        .iter()
-        .zip(acked)
-        .map(|(ack, acked)| AckResultView::new(ack.delivery_id, acked))
-        .collect();
     Ok(Json(Envelope::new(
         AckResults {
             recorded,
-            ignored: acks.len() - recorded,
+            ignored: results.len() - recorded,
             results,
         },
         auth.project_id,
@@ -246,8 +265,15 @@ pub async fn ack_webhook_deliveries(
     )))
 }
 
+/// One checked result of a body; a delivery's later results in the same body are `repeated`:
+/// its first one alone is recorded.
+struct Checked {
+    ack: Ack,
+    repeated: bool,
+}
+
 /// The acknowledgements of a body, every bad field reported at once.
-fn check_acks(body: &Value) -> Result<Vec<Ack>, ApiError> {
+fn check_acks(body: &Value) -> Result<Vec<Checked>, ApiError> {
     let Some(items) = body.get("results").and_then(Value::as_array) else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "results",
@@ -282,12 +308,6 @@ fn check_acks(body: &Value) -> Result<Vec<Ack>, ApiError> {
         };
         let delivery_id = uuid("deliveryId", &mut errors);
         let lease_token = uuid("leaseId", &mut errors);
-        if let Some(id) = delivery_id.filter(|id| !seen.insert(*id)) {
-            errors.push(FieldError::new(
-                field("deliveryId"),
-                format!("{id} is acknowledged more than once"),
-            ));
-        }
         let duration = match item.get("durationMs") {
             None => Ok(0),
             Some(value) => value
@@ -302,11 +322,14 @@ fn check_acks(body: &Value) -> Result<Vec<Ack>, ApiError> {
         if let (Some(delivery_id), Some(lease_token), Some(duration_ms), Some(answer)) =
             (delivery_id, lease_token, duration_ms, answer)
         {
-            acks.push(Ack {
-                delivery_id: delivery_id.into(),
-                lease_token,
-                duration_ms: u32::try_from(duration_ms).unwrap_or(u32::MAX),
-                answer,
+            acks.push(Checked {
+                ack: Ack {
+                    delivery_id: delivery_id.into(),
+                    lease_token,
+                    duration_ms: u32::try_from(duration_ms).unwrap_or(u32::MAX),
+                    answer,
+                },
+                repeated: !seen.insert(delivery_id),
             });
         }
     }

@@ -1,7 +1,8 @@
 //! `hookrelay listen`: long-polls a pull webhook and forwards each delivery to a local URL with
 //! the method, body bytes and headers a push would send, so the receiver's signature checks run
-//! unchanged; each local answer is acknowledged at once, so a hard kill loses nothing (what was
-//! not acknowledged comes back when its lease ends).
+//! unchanged; the local answers are acknowledged as soon as the poll's batch is forwarded (or a
+//! second after the oldest), and a hard kill loses nothing: what was not acknowledged comes
+//! back when its lease ends.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use crate::report::error_chain;
 const POLL_WAIT_SECS: u64 = 20;
 /// The most of a local answer kept for the delivery log, as a push keeps it.
 const EXCERPT_BYTES: usize = 1024;
+/// An answer is acknowledged at most this long after it came, even mid-batch.
+const ACK_WITHIN: Duration = Duration::from_secs(1);
 /// Longest pause between polls while the server cannot be reached.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -236,51 +239,67 @@ impl Listener<'_> {
                 }
                 Err(error) => return Err(error.into()),
             };
-            for delivery in &deliveries {
-                self.deliver(delivery).await;
-            }
+            self.deliver(&deliveries).await;
         }
         Ok(())
     }
 
-    /// Forwards one delivery, acknowledges the local answer and prints a line for it.
-    async fn deliver(&self, delivery: &Value) {
-        let answer = self.forwarder.forward(delivery).await;
-        let mut result = json!({
-            "deliveryId": delivery["deliveryId"],
-            "leaseId": delivery["leaseId"],
-            "durationMs": answer.duration_ms,
-        });
-        match &answer.outcome {
-            Ok(local) => {
-                result["status"] = json!(local.status);
-                result["responseExcerpt"] = json!(local.excerpt);
-                if let Some(retry_after) = &local.retry_after {
-                    result["retryAfter"] = json!(retry_after);
-                }
+    /// Forwards a poll's deliveries one by one and acknowledges their answers: together at
+    /// the end, or sooner once the oldest answer has waited `ACK_WITHIN`, so a slow receiver
+    /// neither outlasts the leases nor costs a request per delivery.
+    async fn deliver(&self, deliveries: &[Value]) {
+        let mut answered: Vec<(&Value, Forwarded)> = Vec::new();
+        let mut oldest = Instant::now();
+        for delivery in deliveries {
+            if answered.is_empty() {
+                oldest = Instant::now();
             }
-            Err(error) => result["error"] = json!(error),
+            let answer = self.forwarder.forward(delivery).await;
+            answered.push((delivery, answer));
+            if oldest.elapsed() >= ACK_WITHIN {
+                self.acknowledge(std::mem::take(&mut answered)).await;
+            }
         }
-        let acked = self
-            .api
-            .call(
-                Method::POST,
-                &self
-                    .api
-                    .project_path(&format!("/webhooks/{}/poll/ack", self.webhook)),
-                Some(&json!({ "results": [result] })),
-                CALL_TIMEOUT,
-            )
-            .await;
-        self.print(delivery, &answer, acked);
+        if !answered.is_empty() {
+            self.acknowledge(answered).await;
+        }
     }
 
-    fn print(&self, delivery: &Value, answer: &Forwarded, acked: Result<Value, CallError>) {
+    /// Acknowledges answers in one request (tried again once if the API is briefly
+    /// unavailable) and prints a line for each.
+    async fn acknowledge(&self, answered: Vec<(&Value, Forwarded)>) {
+        let results: Vec<Value> = answered
+            .iter()
+            .map(|(delivery, answer)| result(delivery, answer))
+            .collect();
+        let path = self
+            .api
+            .project_path(&format!("/webhooks/{}/poll/ack", self.webhook));
+        let body = json!({ "results": results });
+        let mut acked = self
+            .api
+            .call(Method::POST, &path, Some(&body), CALL_TIMEOUT)
+            .await;
+        if acked.as_ref().is_err_and(CallError::passes) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            acked = self
+                .api
+                .call(Method::POST, &path, Some(&body), CALL_TIMEOUT)
+                .await;
+        }
+        for (n, (delivery, answer)) in answered.iter().enumerate() {
+            let recorded = acked
+                .as_ref()
+                .map(|a| a["data"]["results"][n]["recorded"] == true)
+                .map_err(ToString::to_string);
+            self.print(delivery, answer, recorded);
+        }
+    }
+
+    /// One line for a delivery; `recorded` is whether its acknowledgement was recorded, or why
+    /// it could not be sent.
+    fn print(&self, delivery: &Value, answer: &Forwarded, recorded: Result<bool, String>) {
         let time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
-        let recorded = acked
-            .as_ref()
-            .map(|a| a["data"]["results"][0]["recorded"] == true)
-            .unwrap_or(false);
         let mut out = std::io::stdout().lock();
         if self.json {
             let mut line = json!({
@@ -289,7 +308,7 @@ impl Listener<'_> {
                 "deliveryId": delivery["deliveryId"],
                 "attempt": delivery["attempt"],
                 "durationMs": answer.duration_ms,
-                "acknowledged": recorded,
+                "acknowledged": recorded == Ok(true),
             });
             match &answer.outcome {
                 Ok(local) => line["status"] = json!(local.status),
@@ -311,19 +330,39 @@ impl Listener<'_> {
         }
         let _ = out.flush();
         drop(out);
-        match acked {
+        match recorded {
             Err(error) => eprintln!(
                 "Could not acknowledge {}: {error}; it is delivered again once its lease ends.",
                 delivery["deliveryId"].as_str().unwrap_or("?")
             ),
-            Ok(_) if !recorded => eprintln!(
+            Ok(false) => eprintln!(
                 "The lease on {} had ended, so this answer was not recorded; it is delivered \
                  again.",
                 delivery["deliveryId"].as_str().unwrap_or("?")
             ),
-            Ok(_) => {}
+            Ok(true) => {}
         }
     }
+}
+
+/// The acknowledgement of one forwarded delivery.
+fn result(delivery: &Value, answer: &Forwarded) -> Value {
+    let mut result = json!({
+        "deliveryId": delivery["deliveryId"],
+        "leaseId": delivery["leaseId"],
+        "durationMs": answer.duration_ms,
+    });
+    match &answer.outcome {
+        Ok(local) => {
+            result["status"] = json!(local.status);
+            result["responseExcerpt"] = json!(local.excerpt);
+            if let Some(retry_after) = &local.retry_after {
+                result["retryAfter"] = json!(retry_after);
+            }
+        }
+        Err(error) => result["error"] = json!(error),
+    }
+    result
 }
 
 /// Sends deliveries to the local receiver, as a push would: POST, the body bytes, the headers.

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::backend_tests;
 use crate::common::TestDb;
-use crate::common::process::{BIN, Server, hookrelay};
+use crate::common::process::{BIN, Server, hookrelay, provision_tenant};
 
 /// A field of the bootstrap banner, which is one JSON object on stdout when logs are JSON.
 fn printed(stdout: &str, field: &str) -> Option<String> {
@@ -305,6 +305,70 @@ backend_tests! {
             .unwrap();
         assert!(!unknown.status.success());
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("account not found"));
+    }
+
+    async fn events_send_and_webhooks_list_drive_the_api_from_the_binary(backend) {
+        let db = TestDb::create(backend).await;
+        let (project, key) = provision_tenant(&db.url);
+        let mut command = hookrelay(&db.url);
+        command.env("HOOKRELAY_BOOTSTRAP", "false");
+        let server = Server::start(command);
+        let client = |args: &[&str], key: &str| {
+            Command::new(BIN)
+                .env_clear()
+                .args(args)
+                .args(["--api", &server.address, "--key", key])
+                .output()
+                .expect("the binary runs")
+        };
+        let created = reqwest::Client::builder().no_proxy().build().unwrap()
+            .post(format!("{}/api/v2/projects/{project}/webhooks", server.address))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "mode": "pull", "events": ["action.created"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let webhook: Value = created.json().await.unwrap();
+        let webhook_id = webhook["data"]["id"].as_str().unwrap();
+
+        let sent = client(&["events", "send", "--event", "action.created", "--data", r#"{"n": 1}"#], &key);
+        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+        let sent: Value = serde_json::from_slice(&sent.stdout).expect("the API's answer as JSON");
+        assert_eq!(sent["data"]["deliveries"], 1, "{sent}");
+        assert_eq!(sent["meta"]["projectId"], project.as_str());
+
+        let listed = client(&["webhooks", "list"], &key);
+        assert!(listed.status.success());
+        let table = String::from_utf8(listed.stdout).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[0].starts_with("ID") && lines[0].contains("MODE"), "{table}");
+        assert!(lines[1].starts_with(webhook_id) && lines[1].contains("pull"), "{table}");
+        assert!(lines[1].contains("(pull: 1 due, 0 leased)"), "the event waits for a poller: {table}");
+        let listed = client(&["webhooks", "list", "--json"], &key);
+        let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        assert_eq!(listed["data"]["webhooks"][0]["id"], webhook_id);
+
+        // Mistakes are one line each, naming what to fix.
+        let not_object = client(&["events", "send", "--event", "action.created", "--data", "[1]"], &key);
+        assert!(!not_object.status.success());
+        assert!(String::from_utf8_lossy(&not_object.stderr).contains("--data must be a JSON object"));
+        let refused = client(&["webhooks", "list"], "dtk_live_nope");
+        assert!(!refused.status.success());
+        let refused = String::from_utf8(refused.stderr).unwrap();
+        assert_eq!(refused.lines().count(), 1, "{refused}");
+        assert!(refused.contains("401 unauthorized"), "{refused}");
+        let unknown_type = client(&["events", "send", "--event", "nope.happened"], &key);
+        let unknown_type = String::from_utf8(unknown_type.stderr).unwrap();
+        assert!(unknown_type.contains("400 validation_error") && unknown_type.contains("event"), "{unknown_type}");
+        let nowhere = Command::new(BIN)
+            .env_clear()
+            .args(["webhooks", "list", "--api", "http://127.0.0.1:9", "--key", &key])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&nowhere.stderr).contains("cannot reach the API at http://127.0.0.1:9"));
+        server.terminate();
     }
 
     async fn migrate_prepares_an_empty_database(backend) {

@@ -151,11 +151,15 @@ backend_tests! {
 
         let leased = app.webhook_details(&webhook["id"]).await;
         assert_eq!(leased["queue"], json!({ "due": 0, "scheduled": 0, "leased": 50 }));
-        let results: Vec<Value> = pulled.iter().map(|item| answered(item, 200)).collect();
+        let mut results: Vec<Value> = pulled.iter().map(|item| answered(item, 200)).collect();
+        // A second result for one delivery in the same body is reported, not recorded.
+        results.push(answered(&pulled[0], 500));
         let acked = poller.ack(&webhook, Value::from(results)).await;
         assert_eq!(acked["recorded"], 50);
-        assert_eq!(acked["ignored"], 0);
-        assert!(acked["results"].as_array().unwrap().iter().all(|r| r["outcome"] == "succeeded"), "{acked}");
+        assert_eq!(acked["ignored"], 1);
+        let results = acked["results"].as_array().unwrap();
+        assert!(results[..50].iter().all(|r| r["outcome"] == "succeeded"), "{acked}");
+        assert_eq!(results[50]["reason"], "repeated");
 
         let details = app.webhook_details(&webhook["id"]).await;
         assert_eq!(details["stats"]["totalDeliveries"], 50);
@@ -329,7 +333,8 @@ backend_tests! {
         assert_eq!(fields, ["results[0].deliveryId", "results[0].leaseId", "results[0].error", "results[1].deliveryId", "results[1].leaseId", "results[1].status"]);
         let unknown = uuid::Uuid::new_v4().to_string();
         let twice = json!([{ "deliveryId": unknown, "leaseId": unknown, "status": 200 }, { "deliveryId": unknown, "leaseId": unknown, "error": "refused" }]);
-        assert_eq!(poller.ack_raw(&pull, twice).await.0, 400, "a delivery acknowledged twice in one body");
+        let twice = poller.ack(&pull, twice).await;
+        assert_eq!(twice["results"][1], json!({ "deliveryId": unknown, "recorded": false, "reason": "repeated" }), "only a delivery's first result counts");
         let never = poller.ack(&pull, json!([{ "deliveryId": unknown, "leaseId": unknown, "error": "refused" }])).await;
         assert_eq!(never["results"][0]["reason"], "lease_not_held");
 
