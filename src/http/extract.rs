@@ -24,6 +24,17 @@ pub fn keep_field<T>(
         .ok()
 }
 
+/// A non-negative integer, including a float with no fraction: JSON Schema counts `10.0` as
+/// an integer, so a client may send it.
+pub fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
 /// Largest body the management API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 

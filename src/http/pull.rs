@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
-use super::extract::{ApiPath, ApiQuery, json_body, keep_field};
+use super::extract::{ApiPath, ApiQuery, json_body, keep_field, whole_number};
 use super::webhooks::WebhookPath;
 use super::wire::{ApiTime, Envelope};
 use crate::delivery::pull::{Ack, AckAnswer, Acked, PollRequest, Pulled};
@@ -310,8 +310,7 @@ fn check_acks(body: &Value) -> Result<Vec<Checked>, ApiError> {
         let lease_token = uuid("leaseId", &mut errors);
         let duration = match item.get("durationMs") {
             None => Ok(0),
-            Some(value) => value
-                .as_u64()
+            Some(value) => whole_number(value)
                 .filter(|ms| *ms <= MAX_DURATION_MS)
                 .ok_or_else(|| {
                     format!("must be a whole number of milliseconds up to {MAX_DURATION_MS}")
@@ -358,8 +357,7 @@ fn keep_answer(
 ) -> Option<AckAnswer> {
     match (item.get("status"), item.get("error")) {
         (Some(status), None) => {
-            let status = status
-                .as_u64()
+            let status = whole_number(status)
                 .filter(|s| (100..=599).contains(s))
                 .and_then(|s| u16::try_from(s).ok())
                 .ok_or_else(|| "must be an HTTP status code from 100 to 599".to_owned());

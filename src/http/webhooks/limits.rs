@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::domain::{FieldError, RetrySchedule};
-use crate::http::extract::keep_field;
+use crate::http::extract::{keep_field, whole_number};
 use crate::store::WebhookLimits;
 
 const RATE_LIMIT: (u64, u64) = (1, 10_000);
@@ -41,16 +41,6 @@ impl LimitsInput {
             changes.insert("maxConcurrency".into(), json!(concurrency));
         }
     }
-}
-
-/// An integer, including a float with no fraction (`10.0` is an integer in JSON Schema).
-fn whole_number(value: &Value) -> Option<u64> {
-    value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
-            .map(|f| f as u64)
-    })
 }
 
 fn bounded(value: &Value, (low, high): (u64, u64)) -> Result<Option<u32>, String> {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::{Authorized, WebhooksRead, WebhooksWrite};
 use super::errors::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present};
+use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, present, whole_number};
 use super::wire::Envelope;
 use crate::domain::{
     DeliveryMode, Destination, FieldError, WebhookId, WebhookKind, WebhookSecret, redact_query,
@@ -326,14 +326,7 @@ fn grace(input: Option<RotateInput>) -> Result<Option<TimeDelta>, ApiError> {
     let Some(value) = input.and_then(|i| i.grace_seconds) else {
         return Ok(None);
     };
-    // JSON Schema counts 10.0 as an integer, so a client may send it.
-    let whole = value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-            .map(|f| f as u64)
-    });
-    match whole {
+    match whole_number(&value) {
         Some(0) => Ok(None),
         Some(seconds) if seconds <= MAX_GRACE_SECONDS => {
             Ok(Some(TimeDelta::seconds(seconds as i64)))

@@ -81,6 +81,12 @@ fn answered(item: &Value, status: u16) -> Value {
     json!({ "deliveryId": item["deliveryId"], "leaseId": item["leaseId"], "status": status, "durationMs": 2 })
 }
 
+/// The same, as a client whose numbers are floats sends it: JSON Schema counts 204.0 as an
+/// integer.
+fn answered_in_floats(item: &Value, status: u16) -> Value {
+    json!({ "deliveryId": item["deliveryId"], "leaseId": item["leaseId"], "status": f64::from(status), "durationMs": 2.0 })
+}
+
 /// A pulled delivery as the request a push would have sent, for the signature checks.
 fn as_request(item: &Value) -> Received {
     let mut headers = HeaderMap::new();
@@ -213,7 +219,7 @@ backend_tests! {
         // The superseded lease's answer changes nothing; the current one's is recorded.
         let stale = poller.ack(&webhook, json!([answered(&retried[0], 200)])).await;
         assert_eq!(stale["results"][0], not_held);
-        let acked = poller.ack(&webhook, json!([answered(&back[0], 204)])).await;
+        let acked = poller.ack(&webhook, json!([answered_in_floats(&back[0], 204)])).await;
         assert_eq!(acked["results"][0]["outcome"], "succeeded");
         let log = app.delivery(&delivery_id).await;
         assert_eq!(log["status"], "succeeded");
