@@ -74,6 +74,28 @@ export async function everyOperation(): Promise<void> {
     body: { since: "2026-02-08T00:00:00Z", webhookIds: [webhookId] },
   });
   await api.GET("/api/v2/projects/{projectId}/audit-log", { params: { ...project, query: { limit: 50 } } });
+
+  const pull = await api.POST("/api/v2/projects/{projectId}/webhooks", {
+    params: project,
+    body: { mode: "pull", events: ["action.created"] },
+  });
+  if (!pull.data) throw new Error(pull.error?.message);
+  const pulled = { path: { projectId, webhookId: pull.data.data.id } };
+  const polled = await api.GET("/api/v2/projects/{projectId}/webhooks/{webhookId}/poll", {
+    params: { ...pulled, query: { limit: 100, wait: 20, lease: 60 } },
+  });
+  const leased = polled.data?.data.deliveries ?? [];
+  const body: string = leased[0]?.body ?? "";
+  const acked = await api.POST("/api/v2/projects/{projectId}/webhooks/{webhookId}/poll/ack", {
+    params: pulled,
+    body: {
+      results: leased.map((d) =>
+        body ? { deliveryId: d.deliveryId, leaseId: d.leaseId, status: 204, durationMs: 3 } : { deliveryId: d.deliveryId, leaseId: d.leaseId, error: "connection refused" },
+      ),
+    },
+  });
+  const recorded: number | undefined = acked.data?.data.recorded;
+  void recorded;
   await api.GET("/api/v2/me");
 
   const alert = await api.POST("/api/v2/projects/{projectId}/alert-endpoints", {

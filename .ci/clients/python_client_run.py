@@ -12,7 +12,13 @@ import time
 from uuid import UUID
 
 from hookrelay_client import AuthenticatedClient
-from hookrelay_client.api.deliveries import get_delivery, list_webhook_deliveries, retry_delivery
+from hookrelay_client.api.deliveries import (
+    acknowledge_webhook_deliveries,
+    get_delivery,
+    list_webhook_deliveries,
+    poll_webhook,
+    retry_delivery,
+)
 from hookrelay_client.api.events import create_event
 from hookrelay_client.api.webhooks import (
     create_webhook,
@@ -23,9 +29,13 @@ from hookrelay_client.api.webhooks import (
     update_webhook,
 )
 from hookrelay_client.models import (
+    AckAnswered,
+    AckRequest,
     CreateEventRequest,
     CreateEventRequestData,
-    CreateWebhookRequest,
+    CreatePullWebhookRequest,
+    CreatePullWebhookRequestMode,
+    CreatePushWebhookRequest,
     DeleteWebhookResponse,
     UpdateWebhookRequest,
     WebhookEventType,
@@ -80,7 +90,7 @@ def main() -> None:
         create_webhook.sync_detailed(
             project,
             client=client,
-            body=CreateWebhookRequest(url=target, events=[WebhookEventType.ACTION_CREATED]),
+            body=CreatePushWebhookRequest(url=target, events=[WebhookEventType.ACTION_CREATED]),
         ),
         201,
         "createWebhook",
@@ -106,13 +116,12 @@ def main() -> None:
     expect(patched.description == "orders" and patched.max_concurrency == 4, "the patch applied")
 
     data = CreateEventRequestData.from_dict({"actionId": "a1", "changedFields": ["status"]})
-    accepted = parsed(
-        create_event.sync_detailed(
-            project, client=client, body=CreateEventRequest(event=WebhookEventType.ACTION_CREATED, data=data)
-        ),
-        202,
-        "createEvent",
-    ).data
+
+    def publish():
+        body = CreateEventRequest(event=WebhookEventType.ACTION_CREATED, data=data)
+        return parsed(create_event.sync_detailed(project, client=client, body=body), 202, "createEvent").data
+
+    accepted = publish()
     expect(accepted.deliveries == 1, "the event reached the one webhook")
     delivery = accepted.delivery_ids[0]
 
@@ -144,8 +153,39 @@ def main() -> None:
     expect(isinstance(deleted, DeleteWebhookResponse) and deleted.deleted, "the delete answered deleted: true")
     listed = parsed(list_webhooks.sync_detailed(project, client=client), 200, "listWebhooks")
     expect(listed.data.webhooks == [], "the deleted webhook is no longer listed")
+
+    # A pull webhook: its delivery is leased by a poll and acknowledged.
+    pull = parsed(
+        create_webhook.sync_detailed(
+            project,
+            client=client,
+            body=CreatePullWebhookRequest(
+                mode=CreatePullWebhookRequestMode.PULL, events=[WebhookEventType.ACTION_CREATED]
+            ),
+        ),
+        201,
+        "createWebhook (pull)",
+    ).data
+    accepted = publish()
+    polled = parsed(
+        poll_webhook.sync_detailed(project, pull.id, client=client, wait=5), 200, "pollWebhook"
+    ).data.deliveries
+    expect([d.delivery_id for d in polled] == accepted.delivery_ids, "the poll leased the delivery")
+    acked = parsed(
+        acknowledge_webhook_deliveries.sync_detailed(
+            project,
+            pull.id,
+            client=client,
+            body=AckRequest(
+                results=[AckAnswered(delivery_id=polled[0].delivery_id, lease_id=polled[0].lease_id, status=204)]
+            ),
+        ),
+        200,
+        "acknowledgeWebhookDeliveries",
+    ).data
+    expect(acked.recorded == 1 and acked.results[0].outcome.value == "succeeded", "the ack was recorded")
     server.shutdown()
-    print("python client: create, list, get, patch, publish, log, retry, rotate, delete all worked")
+    print("python client: create, list, get, patch, publish, log, retry, rotate, delete, poll, ack all worked")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ pub struct Args {
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
 
+    /// A second `hookrelay` binary: every scenario runs against both, alternating (A is
+    /// --server-bin, B this one), and the report adds each figure's medians and B/A.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+
+    /// With --compare, how many times each binary runs each scenario.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub rounds: u32,
+
     /// Length of each measured phase, warm-up not included.
     #[arg(long, default_value_t = 5)]
     pub duration_secs: u64,

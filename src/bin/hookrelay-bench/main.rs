@@ -5,6 +5,7 @@
 mod api;
 mod args;
 mod balance;
+mod compare;
 mod cpu;
 mod database;
 mod ledger;
@@ -26,6 +27,7 @@ use chrono::Utc;
 use clap::Parser;
 
 use args::{Args, Backend};
+use compare::Comparison;
 use database::Databases;
 use report::{Failure, Report};
 use scenarios::Bench;
@@ -99,7 +101,19 @@ async fn run(args: Args) -> BenchResult<bool> {
         bench_settings: bench_settings(&args, &logs_dir),
         sections: Vec::new(),
         failures: Vec::new(),
+        comparison: None,
     };
+    if let Some(b) = &args.compare {
+        if !b.is_file() {
+            return Err(format!("no server binary at {} (--compare)", b.display()).into());
+        }
+        report.server_bin = format!("A: {}, B: {}", server_bin.display(), b.display());
+        report.comparison = Some(Comparison {
+            a: server_bin.display().to_string(),
+            b: b.display().to_string(),
+            rounds: args.rounds,
+        });
+    }
     for backend in args.backends() {
         match backend {
             Backend::Postgres => report.postgres = Some(databases.postgres_facts().await?),
@@ -108,38 +122,66 @@ async fn run(args: Args) -> BenchResult<bool> {
     }
     let bench = Bench::new(
         args,
-        server_bin,
+        server_bin.clone(),
         client()?,
         databases,
         ticks_per_second,
         logs_dir,
     );
-    run_all(&bench, &mut report, started).await;
+    let builds = match bench.args.compare.clone() {
+        Some(b) => vec![("A", server_bin), ("B", b)],
+        None => vec![("", server_bin)],
+    };
+    run_all(&bench, &builds, &mut report, started).await;
     report.elapsed_secs = started.elapsed().as_secs_f64();
     write_report(&report, &bench.args.results_dir, &stamp)?;
     bench.databases.close().await;
     Ok(!report.void())
 }
 
-/// Every planned scenario on every planned backend; a failure is reported, not fatal.
-async fn run_all(bench: &Bench, report: &mut Report, started: Instant) {
+/// Every planned scenario on every planned backend, once per build (alternating, for
+/// `--rounds` rounds, when two are compared); a failure is reported, not fatal.
+async fn run_all(
+    bench: &Bench,
+    builds: &[(&'static str, PathBuf)],
+    report: &mut Report,
+    started: Instant,
+) {
+    let rounds = if builds.len() > 1 {
+        bench.args.rounds
+    } else {
+        1
+    };
     for backend in bench.args.backends() {
         for scenario in bench.args.scenarios() {
-            eprintln!(
-                "[{:>6.1} s] {} on {}",
-                started.elapsed().as_secs_f64(),
-                scenario.name(),
-                backend.name()
-            );
-            match scenarios::run(bench, backend, scenario).await {
-                Ok(section) => report.sections.push(section),
-                Err(error) => {
-                    eprintln!("  failed: {error}");
-                    report.failures.push(Failure {
-                        scenario: scenario.name(),
-                        backend: backend.name(),
-                        error: error.to_string(),
-                    });
+            for round in 1..=rounds {
+                for (variant, bin) in builds {
+                    bench.use_server(bin.clone());
+                    eprintln!(
+                        "[{:>6.1} s] {} on {}{}",
+                        started.elapsed().as_secs_f64(),
+                        scenario.name(),
+                        backend.name(),
+                        if variant.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {variant} round {round}")
+                        }
+                    );
+                    match scenarios::run(bench, backend, scenario).await {
+                        Ok(mut section) => {
+                            section.variant = (!variant.is_empty()).then_some(*variant);
+                            report.sections.push(section);
+                        }
+                        Err(error) => {
+                            eprintln!("  failed: {error}");
+                            report.failures.push(Failure {
+                                scenario: scenario.name(),
+                                backend: backend.name(),
+                                error: error.to_string(),
+                            });
+                        }
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::balance::Balance;
+use crate::compare::Comparison;
 use crate::database::{PostgresFacts, SqliteFacts};
 use crate::machine::Machine;
 
@@ -26,6 +27,8 @@ pub struct Section {
     /// Correctly signed requests without a delivery id or the bench's tags.
     pub malformed: u64,
     pub notes: Vec<String>,
+    /// Which binary ran it, `A` or `B`, under `--compare`.
+    pub variant: Option<&'static str>,
 }
 
 impl Section {
@@ -40,6 +43,7 @@ impl Section {
             invalid_signatures: 0,
             malformed: 0,
             notes: Vec::new(),
+            variant: None,
         }
     }
 
@@ -71,6 +75,7 @@ pub struct Report {
     pub bench_settings: Vec<(String, String)>,
     pub sections: Vec<Section>,
     pub failures: Vec<Failure>,
+    pub comparison: Option<Comparison>,
 }
 
 /// A number with as many decimals as its size deserves.
@@ -87,7 +92,7 @@ pub fn opt(value: Option<f64>) -> String {
     value.map_or_else(|| "—".to_owned(), num)
 }
 
-fn table(out: &mut String, columns: &[&str], rows: &[Vec<String>]) {
+pub fn table(out: &mut String, columns: &[&str], rows: &[Vec<String>]) {
     let _ = writeln!(out, "| {} |", columns.join(" | "));
     let _ = writeln!(out, "|{}", " --- |".repeat(columns.len()));
     for row in rows {
@@ -127,6 +132,9 @@ impl Report {
                 seen.push(section.scenario);
                 self.write_scenario(&mut out, section.scenario);
             }
+        }
+        if let Some(comparison) = &self.comparison {
+            crate::compare::write(&mut out, comparison, &self.sections);
         }
         self.write_accounting(&mut out);
         out
@@ -194,6 +202,9 @@ impl Report {
             .collect();
         let _ = writeln!(out, "## {scenario}\n");
         let mut columns = vec!["backend"];
+        if self.comparison.is_some() {
+            columns.push("build");
+        }
         columns.extend(&sections[0].columns);
         columns.push("run");
         let mut rows = Vec::new();
@@ -201,6 +212,7 @@ impl Report {
             let status = if section.void() { "VOID" } else { "ok" };
             for row in &section.rows {
                 let mut full = vec![section.backend.to_owned()];
+                full.extend(section.variant.map(str::to_owned));
                 full.extend(row.iter().cloned());
                 full.push(status.to_owned());
                 rows.push(full);

@@ -32,7 +32,8 @@ use phase::PhaseTimes;
 /// What every scenario may use.
 pub struct Bench {
     pub args: Args,
-    pub server_bin: PathBuf,
+    /// The `hookrelay` binary scenarios start; `--compare` switches it between runs.
+    server_bin: Mutex<PathBuf>,
     pub http: reqwest::Client,
     pub databases: Databases,
     pub ticks_per_second: u64,
@@ -52,13 +53,27 @@ impl Bench {
     ) -> Self {
         Self {
             args,
-            server_bin,
+            server_bin: Mutex::new(server_bin),
             http,
             databases,
             ticks_per_second,
             logs_dir,
             peak_accepted: Mutex::default(),
         }
+    }
+
+    pub fn use_server(&self, bin: PathBuf) {
+        *self
+            .server_bin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = bin;
+    }
+
+    fn server_bin(&self) -> PathBuf {
+        self.server_bin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn lock_peaks(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, f64>> {
@@ -213,7 +228,7 @@ pub async fn start_server(
         if worker { "worker" } else { "no-worker" }
     );
     Server::start(
-        &bench.server_bin,
+        &bench.server_bin(),
         &db.url,
         worker,
         bench.logs_dir.join(name),
