@@ -128,6 +128,10 @@ struct Reading {
     /// The last read found nothing it could take: what is due belongs to full endpoints or
     /// projects at their share.
     came_back_empty: bool,
+    /// The last look found no pending delivery at all, and nothing was queued, handed over or
+    /// attempted since: an empty claim then needs no second statement to say when to look
+    /// again, so an idle worker reads once per poll interval.
+    idle: bool,
     next: tokio::time::Instant,
     failures: u32,
 }
@@ -138,6 +142,8 @@ const REREAD_PAUSE: Duration = Duration::from_millis(100);
 
 impl Reading {
     fn attempt_ended(&mut self) {
+        // Its outcome may schedule a retry the next look must see.
+        self.idle = false;
         if !self.left_behind {
             return;
         }
@@ -217,6 +223,7 @@ impl Worker {
             now: true,
             left_behind: false,
             came_back_empty: false,
+            idle: false,
             next: tokio::time::Instant::now(),
             failures: 0,
         };
@@ -233,6 +240,7 @@ impl Worker {
                     Ok(found) => {
                         reading.failures = 0;
                         reading.came_back_empty = matches!(found, Claimed::Nothing);
+                        reading.idle &= reading.came_back_empty && attempts.is_empty();
                     }
                     Err(error) => {
                         tokio::select! {
@@ -241,14 +249,24 @@ impl Worker {
                         }
                     }
                 }
-                let (wait, due_now) = self.idle_wait().await;
+                let (wait, due_now) = if reading.idle {
+                    (self.settings.poll_interval, false)
+                } else {
+                    let (wait, due_now, empty) = self.idle_wait().await;
+                    reading.idle = empty && attempts.is_empty();
+                    (wait, due_now)
+                };
                 reading.wait(wait, due_now);
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = self.queue.woken() => reading.now = true,
+                () = self.queue.woken() => {
+                    reading.now = true;
+                    reading.idle = false;
+                }
                 () = tokio::time::sleep_until(reading.next) => reading.now = true,
                 Some(claim) = self.inbox.recv() => {
+                    reading.idle = false;
                     let mut refused: Vec<_> = self.start(claim, &mut attempts, &outcomes).into_iter().collect();
                     self.left_behind(&mut refused, &mut reading).await;
                 }
@@ -366,15 +384,16 @@ impl Worker {
     }
 
     /// How long to wait before reading the queue again unprompted (until the next due
-    /// delivery, at most the poll interval), and whether due work is waiting that we had no
-    /// room for: it belongs to busy endpoints, and a finishing attempt may make room.
-    async fn idle_wait(&self) -> (Duration, bool) {
+    /// delivery, at most the poll interval), whether due work is waiting that we had no room
+    /// for (it belongs to busy endpoints, and a finishing attempt may make room), and whether
+    /// nothing at all is pending.
+    async fn idle_wait(&self) -> (Duration, bool, bool) {
         let poll = self.settings.poll_interval;
         match self.queue.next_due_in().await {
-            Ok(Some(until)) if until.is_zero() => (poll, true),
-            Ok(Some(until)) => (until.min(poll), false),
-            Ok(None) => (poll, false),
-            Err(_) => (poll, true),
+            Ok(Some(until)) if until.is_zero() => (poll, true, false),
+            Ok(Some(until)) => (until.min(poll), false, false),
+            Ok(None) => (poll, false, true),
+            Err(_) => (poll, true, false),
         }
     }
 
