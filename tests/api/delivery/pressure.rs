@@ -86,7 +86,9 @@ backend_tests! {
         }
         let took = arrivals[99] - started;
         assert!(took >= Duration::from_millis(4_400), "100 at 20/s took only {took:?}");
-        assert_no_second_holds_more_than(&arrivals, 22);
+        // Slots bound when attempts start, not when they land (the receiver shares the test's
+        // runtime): on a loaded machine a late attempt can land beside on-time ones.
+        assert_no_second_holds_more_than(&arrivals, 25);
     }
 
     async fn max_concurrency_bounds_the_requests_open_at_once(backend) {
