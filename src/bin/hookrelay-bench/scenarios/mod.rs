@@ -204,6 +204,18 @@ impl Stage {
         }
     }
 
+    /// Gathers table statistics (Postgres; SQLite plans without them), which also makes every
+    /// connection plan its statements again.
+    pub async fn analyze(&self) -> BenchResult<()> {
+        if self.backend == Backend::Postgres {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(&self.database_url).await?;
+            sqlx::query("analyze").execute(&mut connection).await?;
+            connection.close().await?;
+        }
+        Ok(())
+    }
+
     /// Receiver-wide counts of bad requests, for the section.
     pub fn record_rejects(&self, section: &mut Section) {
         section.invalid_signatures = self.receiver.ledger().invalid();
