@@ -2,6 +2,7 @@
 //! with the key, the key's project found once, and the API's Error body turned into one line.
 
 mod commands;
+mod forward;
 mod listen;
 
 use std::time::Duration;

@@ -36,7 +36,7 @@ pub(crate) use health::{
 pub(crate) use log::{
     ATTEMPT_COLUMNS, AttemptRow, DEPTH_SELECT, DepthRow, DetailsRow, SUMMARY_COLUMNS, SummaryRow,
 };
-pub(crate) use pull::{HELD_PULL_COLUMNS, HeldPullRow};
+pub(crate) use pull::{HELD_PULL_COLUMNS, HeldPullRow, PULL_WEBHOOK_SELECT, pull_webhook_state};
 pub(crate) use queue::{
     CLAIM_COLUMNS, ClaimRow, into_claims, rate_limited, recorded_outcomes, schedule_to_json,
     storable,

@@ -3,10 +3,25 @@
 
 use uuid::Uuid;
 
-use super::queue::{FlowColumns, schedule_from_json};
+use super::queue::FlowColumns;
 use crate::domain::{Before, DeliveryId, RetrySchedule};
-use crate::store::StoreResult;
 use crate::store::decode::Int;
+use crate::store::{Entity, Reason, StoreError, StoreResult};
+
+/// Reads a webhook's mode and whether health disabled it, for an active webhook (`$1`) of the
+/// project (`$2`).
+pub(crate) const PULL_WEBHOOK_SELECT: &str = "select mode, disabled_at is not null from webhooks \
+     where id = $1 and project_id = $2 and kind = 'webhook' and is_active";
+
+/// What `PULL_WEBHOOK_SELECT` found means for a poll: missing, a push webhook, or a pull webhook
+/// and whether it is disabled.
+pub(crate) fn pull_webhook_state(found: Option<(String, bool)>) -> StoreResult<bool> {
+    match found {
+        None => Err(StoreError::NotFound(Entity::Webhook)),
+        Some((mode, _)) if mode != "pull" => Err(StoreError::Conflict(Reason::PushWebhook)),
+        Some((_, disabled)) => Ok(disabled),
+    }
+}
 
 /// A pulled delivery still held under the lease a poller acknowledges, with what judging the
 /// poller's answer needs.
@@ -38,12 +53,7 @@ impl HeldPullRow {
             lease_token: self.lease_token,
             attempt_number: self.attempt_count.to::<u32>() + 1,
             before: self.flow.before(),
-            retry_schedule: self
-                .flow
-                .retry_schedule
-                .as_deref()
-                .map(schedule_from_json)
-                .transpose()?,
+            retry_schedule: self.flow.retry_schedule()?,
             max_concurrency: self.flow.max_concurrency.map(Int::to),
         })
     }

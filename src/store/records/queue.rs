@@ -83,6 +83,14 @@ pub(crate) struct FlowColumns {
 }
 
 impl FlowColumns {
+    /// The webhook's own retry schedule, when it has one.
+    pub(crate) fn retry_schedule(&self) -> StoreResult<Option<RetrySchedule>> {
+        self.retry_schedule
+            .as_deref()
+            .map(schedule_from_json)
+            .transpose()
+    }
+
     pub(crate) fn before(&self) -> Before {
         Before {
             failures: self.failures.to(),
@@ -129,12 +137,7 @@ impl ClaimRow {
             attempt_number: self.attempt_count.to::<u32>() + 1,
             lease_token: token,
             before: self.flow.before(),
-            retry_schedule: self
-                .flow
-                .retry_schedule
-                .as_deref()
-                .map(schedule_from_json)
-                .transpose()?,
+            retry_schedule: self.flow.retry_schedule()?,
             max_concurrency: self.flow.max_concurrency.map(Int::to),
             effective_concurrency: self.flow.effective_concurrency.map(Int::to),
             not_before: None,

@@ -7,27 +7,21 @@ use uuid::Uuid;
 
 use super::{SqliteStore, from_millis, hex_uuid, json_rows, millis};
 use crate::domain::{DeliveryId, ProjectId, WebhookId};
-use crate::store::records::{CLAIM_COLUMNS, ClaimRow, HELD_PULL_COLUMNS, HeldPullRow, into_claims};
-use crate::store::{
-    ClaimedDelivery, Entity, HeldPull, PullQueue, PullStore, Reason, StoreError, StoreResult,
+use crate::store::records::{
+    CLAIM_COLUMNS, ClaimRow, HELD_PULL_COLUMNS, HeldPullRow, PULL_WEBHOOK_SELECT, into_claims,
+    pull_webhook_state,
 };
+use crate::store::{ClaimedDelivery, HeldPull, PullQueue, PullStore, StoreResult};
 
 #[async_trait]
 impl PullStore for SqliteStore {
     async fn pull_webhook(&self, project: ProjectId, webhook: WebhookId) -> StoreResult<bool> {
-        let found: Option<(String, bool)> = sqlx::query_as(
-            "select mode, disabled_at is not null from webhooks \
-             where id = $1 and project_id = $2 and kind = 'webhook' and is_active",
-        )
-        .bind(webhook.as_uuid())
-        .bind(project.as_uuid())
-        .fetch_optional(&self.reader)
-        .await?;
-        match found {
-            None => Err(StoreError::NotFound(Entity::Webhook)),
-            Some((mode, _)) if mode != "pull" => Err(StoreError::Conflict(Reason::PushWebhook)),
-            Some((_, disabled)) => Ok(disabled),
-        }
+        let found: Option<(String, bool)> = sqlx::query_as(PULL_WEBHOOK_SELECT)
+            .bind(webhook.as_uuid())
+            .bind(project.as_uuid())
+            .fetch_optional(&self.reader)
+            .await?;
+        pull_webhook_state(found)
     }
 
     async fn lease_pulled(
