@@ -26,6 +26,7 @@ const POOL_IDLE: &str = "hookrelay_db_pool_connections_idle";
 const POOL_MAX: &str = "hookrelay_db_pool_connections_max";
 const BUILD_INFO: &str = "hookrelay_build_info";
 const PULL_LEASED: &str = "hookrelay_pull_deliveries_leased_total";
+const KEY_LOOKUPS: &str = "hookrelay_api_key_lookups_total";
 
 /// From 0.5 ms (a loopback receiver) to the 10 s default attempt timeout.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -66,6 +67,10 @@ fn describe() {
     describe_counter!(
         PULL_LEASED,
         "Deliveries of pull webhooks leased to pollers (a delivery leased again after its lease ran out counts again)"
+    );
+    describe_counter!(
+        KEY_LOOKUPS,
+        "API keys presented, by where they were checked: cache (a key read as live in the last second) or database"
     );
     describe_gauge!(
         THROTTLED,
@@ -123,6 +128,11 @@ pub fn attempt_acknowledged(outcome: &'static str) {
 
 pub fn deliveries_pulled(count: usize) {
     counter!(PULL_LEASED).increment(count as u64);
+}
+
+pub fn api_key_checked(in_cache: bool) {
+    let source = if in_cache { "cache" } else { "database" };
+    counter!(KEY_LOOKUPS, "source" => source).increment(1);
 }
 
 pub fn events_accepted() {

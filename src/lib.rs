@@ -209,6 +209,7 @@ impl App {
             puller,
             metrics: instruments::handle(),
             key_usage: key_usage.clone(),
+            key_cache: Default::default(),
         };
         let admin_token = config
             .admin_token()

@@ -1,5 +1,7 @@
 //! Provisioning tenants: accounts, projects and API keys, for the CLI, the admin API and bootstrap.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::domain::{AccountId, ApiKey, ApiKeyId, Name, ProjectId, Scopes};
@@ -91,7 +93,13 @@ pub async fn create_key(
     Ok(issued)
 }
 
-/// Revokes a key at once; the audit log of its project records who did.
+/// How long an instance may act on a key it has read as live without reading it again
+/// (`http::key_cache`). A revoke waits this long after committing, so that it has taken effect
+/// on every instance by the time it answers.
+pub const KEY_TRUST: Duration = Duration::from_secs(1);
+
+/// Revokes a key; once this returns, no instance accepts it any more. The audit log of its
+/// project records who did.
 pub async fn revoke_key(
     store: &dyn Store,
     id: ApiKeyId,
@@ -105,7 +113,9 @@ pub async fn revoke_key(
         changes: json!({}),
         at: now,
     };
-    store.revoke_api_key(id, audit).await
+    store.revoke_api_key(id, audit).await?;
+    tokio::time::sleep(KEY_TRUST).await;
+    Ok(())
 }
 
 /// Creates a "default" account and project with an all-scope key, once, on an empty database.

@@ -54,10 +54,9 @@ async fn resolve_principal(state: &AppState, headers: &HeaderMap) -> Result<Prin
         ApiError::Unauthorized("the API key is malformed; keys look like dtk_live_…".into())
     })?;
     let record = state
-        .store
-        .find_api_key(&key.hash())
+        .key_cache
+        .find(state.store.as_ref(), &key.hash())
         .await?
-        .filter(|record| !record.revoked)
         .ok_or_else(|| ApiError::Unauthorized("the API key is unknown or revoked".into()))?;
     Ok(Principal {
         key_id: record.id,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod extract;
 pub mod headers;
 pub mod health;
+pub mod key_cache;
 pub mod key_usage;
 pub mod keys;
 pub mod pull;
@@ -62,6 +63,7 @@ pub struct AppState {
     pub puller: Arc<Puller>,
     pub metrics: PrometheusHandle,
     pub key_usage: Arc<key_usage::KeyUsage>,
+    pub key_cache: Arc<key_cache::KeyCache>,
 }
 
 /// The request-path knobs of the API.

@@ -87,6 +87,23 @@ backend_tests! {
         assert_error(again, 404, "not_found").await;
     }
 
+    async fn a_key_revoked_through_one_instance_is_refused_by_another_from_the_answer_on(backend) {
+        let app = spawn_with_admin(backend).await;
+        let peer = app.spawn_peer().await;
+        let keys_path = format!("/admin/v1/projects/{}/keys", app.project_id);
+        let (status, key) = status_and_json(admin(&app, Method::POST, &keys_path, None).await).await;
+        assert_eq!(status, 201);
+        let plaintext = key["data"]["key"].as_str().unwrap().to_owned();
+        let on_peer = || app.client.get(format!("{peer}{}", app.project_path("/webhooks"))).bearer_auth(&plaintext).send();
+        // Checked a moment ago, the key is in the peer's cache as live.
+        for _ in 0..3 {
+            assert_eq!(on_peer().await.unwrap().status(), 200);
+        }
+        let revoke_path = format!("/admin/v1/keys/{}", key["data"]["id"].as_str().unwrap());
+        assert_eq!(admin(&app, Method::DELETE, &revoke_path, None).await.status(), 200);
+        assert_error(on_peer().await.unwrap(), 401, "unauthorized").await;
+    }
+
     async fn admin_key_without_a_body_gets_every_scope(backend) {
         let app = spawn_with_admin(backend).await;
         let path = format!("/admin/v1/projects/{}/keys", app.project_id);

@@ -112,4 +112,26 @@ backend_tests! {
         assert_eq!(sample(&text, unmatched), Some(1.0), "{text}");
         server.terminate();
     }
+
+    async fn a_busy_key_is_read_from_the_database_about_once_a_second(backend) {
+        let db = TestDb::create(backend).await;
+        let (project, key) = provision_tenant(&db.url);
+        let mut command = hookrelay(&db.url);
+        command.env("HOOKRELAY_BOOTSTRAP", "false");
+        let server = Server::start(command);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let webhooks = format!("{}/api/v2/projects/{project}/webhooks", server.address);
+        let started = std::time::Instant::now();
+        for _ in 0..50 {
+            let listed = client.get(&webhooks).bearer_auth(&key).send().await.unwrap();
+            assert_eq!(listed.status(), 200);
+        }
+        let seconds = started.elapsed().as_secs_f64().ceil();
+        let text = scrape(&client, &server).await;
+        let checked = |source: &str| sample(&text, &format!("hookrelay_api_key_lookups_total{{source=\"{source}\"}}")).unwrap_or(0.0);
+        let (cached, read) = (checked("cache"), checked("database"));
+        assert_eq!(cached + read, 50.0, "{text}");
+        assert!(read >= 1.0 && read <= seconds + 1.0, "{read} database lookups in {seconds} s");
+        server.terminate();
+    }
 }

@@ -12,7 +12,8 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
+use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -93,22 +94,43 @@ pub(super) async fn insert_audit(
     project: ProjectId,
     entry: &AuditEntry,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "insert into audit_log (id, project_id, at, actor_type, actor_id, channel, action, \
-         target_id, changes) values ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(project.as_uuid())
-    .bind(entry.at)
-    .bind(entry.actor.kind())
-    .bind(entry.actor.key.map(|k| k.to_string()))
-    .bind(entry.actor.channel.as_str())
-    .bind(entry.action)
-    .bind(&entry.target_id)
-    .bind(entry.changes.to_string())
-    .execute(&mut **tx)
-    .await?;
+    bind_audit(sqlx::query(&audit_insert(1, None)), project, entry)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// The statement that writes an audit entry, its values the parameters from `$first` on (bound
+/// by `bind_audit`). With `after`, the name of a data-modifying CTE, the entry is written only
+/// if that CTE returned a row: a change and its audit entry become one statement, which
+/// commits on its own.
+pub(super) fn audit_insert(first: usize, after: Option<&str>) -> String {
+    let values: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
+    let columns = "insert into audit_log (id, project_id, at, actor_type, actor_id, channel, \
+                   action, target_id, changes)";
+    let values = format!("{}::jsonb", values.join(", "));
+    match after {
+        None => format!("{columns} values ({values})"),
+        Some(change) => format!("{columns} select {values} from {change}"),
+    }
+}
+
+/// Binds an audit entry's nine values, in `audit_insert`'s order.
+pub(super) fn bind_audit<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    project: ProjectId,
+    entry: &'q AuditEntry,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(Uuid::now_v7())
+        .bind(project.as_uuid())
+        .bind(entry.at)
+        .bind(entry.actor.kind())
+        .bind(entry.actor.key.map(|k| k.to_string()))
+        .bind(entry.actor.channel.as_str())
+        .bind(entry.action)
+        .bind(&entry.target_id)
+        .bind(entry.changes.to_string())
 }
 
 impl PostgresStore {

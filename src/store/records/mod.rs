@@ -43,5 +43,5 @@ pub(crate) use queue::{
 };
 pub(crate) use tenants::{KeyInfoRow, KeyRecordRow};
 pub(crate) use webhooks::{
-    AuditRow, WebhookRow, filters_from_json, filters_to_json, stored_headers,
+    AuditRow, WebhookRow, filters_from_json, filters_to_json, listed_webhooks, stored_headers,
 };

@@ -227,6 +227,17 @@ pub(crate) fn stored_headers(cipher: &SecretCipher, headers: &CustomHeaders) -> 
 }
 
 /// Filters are stored as a JSON object of `key: "value1,value2"`, as the API writes them.
+/// The condition a list of a project's webhooks adds: none with deleted ones, else
+/// `is_active` written out, so the planner can use the index of active webhooks (a
+/// parameter standing for it could not promise that).
+pub(crate) fn listed_webhooks(include_inactive: bool) -> &'static str {
+    if include_inactive {
+        ""
+    } else {
+        " and is_active"
+    }
+}
+
 pub(crate) fn filters_to_json(filters: &Filters) -> String {
     let map: serde_json::Map<String, serde_json::Value> = filters
         .to_pairs()

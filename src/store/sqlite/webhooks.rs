@@ -7,7 +7,7 @@ use super::insert_audit;
 use super::{SqliteStore, millis, to_json_list};
 use crate::domain::{AuditEntry, ProjectId, WebhookId, WebhookKind};
 use crate::store::records::{
-    AuditRow, WebhookRow, filters_to_json, schedule_to_json, stored_headers,
+    AuditRow, WebhookRow, filters_to_json, listed_webhooks, schedule_to_json, stored_headers,
 };
 use crate::store::{
     AuditRecord, Entity, NewWebhook, SecretRotation, StoreError, StoreResult, Webhook,
@@ -83,11 +83,11 @@ impl WebhookStore for SqliteStore {
         include_inactive: bool,
     ) -> StoreResult<Vec<Webhook>> {
         let rows: Vec<WebhookRow> = sqlx::query_as(&format!(
-            "select {WEBHOOK_COLUMNS} from webhooks \
-             where project_id = $1 and kind = $3 and (is_active or $2) order by created_at, id"
+            "select {WEBHOOK_COLUMNS} from webhooks where project_id = $1 and kind = $2{} \
+             order by created_at, id",
+            listed_webhooks(include_inactive)
         ))
         .bind(project.as_uuid())
-        .bind(include_inactive)
         .bind(kind.as_str())
         .fetch_all(&self.reader)
         .await?;
