@@ -82,6 +82,35 @@ pub(crate) async fn accept_one(store: &dyn Store, event: NewEvent) -> StoreResul
     results.remove(0).map(|accepted| accepted.event)
 }
 
+/// The record of one attempt at a claimed delivery, answered with `status`, finished `at`.
+fn attempt_at(
+    claim: &hookrelay::store::ClaimedDelivery,
+    webhook: hookrelay::domain::WebhookId,
+    status: u16,
+    result: AttemptResult,
+    at: chrono::DateTime<Utc>,
+) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id: claim.id,
+        webhook_id: webhook,
+        lease_token: claim.lease_token,
+        attempt_number: claim.attempt_number,
+        started_at: at,
+        duration_ms: 1,
+        response_status: Some(status),
+        response_body: None,
+        error: None,
+        result,
+        finished_at: at,
+        health_policy: NEVER_DISABLE,
+        hold: None,
+        retry_after: None,
+        request_headers: None,
+        pressure: hookrelay::domain::Pressure::Neutral,
+        max_concurrency: 16,
+    }
+}
+
 async fn accept_leased(store: &dyn Store, event: NewEvent, lease: Lease) -> Accepted {
     let accepting = Accepting {
         event,
@@ -306,23 +335,8 @@ backend_tests! {
         let finished = claims.iter().find(|c| c.id == done.delivery_ids[0]).unwrap();
         let recorded = store
             .record_attempts(&[AttemptRecord {
-                delivery_id: finished.id,
-                webhook_id: webhook.id,
-                lease_token: finished.lease_token,
-                attempt_number: finished.attempt_number,
-                started_at: now,
-                duration_ms: 3,
-                response_status: Some(200),
                 response_body: Some("ok".into()),
-                error: None,
-                result: AttemptResult::Succeeded,
-                finished_at: now,
-                health_policy: NEVER_DISABLE,
-                hold: None,
-                retry_after: None,
-                request_headers: None,
-                pressure: hookrelay::domain::Pressure::Neutral,
-                max_concurrency: 16,
+                ..attempt_at(finished, webhook.id, 200, AttemptResult::Succeeded, now)
             }])
             .await
             .unwrap();
@@ -352,30 +366,40 @@ backend_tests! {
         let second = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 10, 10, &[], &[]).await.unwrap();
         assert_eq!(second.len(), 1);
         assert_ne!(first[0].lease_token, second[0].lease_token);
-        let record = |claim: &hookrelay::store::ClaimedDelivery| AttemptRecord {
-            delivery_id: claim.id,
-            webhook_id: webhook.id,
-            lease_token: claim.lease_token,
-            attempt_number: claim.attempt_number,
-            started_at: now,
-            duration_ms: 1,
-            response_status: Some(500),
-            response_body: None,
-            error: None,
-            result: AttemptResult::Failed,
-            finished_at: now,
-            health_policy: NEVER_DISABLE,
-            hold: None,
-            retry_after: None,
-            request_headers: None,
-            pressure: hookrelay::domain::Pressure::Neutral,
-            max_concurrency: 16,
-        };
+        let record = |claim| attempt_at(claim, webhook.id, 500, AttemptResult::Failed, now);
         assert_eq!(store.record_attempts(&[record(&first[0])]).await.unwrap().outcomes, [Recorded::Stale], "the stale holder is ignored");
         assert_eq!(store.record_attempts(&[record(&second[0])]).await.unwrap().outcomes, [Recorded::Recorded]);
         let details = store.get_delivery(project, accepted.delivery_ids[0]).await.unwrap();
         assert_eq!(details.attempts.len(), 1);
         assert_eq!(store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().stats.total_deliveries, 1);
+    }
+
+    async fn a_batch_with_one_lost_lease_records_the_other_and_counts_only_it(backend) {
+        let (store, _db) = open(backend).await;
+        let project = new_project(store.as_ref()).await;
+        let webhook = store.create_webhook(project, new_webhook(&["action.created"]), 10, cli_audit("webhook.created")).await.unwrap();
+        for _ in 0..2 {
+            accept_one(store.as_ref(), event(project, serde_json::json!({}))).await.unwrap();
+        }
+        let now = Utc::now();
+        let first = store.claim_due(now, now, 10, 10, &[], &[]).await.unwrap();
+        assert_eq!(first.len(), 2);
+        // Both leases ended at once; a second worker takes one delivery over.
+        let later = now + chrono::TimeDelta::milliseconds(1);
+        let taken = store.claim_due(later, later + chrono::TimeDelta::seconds(30), 1, 10, &[], &[]).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        let record = |claim| attempt_at(claim, webhook.id, 200, AttemptResult::Succeeded, now);
+        let batch: Vec<AttemptRecord> = first.iter().map(record).collect();
+        let outcomes = store.record_attempts(&batch).await.unwrap().outcomes;
+        let expected: Vec<Recorded> = first.iter()
+            .map(|claim| if claim.id == taken[0].id { Recorded::Stale } else { Recorded::Recorded })
+            .collect();
+        assert_eq!(outcomes, expected);
+        let stats = store.get_webhook(project, WebhookKind::Webhook, webhook.id).await.unwrap().stats;
+        assert_eq!((stats.total_deliveries, stats.successful_deliveries), (1, 1), "only the held lease counts");
+        let kept = first.iter().find(|claim| claim.id != taken[0].id).unwrap();
+        assert_eq!(store.get_delivery(project, kept.id).await.unwrap().attempts.len(), 1);
+        assert!(store.get_delivery(project, taken[0].id).await.unwrap().attempts.is_empty());
     }
 
     async fn an_event_accepted_under_a_lease_comes_back_claimed_and_stays_out_of_the_queue(backend) {

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::events::{EventColumns, INSERT_DELIVERIES, deliveries_insert};
@@ -48,6 +50,79 @@ impl DeliveryColumns {
         self.failed.push(i32::from(record.counts_as_failure()));
         self.throttled.push(record.hold.is_some());
     }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.tokens)
+            .bind(&self.statuses)
+            .bind(&self.next_attempt_at)
+            .bind(&self.response_status)
+            .bind(&self.errors)
+            .bind(&self.finished_at)
+            .bind(&self.failed)
+            .bind(&self.throttled)
+    }
+}
+
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+/// The deliveries whose leases still hold take their new states; parameters `$1` to `$9`.
+const DELIVERIES_UPDATE: &str = "update deliveries d set status = t.status, \
+     attempt_count = d.attempt_count + 1, next_attempt_at = t.next_attempt_at, \
+     lease_until = null, lease_token = null, last_response_status = t.response_status, \
+     last_error = t.error, updated_at = t.finished_at, failures = d.failures + t.failed, \
+     throttled_since = case when t.throttled then coalesce(d.throttled_since, t.finished_at) end \
+     from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], $6::text[], \
+                 $7::timestamptz[], $8::int4[], $9::bool[]) \
+          as t(id, token, status, next_attempt_at, response_status, error, finished_at, failed, \
+               throttled) \
+     where d.id = t.id and d.lease_token = t.token and d.status = 'pending' \
+     returning d.id";
+
+/// The attempt log's rows, to be narrowed by a `where` on `a.delivery_id`; parameters `$10`
+/// to `$19`.
+const ATTEMPTS_INSERT: &str = "insert into delivery_attempts (delivery_id, attempt_number, \
+     started_at, duration_ms, response_status, response_body, error, throttled, retry_after, \
+     request_headers) \
+     select a.* from unnest($10::uuid[], $11::int4[], $12::timestamptz[], $13::int4[], \
+                            $14::int4[], $15::text[], $16::text[], $17::bool[], $18::text[], \
+                            $19::text[]) \
+          as a(delivery_id, attempt_number, started_at, duration_ms, response_status, \
+               response_body, error, throttled, retry_after, request_headers)";
+
+/// The webhooks' stats from a batch's tallies, its eleven parameters from `$first` on; it
+/// ends in a `where`, so a caller may add a condition with `and`.
+fn stats_update(first: usize) -> String {
+    let p = |n: usize| format!("${}", first + n);
+    format!(
+        "update webhooks w set total_deliveries = w.total_deliveries + t.total, \
+         successful_deliveries = w.successful_deliveries + t.succeeded, \
+         failed_deliveries = w.failed_deliveries + t.total - t.succeeded, \
+         last_success_at = coalesce(t.last_success_at, w.last_success_at), \
+         last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
+         consecutive_failures = t.consecutive, failing_since = t.failing_since, \
+         failure_announced = t.announced, effective_concurrency = t.concurrency, \
+         throttle_backoff_ms = t.backoff_ms, \
+         throttled_until = greatest(t.throttled_until, w.throttled_until) \
+         from unnest({}::uuid[], {}::int8[], {}::int8[], {}::timestamptz[], {}::timestamptz[], \
+                     {}::int8[], {}::timestamptz[], {}::int4[], {}::timestamptz[], {}::int4[], \
+                     {}::bool[]) \
+              as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
+                   failing_since, concurrency, throttled_until, backoff_ms, announced) \
+         where w.id = t.id",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
+        p(9),
+        p(10)
+    )
 }
 
 /// A batch of attempts as the attempt log insert's `unnest` columns.
@@ -78,6 +153,20 @@ impl AttemptColumns {
         self.throttled.push(record.hold.is_some());
         self.retry_after.push(storable(&record.retry_after));
         self.request_headers.push(storable(&record.request_headers));
+    }
+
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.numbers)
+            .bind(&self.started_at)
+            .bind(&self.duration_ms)
+            .bind(&self.response_status)
+            .bind(&self.response_body)
+            .bind(&self.error)
+            .bind(&self.throttled)
+            .bind(&self.retry_after)
+            .bind(&self.request_headers)
     }
 }
 
@@ -116,6 +205,22 @@ impl StatsColumns {
                 .map(|b| i32::try_from(b.as_millis()).unwrap_or(i32::MAX)),
         );
     }
+
+    /// In `stats_update`'s order: `concurrency` before `throttled_until`, `announced` last.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.total)
+            .bind(&self.succeeded)
+            .bind(&self.last_success_at)
+            .bind(&self.last_failure_at)
+            .bind(&self.consecutive)
+            .bind(&self.failing_since)
+            .bind(&self.concurrency)
+            .bind(&self.throttled_until)
+            .bind(&self.backoff_ms)
+            .bind(&self.announced)
+    }
 }
 
 impl PostgresStore {
@@ -140,7 +245,10 @@ impl PostgresStore {
         .await?;
         let runs_before = runs_before(runs)?;
 
-        let held = Self::update_deliveries(&mut tx, records).await?;
+        // Tallied as if every lease still held, which is nearly always so: then the stats are
+        // written by the same statement as the deliveries and the attempts.
+        let tallies = tally_attempts(records.iter().map(|r| r.facts()), &runs_before);
+        let held = Self::write_outcomes(&mut tx, records, &tallies).await?;
         let kept: Vec<&AttemptRecord> = records
             .iter()
             .filter(|r| held.contains(&r.delivery_id))
@@ -152,9 +260,13 @@ impl PostgresStore {
                 ..RecordedBatch::default()
             });
         }
-        Self::insert_attempts(&mut tx, &kept).await?;
-        let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
-        Self::update_stats(&mut tx, &tallies).await?;
+        let tallies = if kept.len() == records.len() {
+            tallies
+        } else {
+            let tallies = tally_attempts(kept.iter().map(|r| r.facts()), &runs_before);
+            Self::update_stats(&mut tx, &tallies).await?;
+            tallies
+        };
         for tally in &tallies {
             if let Some(disable) = &tally.disable {
                 Self::disable_webhook(&mut tx, tally.webhook_id, &disable.reason, disable.at)
@@ -225,73 +337,43 @@ impl PostgresStore {
         Ok(rows)
     }
 
-    /// Writes each delivery's new state where its lease still holds; returns those deliveries.
-    async fn update_deliveries(
+    /// Writes each delivery's new state where its lease still holds and logs those attempts,
+    /// in one statement; when every lease held, the same statement writes `tallies` to the
+    /// webhooks' stats. Returns the deliveries whose leases held.
+    async fn write_outcomes(
         tx: &mut Transaction<'_, Postgres>,
         records: &[AttemptRecord],
+        tallies: &[WebhookTally],
     ) -> StoreResult<HashSet<DeliveryId>> {
-        let mut columns = DeliveryColumns::default();
-        for record in records {
-            columns.push(record);
-        }
-        let held: Vec<(Uuid,)> = sqlx::query_as(
-            "update deliveries d set status = t.status, attempt_count = d.attempt_count + 1, \
-             next_attempt_at = t.next_attempt_at, lease_until = null, lease_token = null, \
-             last_response_status = t.response_status, last_error = t.error, \
-             updated_at = t.finished_at, failures = d.failures + t.failed, \
-             throttled_since = case when t.throttled \
-                 then coalesce(d.throttled_since, t.finished_at) end \
-             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int4[], \
-                         $6::text[], $7::timestamptz[], $8::int4[], $9::bool[]) \
-                  as t(id, token, status, next_attempt_at, response_status, error, finished_at, \
-                       failed, throttled) \
-             where d.id = t.id and d.lease_token = t.token and d.status = 'pending' \
-             returning d.id",
-        )
-        .bind(&columns.ids)
-        .bind(&columns.tokens)
-        .bind(&columns.statuses)
-        .bind(&columns.next_attempt_at)
-        .bind(&columns.response_status)
-        .bind(&columns.errors)
-        .bind(&columns.finished_at)
-        .bind(&columns.failed)
-        .bind(&columns.throttled)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(held.into_iter().map(|(id,)| id.into()).collect())
-    }
-
-    async fn insert_attempts(
-        tx: &mut Transaction<'_, Postgres>,
-        kept: &[&AttemptRecord],
-    ) -> StoreResult<()> {
+        let mut deliveries = DeliveryColumns::default();
         let mut attempts = AttemptColumns::default();
-        for record in kept {
+        for record in records {
+            deliveries.push(record);
             attempts.push(record);
         }
-        sqlx::query(
-            "insert into delivery_attempts (delivery_id, attempt_number, started_at, duration_ms, \
-             response_status, response_body, error, throttled, retry_after, request_headers) \
-             select * from unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::int4[], \
-                                  $5::int4[], $6::text[], $7::text[], $8::bool[], $9::text[], \
-                                  $10::text[])",
-        )
-        .bind(&attempts.ids)
-        .bind(&attempts.numbers)
-        .bind(&attempts.started_at)
-        .bind(&attempts.duration_ms)
-        .bind(&attempts.response_status)
-        .bind(&attempts.response_body)
-        .bind(&attempts.error)
-        .bind(&attempts.throttled)
-        .bind(&attempts.retry_after)
-        .bind(&attempts.request_headers)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        let mut stats = StatsColumns::default();
+        for tally in tallies {
+            stats.push(tally);
+        }
+        let sql = format!(
+            "with held as ({DELIVERIES_UPDATE}), \
+             attempts as ({ATTEMPTS_INSERT} where a.delivery_id in (select id from held)), \
+             stats as ({} and (select count(*) from held) = $31) \
+             select id from held",
+            stats_update(20)
+        );
+        let query = attempts.bind(deliveries.bind(sqlx::query(&sql)));
+        let held = stats
+            .bind(query)
+            .bind(i64::try_from(records.len()).unwrap_or(i64::MAX))
+            .fetch_all(&mut **tx)
+            .await?;
+        held.iter()
+            .map(|row| Ok(row.try_get::<Uuid, _>(0)?.into()))
+            .collect()
     }
 
+    /// The stats of the webhooks whose leases held, when some did not.
     async fn update_stats(
         tx: &mut Transaction<'_, Postgres>,
         tallies: &[WebhookTally],
@@ -300,35 +382,10 @@ impl PostgresStore {
         for tally in tallies {
             stats.push(tally);
         }
-        sqlx::query(
-            "update webhooks w set total_deliveries = w.total_deliveries + t.total, \
-             successful_deliveries = w.successful_deliveries + t.succeeded, \
-             failed_deliveries = w.failed_deliveries + t.total - t.succeeded, \
-             last_success_at = coalesce(t.last_success_at, w.last_success_at), \
-             last_failure_at = coalesce(t.last_failure_at, w.last_failure_at), \
-             consecutive_failures = t.consecutive, failing_since = t.failing_since, \
-             failure_announced = t.announced, effective_concurrency = t.concurrency, throttle_backoff_ms = t.backoff_ms, \
-             throttled_until = greatest(t.throttled_until, w.throttled_until) \
-             from unnest($1::uuid[], $2::int8[], $3::int8[], $4::timestamptz[], \
-                         $5::timestamptz[], $6::int8[], $7::timestamptz[], $8::int4[], \
-                         $9::timestamptz[], $10::int4[], $11::bool[]) \
-                  as t(id, total, succeeded, last_success_at, last_failure_at, consecutive, \
-                       failing_since, concurrency, throttled_until, backoff_ms, announced) \
-             where w.id = t.id",
-        )
-        .bind(&stats.ids)
-        .bind(&stats.total)
-        .bind(&stats.succeeded)
-        .bind(&stats.last_success_at)
-        .bind(&stats.last_failure_at)
-        .bind(&stats.consecutive)
-        .bind(&stats.failing_since)
-        .bind(&stats.concurrency)
-        .bind(&stats.throttled_until)
-        .bind(&stats.backoff_ms)
-        .bind(&stats.announced)
-        .execute(&mut **tx)
-        .await?;
+        stats
+            .bind(sqlx::query(&stats_update(1)))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
