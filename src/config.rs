@@ -593,7 +593,7 @@ pub enum KeyCommand {
         #[arg(long)]
         project: String,
     },
-    /// Revoke an API key at once; prints {"id": …, "revoked": true}.
+    /// Revoke an API key: prints {"id": …, "revoked": true} once every instance refuses it.
     Revoke {
         /// The key's id (not the key itself).
         id: String,
