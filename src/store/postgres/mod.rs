@@ -8,13 +8,14 @@ mod queue;
 mod webhooks;
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use sqlx::query::Query;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::cipher::SecretCipher;
@@ -26,6 +27,9 @@ use super::{
 use crate::domain::{ApiKeyId, AuditEntry, ProjectId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a pooled connection may sit idle before it is pinged again before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// The channel a commit announces deliveries for the workers on.
 const WORK_CHANNEL: &str = "hookrelay_work";
@@ -143,6 +147,19 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every connection it takes back into the pool, and by default pings
+            // it again when handing it out: a round trip each, as dear as a statement. A
+            // connection that came back moments ago passed the first ping; only one that sat
+            // idle longer (across a database restart, say) is pinged before use.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self { pool, cipher })
     }

@@ -128,13 +128,17 @@ impl SqliteStore {
             .busy_timeout(settings.acquire_timeout)
             .foreign_keys(true);
         create_private(options.get_filename())?;
+        // An embedded database's connection cannot drop away: sqlx's ping before each use
+        // (a hop to the connection's thread) buys nothing.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options.read_only(true));
         Ok(Self {
