@@ -2,6 +2,7 @@
 //! batch, with each webhook's stats and the disable decision folded attempt by attempt.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
@@ -124,6 +125,21 @@ fn stats_update(first: usize) -> String {
         p(10)
     )
 }
+
+/// A batch's deliveries, attempts and, when every lease held, stats: `write_outcomes`.
+/// Composed once, not on every batch.
+static WRITE_OUTCOMES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "with held as ({DELIVERIES_UPDATE}), \
+         attempts as ({ATTEMPTS_INSERT} where a.delivery_id in (select id from held)), \
+         stats as ({} and (select count(*) from held) = $31) \
+         select id from held",
+        stats_update(20)
+    )
+});
+
+/// The stats of the held leases' webhooks, when some lease did not hold: `update_stats`.
+static STATS_ALONE: LazyLock<String> = LazyLock::new(|| stats_update(1));
 
 /// A batch of attempts as the attempt log insert's `unnest` columns.
 #[derive(Default)]
@@ -355,14 +371,7 @@ impl PostgresStore {
         for tally in tallies {
             stats.push(tally);
         }
-        let sql = format!(
-            "with held as ({DELIVERIES_UPDATE}), \
-             attempts as ({ATTEMPTS_INSERT} where a.delivery_id in (select id from held)), \
-             stats as ({} and (select count(*) from held) = $31) \
-             select id from held",
-            stats_update(20)
-        );
-        let query = attempts.bind(deliveries.bind(sqlx::query(&sql)));
+        let query = attempts.bind(deliveries.bind(sqlx::query(&WRITE_OUTCOMES)));
         let held = stats
             .bind(query)
             .bind(i64::try_from(records.len()).unwrap_or(i64::MAX))
@@ -383,7 +392,7 @@ impl PostgresStore {
             stats.push(tally);
         }
         stats
-            .bind(sqlx::query(&stats_update(1)))
+            .bind(sqlx::query(&STATS_ALONE))
             .execute(&mut **tx)
             .await?;
         Ok(())
